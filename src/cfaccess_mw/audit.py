@@ -1,0 +1,85 @@
+"""One audit event per decision, to the ``cfaccess_mw.audit`` logger and an optional hook.
+
+Events carry the outcome, the reason code, the principal's kind and name or
+email, the peer address, the method and the path (never the query string, which
+may carry secrets), and never a token, key or header value.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+audit_logger = logging.getLogger("cfaccess_mw.audit")
+
+Outcome = Literal["accepted", "refused", "unavailable"]
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """What was decided about one request."""
+
+    outcome: Outcome
+    status: int | None  # None for an acceptance: the app has not answered yet
+    method: str
+    path: str
+    client: str | None
+    kind: str | None = None
+    principal: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "status": self.status,
+            "method": self.method,
+            "path": self.path,
+            "client": self.client,
+            "kind": self.kind,
+            "principal": self.principal,
+            "reason": self.reason,
+            "detail": self.detail,
+        }
+
+
+AuditHook = Callable[[AuditEvent], "Awaitable[None] | None"]
+
+
+def request_facts(scope: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    """Method, path and peer address of a request, as they go into an event."""
+    client = scope.get("client")
+    peer = f"{client[0]}:{client[1]}" if client else None
+    method = scope.get("method", "WEBSOCKET" if scope["type"] == "websocket" else "")
+    return method, scope.get("path", ""), peer
+
+
+async def emit(event: AuditEvent, hook: AuditHook | None) -> None:
+    """Log the event and hand it to the hook. A failing hook is logged, not raised."""
+    # A refusal with no credential at all is routine (health probes, scanners): INFO, like an acceptance.
+    level = logging.INFO if event.outcome == "accepted" or event.reason == "no_credentials" else logging.WARNING
+    if audit_logger.isEnabledFor(level):
+        who = f" {event.kind}={event.principal}" if event.kind else ""
+        why = f" reason={event.reason} ({event.detail})" if event.reason else ""
+        audit_logger.log(
+            level,
+            "%s %s %s %s client=%s%s%s",
+            event.outcome,
+            event.status,
+            event.method,
+            event.path,
+            event.client,
+            who,
+            why,
+            extra={"cfaccess": event.as_dict()},
+        )
+    if hook is not None:
+        try:
+            result = hook(event)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            audit_logger.exception("audit hook failed")

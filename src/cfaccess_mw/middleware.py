@@ -1,0 +1,301 @@
+"""The ASGI middleware: decide who the caller is, or refuse.
+
+Per request, in order, and never falling from a failed method to a weaker one:
+
+1. ``lifespan`` and public paths pass straight through (the keys are fetched at
+   ``lifespan.startup`` on the way).
+2. ``Cf-Access-Jwt-Assertion`` present (and JWT checking configured): verify it;
+   an identity token's email must be an existing user of the app, a service
+   token's client ID must be allowed. Any failure refuses.
+3. Else ``Authorization: Bearer <key>``: must match a configured API key.
+4. Else, in ``local`` mode only, a loopback socket peer is the local operator.
+5. Else 401.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import httpx
+from starlette.authentication import AuthCredentials, UnauthenticatedUser
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import cookie_parser
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .audit import AuditEvent, AuditHook, audit_logger, emit, request_facts
+from .errors import AuthError, AuthUnavailable, Forbidden, InvalidToken, Reason, Unauthorized, send_error
+from .exposure import peer_is_loopback
+from .keys import JWKSClient
+from .principals import Principal
+from .settings import ExposureMode, Settings
+from .tokens import TokenVerifier
+
+logger = logging.getLogger("cfaccess_mw")
+
+UserLookup = Callable[[str], Any]
+"""``lookup(email) -> user or None``, sync or async. Must only find existing users, never create one."""
+
+#: Longest Bearer key considered; longer ones are refused without hashing.
+MAX_API_KEY_LENGTH = 512
+COOKIE_NAME = "CF_Authorization"
+_LOCAL = Principal("local", name="local")
+
+
+def _is_async_callable(fn: object) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+class CloudflareAccessMiddleware:
+    """Authenticate every HTTP and websocket request behind Cloudflare Access.
+
+    ``app.add_middleware(CloudflareAccessMiddleware, user_lookup=find_user)`` reads
+    ``CFACCESS_*`` from the environment; pass ``settings=Settings(...)`` to be
+    explicit. ``audit_hook(event)`` (sync or async) sees every decision.
+    ``extra_scopes(principal)`` adds app-defined scopes (roles, say) to
+    ``request.auth.scopes`` for ``@requires`` and :func:`cfaccess_mw.fastapi.require`.
+    ``transport`` and ``clock`` are for tests: an httpx transport for the certs
+    fetch and a wall clock for token times.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: Settings | None = None,
+        user_lookup: UserLookup | None = None,
+        audit_hook: AuditHook | None = None,
+        extra_scopes: Callable[[Principal], Iterable[str]] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.app = app
+        self.settings = settings if settings is not None else Settings.from_env()
+        self.user_lookup = user_lookup
+        self.audit_hook = audit_hook
+        self.extra_scopes = extra_scopes
+        self._lookup_is_async = _is_async_callable(user_lookup)
+        self._trust_loopback = self.settings.exposure_mode is ExposureMode.LOCAL
+        self._public_paths = self.settings.public_paths
+        self._services = {t.client_id: t.name for t in self.settings.service_tokens}
+        self._api_key_principals = {k.name: Principal("api_key", name=k.name) for k in self.settings.api_keys}
+        self.jwks: JWKSClient | None = None
+        self.verifier: TokenVerifier | None = None
+        if self.settings.jwt_enabled:
+            assert self.settings.certs_url is not None and self.settings.issuer is not None
+            self.jwks = JWKSClient(
+                self.settings.certs_url,
+                cache_seconds=self.settings.jwks_cache_seconds,
+                cooldown_seconds=self.settings.jwks_refresh_cooldown_seconds,
+                timeout=self.settings.jwks_timeout_seconds,
+                transport=transport,
+            )
+            self.verifier = TokenVerifier(
+                issuer=self.settings.issuer,
+                audiences=self.settings.audiences,
+                keys=self.jwks,
+                leeway=self.settings.leeway_seconds,
+                cache_size=self.settings.token_cache_size,
+                clock=clock,
+            )
+            if user_lookup is None:
+                logger.warning("cfaccess_mw: no user_lookup given, so every Cloudflare Access user gets 403")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope_type = scope["type"]
+        if scope_type == "lifespan":
+            await self.app(scope, self._receive_with_startup(receive), send)
+            return
+        if scope_type not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        if self._is_public(scope["path"]):
+            scope["user"] = UnauthenticatedUser()
+            scope["auth"] = AuthCredentials()
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = await self.authenticate(scope)
+        except AuthError as err:
+            await self._refuse(scope, send, err)
+            return
+        scope["user"] = principal
+        scopes = principal.scopes
+        if self.extra_scopes is not None:
+            scopes = [*scopes, *self.extra_scopes(principal)]
+        scope["auth"] = AuthCredentials(scopes)
+        if self.audit_hook is not None or audit_logger.isEnabledFor(logging.INFO):
+            await self._audit(scope, "accepted", None, principal=principal)
+        await self._call_app(scope, receive, send)
+
+    # --- the decision ------------------------------------------------------------------------
+
+    async def authenticate(self, scope: Scope) -> Principal:
+        """The principal for this request, or an :class:`AuthError` saying why not."""
+        jwt_header, authorization, cookie = self._read_headers(scope)
+        if self.verifier is not None:
+            if jwt_header is None and cookie is not None:
+                jwt_header = cookie_parser(cookie).get(COOKIE_NAME)
+            if jwt_header is not None:
+                return await self._principal_from_claims(await self.verifier.verify(jwt_header))
+        if authorization is not None:
+            scheme, _, credential = authorization.partition(" ")
+            if scheme.lower() == "bearer":
+                return self._principal_from_api_key(credential.strip())
+        if self._trust_loopback and peer_is_loopback(scope):
+            return _LOCAL
+        raise Unauthorized(
+            Reason.NO_CREDENTIALS,
+            "Authentication required: send a Cloudflare Access token or an API key.",
+            "no Cf-Access-Jwt-Assertion and no Bearer key" + ("" if self._trust_loopback else " (reverse-proxy mode)"),
+        )
+
+    def _read_headers(self, scope: Scope) -> tuple[str | None, str | None, str | None]:
+        jwt_header = authorization = cookie = None
+        want_cookie = self.settings.allow_cookie
+        for name, value in scope["headers"]:
+            if name == b"cf-access-jwt-assertion":
+                if jwt_header is not None:
+                    raise InvalidToken(
+                        Reason.TOKEN_MALFORMED,
+                        "The access token header was sent more than once.",
+                        "Cf-Access-Jwt-Assertion appears more than once",
+                    )
+                jwt_header = value.decode("latin-1")
+            elif name == b"authorization":
+                if authorization is not None:
+                    raise Unauthorized(
+                        Reason.API_KEY_INVALID,
+                        "The Authorization header was sent more than once.",
+                        "Authorization appears more than once",
+                    )
+                authorization = value.decode("latin-1")
+            elif want_cookie and name == b"cookie":
+                cookie = value.decode("latin-1") if cookie is None else f"{cookie}; {value.decode('latin-1')}"
+        return jwt_header, authorization, cookie
+
+    async def _principal_from_claims(self, claims: Mapping[str, Any]) -> Principal:
+        if "email" in claims:
+            email = claims["email"]
+            if not isinstance(email, str) or not email.strip():
+                raise InvalidToken(
+                    Reason.CLAIM_INVALID,
+                    "The token's email claim is invalid.",
+                    f"claim 'email' must be a non-empty string, got {type(email).__name__}",
+                )
+            email = email.strip().lower()
+            user = await self._lookup(email)
+            if user is None:
+                raise Forbidden(
+                    Reason.UNKNOWN_USER,
+                    "This account is not a user of this application; ask an administrator to add it.",
+                    f"no user with email {email!r}",
+                )
+            return Principal("user", email=email, user=user, claims=claims)
+        client_id = claims.get("common_name")
+        if isinstance(client_id, str) and client_id:
+            name = self._services.get(client_id)
+            if name is None:
+                raise Forbidden(
+                    Reason.SERVICE_TOKEN_NOT_ALLOWED,
+                    "This service token is not allowed for this application.",
+                    f"service token client ID {client_id!r} is not in CFACCESS_SERVICE_TOKENS",
+                )
+            return Principal("service", name=name, claims=claims)
+        raise InvalidToken(
+            Reason.CLAIM_INVALID,
+            "The token names neither a user nor a service token.",
+            "the token has no 'email' claim and no usable 'common_name' claim",
+        )
+
+    async def _lookup(self, email: str) -> Any:
+        if self.user_lookup is None:
+            return None
+        try:
+            if self._lookup_is_async:
+                return await self.user_lookup(email)
+            user = await run_in_threadpool(self.user_lookup, email)
+            if inspect.isawaitable(user):
+                user = await user
+            return user
+        except Exception as exc:
+            logger.error("cfaccess_mw: user_lookup raised %s", type(exc).__name__, exc_info=True)
+            raise AuthUnavailable(
+                Reason.USER_LOOKUP_FAILED,
+                "The user directory is unavailable; try again shortly.",
+                f"user_lookup raised {type(exc).__name__}",
+            ) from None
+
+    def _principal_from_api_key(self, key: str) -> Principal:
+        if key and len(key) <= MAX_API_KEY_LENGTH:
+            match = self.settings.find_api_key(hashlib.sha256(key.encode("latin-1")).digest())
+            if match is not None:
+                return self._api_key_principals[match.name]
+        raise Unauthorized(Reason.API_KEY_INVALID, "The API key is not valid.", "no configured API key matches")
+
+    def _is_public(self, path: str) -> bool:
+        for public in self._public_paths:
+            if path == public or (path.startswith(public) and path[len(public)] == "/"):
+                # A dot segment could climb out of the public prefix in whatever serves the path.
+                padded = path + "/"
+                return "/../" not in padded and "/./" not in padded
+        return False
+
+    # --- around the app ----------------------------------------------------------------------
+
+    def _receive_with_startup(self, receive: Receive) -> Receive:
+        async def receive_and_prefetch() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup" and self.jwks is not None:
+                await self.jwks.refresh()  # failures are logged; requests then get 503 until keys arrive
+            return message
+
+        return receive_and_prefetch
+
+    async def _call_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; an :class:`AuthError` it raises (e.g. from a FastAPI dependency) becomes our refusal."""
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except AuthError as err:
+            if started:
+                raise
+            await self._refuse(scope, send, err)
+
+    async def _refuse(self, scope: Scope, send: Send, err: AuthError) -> None:
+        outcome = "unavailable" if isinstance(err, AuthUnavailable) else "refused"
+        await self._audit(scope, outcome, err.status_code, err=err)
+        await send_error(scope, send, err)
+
+    async def _audit(
+        self,
+        scope: Scope,
+        outcome: Any,
+        status: int | None,
+        principal: Principal | None = None,
+        err: AuthError | None = None,
+    ) -> None:
+        method, path, client = request_facts(scope)
+        event = AuditEvent(
+            outcome=outcome,
+            status=status,
+            method=method,
+            path=path,
+            client=client,
+            kind=principal.kind if principal else None,
+            principal=principal.display_name if principal else None,
+            reason=err.reason.value if err else None,
+            detail=err.detail if err else None,
+        )
+        await emit(event, self.audit_hook)
+

@@ -1,0 +1,243 @@
+"""A local stand-in for a Cloudflare Access team, for your own tests and demos.
+
+:class:`LocalIssuer` makes real RSA keys, serves their certs document over real
+HTTP on 127.0.0.1, mints identity and service tokens the way Cloudflare shapes
+them, and rotates keys the way Cloudflare does (the new key published beside the
+old one, the old one withdrawn later). The server binds loopback only, answers a
+bounded number of requests, and stops itself after ``max_seconds``.
+
+    with LocalIssuer() as issuer:
+        app.add_middleware(CloudflareAccessMiddleware, settings=issuer.settings(), user_lookup=find)
+        token = issuer.identity_token("alice@example.com")
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+from .settings import ExposureMode, Settings
+
+Response = tuple[int, Mapping[str, str], bytes]
+
+
+def new_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
+    """A fresh RSA private key (public exponent 65537)."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def public_jwk(kid: str, key: rsa.RSAPrivateKey) -> dict[str, Any]:
+    """The JWK Cloudflare would publish for ``key``: kid, kty, alg, use, e, n."""
+    jwk: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update({"kid": kid, "alg": "RS256", "use": "sig"})
+    return jwk
+
+
+class LocalIssuer:
+    """Keys, a loopback certs endpoint and a token minter for one Access application."""
+
+    def __init__(
+        self,
+        *,
+        team_domain: str = "test-team.cloudflareaccess.com",
+        audience: str | None = None,
+        max_requests: int = 100_000,
+        max_seconds: float = 900.0,
+    ) -> None:
+        self.team_domain = team_domain
+        self.audience = audience if audience is not None else secrets.token_hex(32)
+        self.max_requests = max_requests
+        self.max_seconds = max_seconds
+        self._keys: dict[str, rsa.RSAPrivateKey] = {}
+        self.signing_kid = self.add_key()
+        #: When set, called for each certs request instead of serving the document (to misbehave on purpose).
+        self.responder: Callable[[], Response] | None = None
+        self.fetch_count = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"LocalIssuer(team_domain={self.team_domain!r}, kids={list(self._keys)!r})"
+
+    # --- keys ---------------------------------------------------------------------------------
+
+    def add_key(self, key: rsa.RSAPrivateKey | None = None) -> str:
+        """Publish a new key (not yet used for signing); return its kid."""
+        kid = secrets.token_hex(32)
+        self._keys[kid] = key if key is not None else new_rsa_key()
+        return kid
+
+    def rotate(self, keep_old: bool = True) -> str:
+        """Publish a new key and sign with it from now on; keep the old one published unless told not to."""
+        old = self.signing_kid
+        self.signing_kid = self.add_key()
+        if not keep_old:
+            self.remove_key(old)
+        return self.signing_kid
+
+    def remove_key(self, kid: str) -> None:
+        """Withdraw a key from the certs document."""
+        del self._keys[kid]
+
+    def private_key(self, kid: str | None = None) -> rsa.RSAPrivateKey:
+        """The private key behind ``kid`` (default: the signing key)."""
+        return self._keys[kid or self.signing_kid]
+
+    @property
+    def kids(self) -> list[str]:
+        return list(self._keys)
+
+    def certs_document(self) -> dict[str, Any]:
+        """The body Cloudflare serves at ``/cdn-cgi/access/certs`` (``keys`` only; the PEM copies are omitted)."""
+        return {"keys": [public_jwk(kid, key) for kid, key in self._keys.items()]}
+
+    # --- tokens -------------------------------------------------------------------------------
+
+    @property
+    def issuer(self) -> str:
+        return f"https://{self.team_domain}"
+
+    def mint(self, claims: Mapping[str, Any], *, kid: str | None = None, headers: Mapping[str, Any] | None = None) -> str:
+        """Sign ``claims`` exactly as given (RS256, with ``kid``); nothing is added."""
+        kid = kid or self.signing_kid
+        return jwt.encode(dict(claims), self._keys[kid], algorithm="RS256", headers={"kid": kid, **(headers or {})})
+
+    def base_claims(self, lifetime: float = 300.0, now: float | None = None) -> dict[str, Any]:
+        """``aud``, ``iss``, ``iat``, ``nbf``, ``exp`` and ``type`` as Cloudflare sets them."""
+        issued = int(time.time() if now is None else now)
+        return {
+            "aud": [self.audience],
+            "iss": self.issuer,
+            "iat": issued,
+            "nbf": issued,
+            "exp": issued + int(lifetime),
+            "type": "app",
+        }
+
+    def identity_token(self, email: str, *, lifetime: float = 300.0, kid: str | None = None, **claims: Any) -> str:
+        """A user's application token: base claims plus ``email``, ``sub``, ``identity_nonce``, ``country``."""
+        payload = self.base_claims(lifetime)
+        payload.update(
+            {
+                "email": email,
+                "sub": secrets.token_hex(16),
+                "identity_nonce": secrets.token_urlsafe(12),
+                "country": "US",
+            }
+        )
+        payload.update(claims)
+        return self.mint(payload, kid=kid)
+
+    def service_token(self, client_id: str, *, lifetime: float = 300.0, kid: str | None = None, **claims: Any) -> str:
+        """A service token's application token: base claims plus ``common_name`` (the client ID), empty ``sub``."""
+        payload = self.base_claims(lifetime)
+        payload.update({"common_name": client_id, "sub": ""})
+        payload.update(claims)
+        return self.mint(payload, kid=kid)
+
+    # --- configuration ------------------------------------------------------------------------
+
+    @property
+    def certs_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("LocalIssuer is not started; use it as a context manager or call start()")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}/cdn-cgi/access/certs"
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings for a middleware that trusts this issuer (reverse-proxy mode unless overridden)."""
+        values: dict[str, Any] = {
+            "exposure_mode": ExposureMode.REVERSE_PROXY,
+            "team_domain": self.team_domain,
+            "audiences": (self.audience,),
+            "certs_url": self.certs_url,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """The ``CFACCESS_*`` variables a deployer would set for this issuer."""
+        values = {
+            "CFACCESS_EXPOSURE_MODE": "reverse-proxy",
+            "CFACCESS_TEAM_DOMAIN": self.team_domain,
+            "CFACCESS_AUD": self.audience,
+            "CFACCESS_CERTS_URL": self.certs_url,
+        }
+        values.update(overrides)
+        return values
+
+    # --- the certs server ---------------------------------------------------------------------
+
+    def start(self) -> LocalIssuer:
+        """Serve the certs document on 127.0.0.1 (a free port) in a background thread."""
+        if self._server is not None:
+            return self
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                status, headers, body = issuer._respond(self.path)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                if not any(name.lower() == "content-length" for name in headers):
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. a timeout test)
+                    pass
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output quiet
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        self._timer = threading.Timer(self.max_seconds, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def _respond(self, path: str) -> Response:
+        with self._lock:
+            self.fetch_count += 1
+            count = self.fetch_count
+        if count > self.max_requests:
+            threading.Thread(target=self.stop, daemon=True).start()
+            return 503, {"Connection": "close"}, b"request budget exhausted"
+        if path.split("?", 1)[0] != "/cdn-cgi/access/certs":
+            return 404, {"Content-Type": "text/plain"}, b"not found"
+        if self.responder is not None:
+            return self.responder()
+        body = json.dumps(self.certs_document()).encode()
+        return 200, {"Content-Type": "application/json"}, body
+
+    def stop(self) -> None:
+        """Stop the server (idempotent)."""
+        server, self._server = self._server, None
+        if self._timer is not None:
+            self._timer.cancel()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+    def __enter__(self) -> LocalIssuer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,276 @@
+"""Verification of Cloudflare Access application tokens (``Cf-Access-Jwt-Assertion``).
+
+Built directly on ``cryptography`` rather than on ``jwt.decode`` for two reasons:
+it lets every check be stricter than a general JWT library needs to be (RS256
+only whatever the header says, canonical base64url, JSON numbers for time
+claims, a size cap before any parsing), and it keeps the per-token cost close to
+the RSA verification itself. PyJWT is the oracle in the differential tests.
+
+Order of work: size and shape, header (``alg`` must be RS256, ``kid`` required,
+``crit`` refused, ``jku``/``x5u``/``jwk``/``x5c`` ignored), key lookup,
+signature, and only then the payload, which is never parsed before its
+signature verifies.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.hashes import SHA256
+
+from .errors import InvalidToken, Reason
+
+#: Longest token accepted, in characters. Cloudflare's tokens are about 1 KB; a 16 KiB cap
+#: bounds the work an attacker can ask for before any signature check.
+MAX_TOKEN_LENGTH = 16 * 1024
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+_PADDING = PKCS1v15()
+_SHA256 = SHA256()
+
+
+class KeySource(Protocol):
+    """What the verifier needs from a key store (implemented by :class:`~cfaccess_mw.keys.JWKSClient`)."""
+
+    async def get_key(self, kid: str) -> RSAPublicKey: ...
+
+    def has_kid(self, kid: str) -> bool: ...
+
+
+def _malformed(detail: str) -> InvalidToken:
+    return InvalidToken(Reason.TOKEN_MALFORMED, "The access token is malformed.", detail)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def b64url_decode(segment: str, what: str) -> bytes:
+    """Strict base64url (RFC 7515 section 2): alphabet only, no padding, canonical trailing bits."""
+    if not _B64URL.fullmatch(segment):
+        raise _malformed(f"the {what} is not base64url (empty, padded or with other characters)")
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise _malformed(f"the {what} is not valid base64url") from None
+    if base64.urlsafe_b64encode(raw).rstrip(b"=") != segment.encode("ascii"):
+        raise _malformed(f"the {what} is not canonical base64url")
+    return raw
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise _malformed(f"the {what} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise _malformed(f"the {what} is not a JSON object")
+    return value
+
+
+def split_token(token: str) -> tuple[str, str, str]:
+    """Check size and shape; return the three base64url segments."""
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken(
+            Reason.TOKEN_TOO_LARGE,
+            "The access token is too large.",
+            f"token of {len(token)} characters exceeds the {MAX_TOKEN_LENGTH} limit",
+        )
+    if not token.isascii():
+        raise _malformed("the token contains non-ASCII characters")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise _malformed(f"a JWS has 3 dot-separated segments, this token has {len(parts)}")
+    return parts[0], parts[1], parts[2]
+
+
+def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and payload of a token, checked for shape only. Trust nothing in them."""
+    header_b64, payload_b64, _ = split_token(token)
+    return (
+        _json_object(b64url_decode(header_b64, "header"), "header"),
+        _json_object(b64url_decode(payload_b64, "payload"), "payload"),
+    )
+
+
+def check_header(header: Mapping[str, Any]) -> str:
+    """Enforce RS256 and a ``kid``; return the ``kid``. Key-carrying headers are ignored, never used."""
+    alg = header.get("alg")
+    if alg != "RS256":
+        raise InvalidToken(
+            Reason.ALGORITHM_NOT_ALLOWED,
+            "The token's signing algorithm is not allowed.",
+            f"alg {alg!r} is not RS256, the only algorithm accepted",
+        )
+    if "crit" in header:
+        # RFC 7515 section 4.1.11: a recipient that does not understand the listed extensions must reject.
+        raise _malformed("the header has a 'crit' parameter; no JWS extensions are supported")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid or len(kid) > 256:
+        raise InvalidToken(
+            Reason.UNKNOWN_KEY,
+            "The token does not name a known signing key.",
+            "the header has no usable 'kid' (key id)",
+        )
+    return kid
+
+
+def _number(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None and name not in claims:
+        return None
+    # RFC 7519 NumericDate is a JSON number; a string or boolean is refused (PyJWT alone accepts "9999999999").
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidToken(
+            Reason.CLAIM_INVALID,
+            f"The token's '{name}' claim is invalid.",
+            f"claim {name!r} must be a JSON number (NumericDate), got {type(value).__name__}",
+        )
+    return float(value)
+
+
+def human_duration(seconds: float) -> str:
+    """``3 minutes``, ``45 seconds``, ``2 hours``: for messages a person reads."""
+    seconds = abs(seconds)
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = int(seconds // size)
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    count = int(seconds)
+    return f"{count} second{'s' if count != 1 else ''}"
+
+
+def check_claims(
+    claims: Mapping[str, Any], *, issuer: str, audiences: tuple[str, ...], leeway: float, now: float
+) -> float:
+    """Validate ``iss``, ``aud``, ``exp``, ``nbf``, ``iat``; return ``exp``."""
+    iss = claims.get("iss")
+    if iss != issuer:
+        hint = ""
+        if isinstance(iss, str):
+            if iss.rstrip("/") == issuer:
+                hint = " (trailing slash)"
+            elif iss.lower() == issuer.lower():
+                hint = " (differs in letter case)"
+        raise InvalidToken(
+            Reason.ISSUER_MISMATCH,
+            "The token was issued for a different Cloudflare Access team.",
+            f"issuer {iss!r} is not {issuer!r}{hint}",
+        )
+
+    aud = claims.get("aud")
+    token_auds = [aud] if isinstance(aud, str) else aud
+    if not isinstance(token_auds, list) or not token_auds or not all(isinstance(a, str) for a in token_auds):
+        raise InvalidToken(
+            Reason.AUDIENCE_MISMATCH,
+            "The token's audience is missing or invalid.",
+            f"claim 'aud' must be a string or a list of strings, got {aud!r}",
+        )
+    if not any(a in audiences for a in token_auds):
+        raise InvalidToken(
+            Reason.AUDIENCE_MISMATCH,
+            "The token is for a different application (audience mismatch).",
+            f"audience {token_auds!r} is not one of {list(audiences)!r}",
+        )
+
+    exp = _number(claims, "exp")
+    if exp is None:
+        raise InvalidToken(Reason.CLAIM_INVALID, "The token has no expiry.", "claim 'exp' is required")
+    if now > exp + leeway:
+        ago = human_duration(now - exp)
+        raise InvalidToken(Reason.TOKEN_EXPIRED, f"The token expired {ago} ago.", f"expired {ago} ago (exp={int(exp)})")
+    for name in ("nbf", "iat"):
+        value = _number(claims, name)
+        if value is not None and value > now + leeway:
+            ahead = human_duration(value - now)
+            raise InvalidToken(
+                Reason.TOKEN_NOT_YET_VALID,
+                "The token is not valid yet.",
+                f"claim {name!r} is {ahead} in the future (leeway {leeway:g}s; check the clock)",
+            )
+    return exp
+
+
+@dataclass(frozen=True)
+class _Cached:
+    claims: Mapping[str, Any]
+    kid: str
+    exp: float
+
+
+class TokenVerifier:
+    """Verifies tokens for one Access application; caches verified tokens until they expire.
+
+    The cache is a bounded dict keyed by the exact token text, holding the
+    verified claims. An entry is used only while the token has not expired and
+    its signing key is still published, so a repeated token (a browser session
+    sends the same one until it expires) costs no RSA work and a removed key
+    still stops its tokens.
+    """
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audiences: tuple[str, ...],
+        keys: KeySource,
+        leeway: float = 30.0,
+        cache_size: int = 4096,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.issuer = issuer
+        self.audiences = audiences
+        self.keys = keys
+        self.leeway = leeway
+        self.cache_size = cache_size
+        self._clock = clock
+        self._cache: dict[str, _Cached] = {}
+
+    def __repr__(self) -> str:
+        return f"TokenVerifier(issuer={self.issuer!r}, audiences={list(self.audiences)!r})"
+
+    async def verify(self, token: str) -> Mapping[str, Any]:
+        """Verified claims of ``token`` (read-only), or :class:`InvalidToken` saying which check failed."""
+        now = self._clock()
+        cached = self._cache.get(token)
+        if cached is not None:
+            if now <= cached.exp + self.leeway and self.keys.has_kid(cached.kid):
+                return cached.claims
+            del self._cache[token]  # expired or its key was withdrawn: verify afresh for the precise reason
+
+        header_b64, payload_b64, signature_b64 = split_token(token)
+        kid = check_header(_json_object(b64url_decode(header_b64, "header"), "header"))
+        signature = b64url_decode(signature_b64, "signature")
+        key = await self.keys.get_key(kid)
+        try:
+            key.verify(signature, f"{header_b64}.{payload_b64}".encode("ascii"), _PADDING, _SHA256)
+        except InvalidSignature:
+            raise InvalidToken(
+                Reason.BAD_SIGNATURE,
+                "The token's signature does not verify.",
+                f"RS256 signature does not verify against key {kid!r}",
+            ) from None
+        claims = _json_object(b64url_decode(payload_b64, "payload"), "payload")
+        exp = check_claims(claims, issuer=self.issuer, audiences=self.audiences, leeway=self.leeway, now=now)
+        frozen = MappingProxyType(claims)
+        if self.cache_size:
+            if len(self._cache) >= self.cache_size:
+                del self._cache[next(iter(self._cache))]  # oldest first; dicts keep insertion order
+            self._cache[token] = _Cached(frozen, kid, exp)
+        return frozen
+
+    @property
+    def cached_tokens(self) -> int:
+        """How many verified tokens are cached (bounded by ``cache_size``)."""
+        return len(self._cache)
