@@ -1,6 +1,6 @@
 """A plain Starlette app behind Cloudflare Access, its users in SQLite, using ``@requires``.
 
-    uvicorn examples.starlette_app:create_app --factory
+uvicorn examples.starlette_app:create_app --factory
 """
 
 from __future__ import annotations

@@ -33,9 +33,7 @@ class UserDB:
 
     def add(self, email: str, name: str, role: str = "member") -> None:
         with self._connect() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO users (email, name, role) VALUES (?, ?, ?)", (email.lower(), name, role)
-            )
+            db.execute("INSERT OR REPLACE INTO users (email, name, role) VALUES (?, ?, ?)", (email.lower(), name, role))
 
     def find(self, email: str) -> User | None:
         with self._connect() as db:

@@ -26,6 +26,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
+
 import anyio
 import httpx
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
@@ -259,4 +260,3 @@ class JWKSClient:
                     raise JWKSFetchError(f"body exceeds {self.max_bytes} bytes")
                 chunks.append(chunk)
             return b"".join(chunks)
-

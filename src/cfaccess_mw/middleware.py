@@ -47,7 +47,8 @@ _LOCAL = Principal("local", name="local")
 
 
 def _is_async_callable(fn: object) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    call = type(fn).__call__ if not inspect.isroutine(fn) and callable(fn) else None
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
 class CloudflareAccessMiddleware:
@@ -58,8 +59,9 @@ class CloudflareAccessMiddleware:
     explicit. ``audit_hook(event)`` (sync or async) sees every decision.
     ``extra_scopes(principal)`` adds app-defined scopes (roles, say) to
     ``request.auth.scopes`` for ``@requires`` and :func:`cfaccess_mw.fastapi.require`.
-    ``transport`` and ``clock`` are for tests: an httpx transport for the certs
-    fetch and a wall clock for token times.
+    ``jwks`` shares one key cache between several apps (it must fetch the
+    settings' certs URL). ``transport`` and ``clock`` are for tests: an httpx
+    transport for the certs fetch and a wall clock for token times.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class CloudflareAccessMiddleware:
         user_lookup: UserLookup | None = None,
         audit_hook: AuditHook | None = None,
         extra_scopes: Callable[[Principal], Iterable[str]] | None = None,
+        jwks: JWKSClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -86,8 +89,9 @@ class CloudflareAccessMiddleware:
         self.jwks: JWKSClient | None = None
         self.verifier: TokenVerifier | None = None
         if self.settings.jwt_enabled:
-            assert self.settings.certs_url is not None and self.settings.issuer is not None
-            self.jwks = JWKSClient(
+            assert self.settings.certs_url is not None
+            assert self.settings.issuer is not None
+            self.jwks = jwks or JWKSClient(
                 self.settings.certs_url,
                 cache_seconds=self.settings.jwks_cache_seconds,
                 cooldown_seconds=self.settings.jwks_refresh_cooldown_seconds,
@@ -116,7 +120,7 @@ class CloudflareAccessMiddleware:
         if self._is_public(scope["path"]):
             scope["user"] = UnauthenticatedUser()
             scope["auth"] = AuthCredentials()
-            await self.app(scope, receive, send)
+            await self._call_app(scope, receive, send)
             return
         try:
             principal = await self.authenticate(scope)
@@ -298,4 +302,3 @@ class CloudflareAccessMiddleware:
             detail=err.detail if err else None,
         )
         await emit(event, self.audit_hook)
-

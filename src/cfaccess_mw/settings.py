@@ -351,8 +351,10 @@ def _read_api_keys(inline: str | None, path: str | None) -> list[ApiKey]:
     if path is not None and path.strip():
         try:
             text = Path(path.strip()).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError("CFACCESS_API_KEYS_FILE", f"cannot read {path.strip()!r}: {exc.strerror or exc}") from None
+        except OSError as exc:
+            raise ConfigError("CFACCESS_API_KEYS_FILE", f"cannot read {path.strip()!r}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError("CFACCESS_API_KEYS_FILE", f"{path.strip()!r} is not UTF-8 text") from None
         for number, line in enumerate(text.splitlines(), start=1):
             line = line.strip()
             if line and not line.startswith("#"):

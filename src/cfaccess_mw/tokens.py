@@ -92,6 +92,8 @@ def split_token(token: str) -> tuple[str, str, str]:
     parts = token.split(".")
     if len(parts) != 3:
         raise _malformed(f"a JWS has 3 dot-separated segments, this token has {len(parts)}")
+    if not all(parts):
+        raise _malformed("the token has an empty segment")
     return parts[0], parts[1], parts[2]
 
 

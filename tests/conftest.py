@@ -1,0 +1,133 @@
+"""Shared fixtures: a local issuer with real keys on a loopback certs server, and one app factory.
+
+Every app is a real Starlette app behind the real middleware; every client names
+its peer explicitly, because Starlette's TestClient otherwise reports
+``"testclient"`` (and httpx's ASGITransport ``127.0.0.1``), which would make a
+loopback test prove nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.authentication import requires
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocket
+
+from cfaccess_mw import CloudflareAccessMiddleware, Settings
+from cfaccess_mw.testing import LocalIssuer
+
+REMOTE_PEER = ("203.0.113.7", 51000)  # TEST-NET-3: never loopback
+LOOPBACK_PEER = ("127.0.0.1", 51000)
+
+USERS: dict[str, dict[str, str]] = {
+    "alice@example.com": {"name": "Alice", "role": "admin"},
+    "bob@example.com": {"name": "Bob", "role": "member"},
+}
+
+
+def find_user(email: str) -> dict[str, str] | None:
+    return USERS.get(email)
+
+
+async def whoami(request: Request) -> JSONResponse:
+    user = request.user
+    return JSONResponse(
+        {
+            "kind": user.kind,
+            "display_name": user.display_name,
+            "email": user.email,
+            "name": user.name,
+            "scopes": request.auth.scopes,
+        }
+    )
+
+
+async def health(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+@requires("admin")
+async def admin(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("admin area")
+
+
+async def ws_endpoint(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await websocket.send_json({"hello": websocket.user.display_name})
+    await websocket.close()
+
+
+def build_app(settings: Settings, **middleware_options: Any) -> Starlette:
+    """The shared test app: ``/`` reports the principal, ``/healthz`` and below are public candidates."""
+    app = Starlette(
+        routes=[
+            Route("/", whoami),
+            Route("/api/thing", whoami),
+            Route("/admin", admin),
+            Route("/healthz", health),
+            Route("/healthz/live", health),
+            Route("/healthzz", health),
+            Route("/healthz-admin", health),
+            WebSocketRoute("/ws", ws_endpoint),
+        ]
+    )
+    middleware_options.setdefault("user_lookup", find_user)
+    app.add_middleware(CloudflareAccessMiddleware, settings=settings, **middleware_options)
+    return app
+
+
+@pytest.fixture(scope="session")
+def shared_issuer() -> Iterator[LocalIssuer]:
+    """One issuer for tests that only read from it (key generation is the slow part)."""
+    with LocalIssuer() as issuer:
+        yield issuer
+
+
+@pytest.fixture
+def issuer() -> Iterator[LocalIssuer]:
+    """A fresh issuer for tests that rotate keys, count fetches or make the certs endpoint misbehave."""
+    with LocalIssuer() as fresh:
+        yield fresh
+
+
+ClientFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_client() -> Iterator[ClientFactory]:
+    """``make_client(settings, peer=REMOTE_PEER, **middleware_options)``: a started TestClient (lifespan run)."""
+    clients: list[TestClient] = []
+
+    def factory(settings: Settings, peer: tuple[str, int] | None = REMOTE_PEER, **options: Any) -> TestClient:
+        client = TestClient(build_app(settings, **options), client=peer)  # type: ignore[arg-type]
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def jwt_header(token: str) -> dict[str, str]:
+    return {"Cf-Access-Jwt-Assertion": token}
+
+
+def error_of(response: Any) -> dict[str, str]:
+    """The ``error`` object of a refusal, checking the shape every refusal shares."""
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "reason", "message"}
+    return dict(body["error"])

@@ -1,0 +1,103 @@
+"""FastAPI: the principal dependency, kind and scope requirements, and the schemes in OpenAPI."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import pytest
+from fastapi import Depends, FastAPI
+from starlette.testclient import TestClient
+
+from cfaccess_mw import ApiKey, CloudflareAccessMiddleware, Principal, ServiceToken
+from cfaccess_mw.fastapi import CurrentPrincipal, require
+from cfaccess_mw.testing import LocalIssuer
+
+from .conftest import REMOTE_PEER, error_of, find_user, jwt_header
+
+API_KEY = "fastapi-test-key-0123456789"
+CLIENT_ID = "abcdef.access"
+
+
+Machine = Annotated[Principal, Depends(require("service", "api_key"))]
+
+
+def roles(principal: Principal) -> list[str]:
+    return [principal.user["role"]] if principal.kind == "user" else []
+
+
+@pytest.fixture
+def client(shared_issuer: LocalIssuer) -> Any:
+    app = FastAPI()
+
+    @app.get("/me")
+    async def me(principal: CurrentPrincipal) -> dict[str, Any]:
+        return {"kind": principal.kind, "who": principal.display_name}
+
+    @app.get("/admin", dependencies=[Depends(require("user", scopes=["admin"]))])
+    async def admin() -> dict[str, str]:
+        return {"ok": "admin"}
+
+    @app.get("/machines")
+    async def machines(principal: Machine) -> dict[str, str]:
+        return {"who": principal.display_name}
+
+    @app.get("/healthz")
+    async def healthz(principal: CurrentPrincipal) -> dict[str, str]:
+        return {"who": principal.display_name}  # public path: the dependency must still refuse
+
+    settings = shared_issuer.settings(
+        api_keys=(ApiKey.from_secret("operator", API_KEY),),
+        service_tokens=(ServiceToken("ci", CLIENT_ID),),
+        public_paths=("/healthz", "/openapi.json", "/docs"),
+    )
+    app.add_middleware(CloudflareAccessMiddleware, settings=settings, user_lookup=find_user, extra_scopes=roles)
+    with TestClient(app, client=REMOTE_PEER) as test_client:
+        yield test_client
+
+
+def test_current_principal_dependency(client: TestClient, shared_issuer: LocalIssuer) -> None:
+    response = client.get("/me", headers=jwt_header(shared_issuer.identity_token("bob@example.com")))
+    assert response.json() == {"kind": "user", "who": "bob@example.com"}
+
+
+def test_require_scope_admits_holders_and_refuses_others(client: TestClient, shared_issuer: LocalIssuer) -> None:
+    alice = jwt_header(shared_issuer.identity_token("alice@example.com"))
+    bob = jwt_header(shared_issuer.identity_token("bob@example.com"))
+    assert client.get("/admin", headers=alice).status_code == 200
+    refused = client.get("/admin", headers=bob)
+    assert refused.status_code == 403
+    assert error_of(refused)["reason"] == "insufficient_scope"
+
+
+def test_require_kind_refuses_other_kinds(client: TestClient, shared_issuer: LocalIssuer) -> None:
+    assert client.get("/machines", headers={"Authorization": f"Bearer {API_KEY}"}).json() == {"who": "operator"}
+    service = jwt_header(shared_issuer.service_token(CLIENT_ID))
+    assert client.get("/machines", headers=service).json() == {"who": "ci"}
+    refused = client.get("/machines", headers=jwt_header(shared_issuer.identity_token("alice@example.com")))
+    assert refused.status_code == 403
+    assert "service or api_key" in error_of(refused)["message"]
+
+
+def test_dependency_refuses_on_a_public_path(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 401
+    assert error_of(response)["reason"] == "no_credentials"
+
+
+def test_openapi_shows_both_security_schemes(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["CloudflareAccess"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Cf-Access-Jwt-Assertion",
+        "description": schemes["CloudflareAccess"]["description"],
+    }
+    assert schemes["ApiKey"]["type"] == "http"
+    assert schemes["ApiKey"]["scheme"] == "bearer"
+    assert {"CloudflareAccess": []} in schema["paths"]["/me"]["get"]["security"]
+
+
+def test_require_rejects_unknown_kinds() -> None:
+    with pytest.raises(ValueError, match="unknown principal kind"):
+        require("admin")  # type: ignore[arg-type]

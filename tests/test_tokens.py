@@ -1,0 +1,388 @@
+"""Token verification: each check refuses on its own, with its own reason, against real keys over real HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cfaccess_mw.errors import AuthUnavailable, InvalidToken, Reason
+from cfaccess_mw.keys import JWKSClient
+from cfaccess_mw.testing import LocalIssuer, new_rsa_key, public_jwk
+from cfaccess_mw.tokens import MAX_TOKEN_LENGTH, TokenVerifier, decode_unverified, human_duration
+
+pytestmark = pytest.mark.anyio
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64json(value: Any) -> str:
+    return b64(json.dumps(value).encode())
+
+
+def make_verifier(issuer: LocalIssuer, now: float | None = None, **options: Any) -> TokenVerifier:
+    clock: Callable[[], float] = (lambda: now) if now is not None else time.time
+    options.setdefault("leeway", 30.0)
+    return TokenVerifier(
+        issuer=issuer.issuer,
+        audiences=(issuer.audience,),
+        keys=JWKSClient(issuer.certs_url),
+        clock=clock,
+        **options,
+    )
+
+
+def resign(issuer: LocalIssuer, header: dict[str, Any], payload_segment: str) -> str:
+    """A token with an arbitrary payload segment, correctly RS256-signed by the issuer's key."""
+    from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+    from cryptography.hazmat.primitives.hashes import SHA256
+
+    signing_input = f"{b64json(header)}.{payload_segment}"
+    signature = issuer.private_key().sign(signing_input.encode(), PKCS1v15(), SHA256())
+    return f"{signing_input}.{b64(signature)}"
+
+
+async def refused(verifier: TokenVerifier, token: str) -> InvalidToken:
+    with pytest.raises(InvalidToken) as caught:
+        await verifier.verify(token)
+    return caught.value
+
+
+async def test_valid_identity_token_verifies_and_claims_are_read_only(shared_issuer: LocalIssuer) -> None:
+    verifier = make_verifier(shared_issuer)
+    claims = await verifier.verify(shared_issuer.identity_token("alice@example.com"))
+    assert claims["email"] == "alice@example.com"
+    with pytest.raises(TypeError):
+        claims["email"] = "mallory@example.com"  # type: ignore[index]
+
+
+async def test_repeated_token_is_served_from_cache_without_refetch(issuer: LocalIssuer) -> None:
+    verifier = make_verifier(issuer)
+    token = issuer.identity_token("alice@example.com")
+    first = await verifier.verify(token)
+    second = await verifier.verify(token)
+    assert second is first
+    assert verifier.cached_tokens == 1
+    assert issuer.fetch_count == 1
+
+
+async def test_token_cache_is_bounded(shared_issuer: LocalIssuer) -> None:
+    verifier = make_verifier(shared_issuer, cache_size=3)
+    for n in range(6):
+        await verifier.verify(shared_issuer.identity_token(f"u{n}@example.com"))
+    assert verifier.cached_tokens == 3
+
+
+async def test_cached_token_is_refused_once_expired(shared_issuer: LocalIssuer) -> None:
+    now = time.time()
+    clock = [now]
+    verifier = TokenVerifier(
+        issuer=shared_issuer.issuer,
+        audiences=(shared_issuer.audience,),
+        keys=JWKSClient(shared_issuer.certs_url),
+        leeway=0,
+        clock=lambda: clock[0],
+    )
+    token = shared_issuer.identity_token("alice@example.com", lifetime=60)
+    await verifier.verify(token)
+    clock[0] = now + 120
+    err = await refused(verifier, token)
+    assert err.reason is Reason.TOKEN_EXPIRED
+    assert verifier.cached_tokens == 0
+
+
+async def test_cached_token_is_refused_once_its_key_is_withdrawn(issuer: LocalIssuer) -> None:
+    monotonic = [0.0]
+    keys = JWKSClient(issuer.certs_url, cooldown_seconds=10, clock=lambda: monotonic[0])
+    verifier = TokenVerifier(issuer=issuer.issuer, audiences=(issuer.audience,), keys=keys)
+    old_kid = issuer.signing_kid
+    token = issuer.identity_token("alice@example.com")
+    await verifier.verify(token)
+    issuer.rotate(keep_old=False)
+    monotonic[0] = 11.0
+    await keys.refresh()
+    assert not keys.has_kid(old_kid)
+    err = await refused(verifier, token)
+    assert err.reason is Reason.UNKNOWN_KEY
+
+
+@pytest.mark.parametrize("alg_name", ["none", "None", "NONE"])
+@pytest.mark.parametrize("signature", ["", "c2lnbmF0dXJl"])
+async def test_alg_none_is_refused(shared_issuer: LocalIssuer, alg_name: str, signature: str) -> None:
+    header = {"alg": alg_name, "typ": "JWT", "kid": shared_issuer.signing_kid}
+    claims = shared_issuer.base_claims() | {"email": "alice@example.com"}
+    token = f"{b64json(header)}.{b64json(claims)}.{signature}"
+    err = await refused(make_verifier(shared_issuer), token)
+    assert err.reason in (Reason.ALGORITHM_NOT_ALLOWED, Reason.TOKEN_MALFORMED)
+    if signature:
+        assert err.reason is Reason.ALGORITHM_NOT_ALLOWED
+
+
+@pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
+@pytest.mark.parametrize("form", ["pem", "jwk"])
+async def test_hmac_signed_with_the_public_key_is_refused(shared_issuer: LocalIssuer, alg: str, form: str) -> None:
+    public = shared_issuer.private_key().public_key()
+    if form == "pem":
+        secret = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    else:
+        secret = json.dumps(public_jwk(shared_issuer.signing_kid, shared_issuer.private_key())).encode()
+    header = {"alg": alg, "typ": "JWT", "kid": shared_issuer.signing_kid}
+    claims = shared_issuer.base_claims() | {"email": "alice@example.com"}
+    signing_input = f"{b64json(header)}.{b64json(claims)}"
+    import hashlib
+    import hmac
+
+    digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
+    token = f"{signing_input}.{b64(hmac.new(secret, signing_input.encode(), digest).digest())}"
+    err = await refused(make_verifier(shared_issuer), token)
+    assert err.reason is Reason.ALGORITHM_NOT_ALLOWED
+
+
+@pytest.mark.parametrize("alg", ["RS384", "RS512", "PS256"])
+async def test_other_rsa_algorithms_are_refused(shared_issuer: LocalIssuer, alg: str) -> None:
+    claims = shared_issuer.base_claims() | {"email": "alice@example.com"}
+    token = jwt.encode(claims, shared_issuer.private_key(), algorithm=alg, headers={"kid": shared_issuer.signing_kid})
+    err = await refused(make_verifier(shared_issuer), token)
+    assert err.reason is Reason.ALGORITHM_NOT_ALLOWED
+
+
+async def test_es256_token_is_refused(shared_issuer: LocalIssuer) -> None:
+    claims = shared_issuer.base_claims() | {"email": "alice@example.com"}
+    key = ec.generate_private_key(ec.SECP256R1())
+    token = jwt.encode(claims, key, algorithm="ES256", headers={"kid": shared_issuer.signing_kid})
+    err = await refused(make_verifier(shared_issuer), token)
+    assert err.reason is Reason.ALGORITHM_NOT_ALLOWED
+
+
+@pytest.mark.parametrize("kid", [None, "", "../../etc/passwd", "' OR 1=1 --", "x" * 300, 42])
+async def test_missing_or_unknown_kid_is_refused(issuer: LocalIssuer, kid: object) -> None:
+    header: dict[str, Any] = {"alg": "RS256", "typ": "JWT"}
+    if kid is not None:
+        header["kid"] = kid
+    token = resign(issuer, header, b64json(issuer.base_claims() | {"email": "alice@example.com"}))
+    verifier = make_verifier(issuer)
+    await verifier.keys.refresh()  # type: ignore[attr-defined]
+    err = await refused(verifier, token)
+    assert err.reason is Reason.UNKNOWN_KEY
+
+
+async def test_kid_pointing_at_another_published_key_is_refused(issuer: LocalIssuer) -> None:
+    other = issuer.add_key()
+    claims = issuer.base_claims() | {"email": "alice@example.com"}
+    token = issuer.mint(claims, headers={"kid": other})  # signed by the signing key, but names the other
+    err = await refused(make_verifier(issuer), token)
+    assert err.reason is Reason.BAD_SIGNATURE
+
+
+@pytest.mark.parametrize("field", ["jku", "x5u", "jwk", "x5c"])
+async def test_key_carrying_headers_are_ignored(shared_issuer: LocalIssuer, field: str) -> None:
+    attacker = new_rsa_key()
+    attacker_jwk = public_jwk("attacker", attacker)
+    value = {"jku": "https://evil.example/jwks", "x5u": "https://evil.example/cert", "jwk": attacker_jwk}.get(
+        field, ["MIIBIjAN"]
+    )
+    claims = shared_issuer.base_claims() | {"email": "alice@example.com"}
+    forged = jwt.encode(claims, attacker, algorithm="RS256", headers={"kid": shared_issuer.signing_kid, field: value})
+    err = await refused(make_verifier(shared_issuer), forged)
+    assert err.reason is Reason.BAD_SIGNATURE
+
+
+async def test_crit_header_is_refused(shared_issuer: LocalIssuer) -> None:
+    claims = shared_issuer.base_claims() | {"email": "alice@example.com"}
+    token = shared_issuer.mint(claims, headers={"crit": ["exp"], "exp": 1})
+    err = await refused(make_verifier(shared_issuer), token)
+    assert err.reason is Reason.TOKEN_MALFORMED
+
+
+async def test_payload_tampered_after_signing_is_refused(shared_issuer: LocalIssuer) -> None:
+    header, payload, signature = shared_issuer.identity_token("bob@example.com").split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["email"] = "alice@example.com"
+    err = await refused(make_verifier(shared_issuer), f"{header}.{b64json(claims)}.{signature}")
+    assert err.reason is Reason.BAD_SIGNATURE
+
+
+async def test_signature_from_another_token_is_refused(shared_issuer: LocalIssuer) -> None:
+    header, payload, _ = shared_issuer.identity_token("bob@example.com").split(".")
+    other_signature = shared_issuer.identity_token("alice@example.com").split(".")[2]
+    err = await refused(make_verifier(shared_issuer), f"{header}.{payload}.{other_signature}")
+    assert err.reason is Reason.BAD_SIGNATURE
+
+
+async def test_truncated_signature_is_refused(shared_issuer: LocalIssuer) -> None:
+    token = shared_issuer.identity_token("alice@example.com")
+    err = await refused(make_verifier(shared_issuer), token[:-2])  # 255 bytes, canonically encoded
+    assert err.reason is Reason.BAD_SIGNATURE
+
+
+async def test_non_canonical_signature_encoding_is_refused(shared_issuer: LocalIssuer) -> None:
+    token = shared_issuer.identity_token("alice@example.com")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(token[-1])
+    # A 256-byte signature ends in a 2-character group whose last character carries 4 unused bits.
+    twin = token[:-1] + alphabet[last | 1]
+    assert base64.urlsafe_b64decode(twin.split(".")[2] + "==") == base64.urlsafe_b64decode(token.split(".")[2] + "==")
+    err = await refused(make_verifier(shared_issuer), twin)
+    assert err.reason is Reason.TOKEN_MALFORMED
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda c: c.pop("exp"), Reason.CLAIM_INVALID),
+        (lambda c: c.update(exp="9999999999"), Reason.CLAIM_INVALID),
+        (lambda c: c.update(exp=True), Reason.CLAIM_INVALID),
+        (lambda c: c.update(exp=None), Reason.CLAIM_INVALID),
+        (lambda c: c.update(exp=int(time.time()) - 3600), Reason.TOKEN_EXPIRED),
+        (lambda c: c.update(nbf=int(time.time()) + 3600), Reason.TOKEN_NOT_YET_VALID),
+        (lambda c: c.update(nbf="0"), Reason.CLAIM_INVALID),
+        (lambda c: c.update(iat=int(time.time()) + 3600), Reason.TOKEN_NOT_YET_VALID),
+        (lambda c: c.update(iat=[1]), Reason.CLAIM_INVALID),
+        (lambda c: c.pop("aud"), Reason.AUDIENCE_MISMATCH),
+        (lambda c: c.update(aud=["0" * 64]), Reason.AUDIENCE_MISMATCH),
+        (lambda c: c.update(aud=[]), Reason.AUDIENCE_MISMATCH),
+        (lambda c: c.update(aud={"a": 1}), Reason.AUDIENCE_MISMATCH),
+        (lambda c: c.update(aud=[1, None, {}, c["aud"][0]]), Reason.AUDIENCE_MISMATCH),
+        (lambda c: c.pop("iss"), Reason.ISSUER_MISMATCH),
+        (lambda c: c.update(iss=c["iss"] + "/"), Reason.ISSUER_MISMATCH),
+        (lambda c: c.update(iss=c["iss"].upper()), Reason.ISSUER_MISMATCH),
+        (lambda c: c.update(iss="https://other-team.cloudflareaccess.com"), Reason.ISSUER_MISMATCH),
+    ],
+    ids=[
+        "exp-missing",
+        "exp-string",
+        "exp-bool",
+        "exp-null",
+        "exp-past",
+        "nbf-future",
+        "nbf-string",
+        "iat-future",
+        "iat-list",
+        "aud-missing",
+        "aud-wrong",
+        "aud-empty-list",
+        "aud-object",
+        "aud-junk-types",
+        "iss-missing",
+        "iss-trailing-slash",
+        "iss-case",
+        "iss-other-team",
+    ],
+)
+async def test_bad_claims_are_refused(
+    shared_issuer: LocalIssuer, mutate: Callable[[dict[str, Any]], object], reason: Reason
+) -> None:
+    claims = shared_issuer.base_claims() | {"email": "alice@example.com"}
+    mutate(claims)
+    err = await refused(make_verifier(shared_issuer), shared_issuer.mint(claims))
+    assert err.reason is reason
+
+
+async def test_audience_may_be_a_string_or_a_list_with_any_configured_tag(shared_issuer: LocalIssuer) -> None:
+    verifier = TokenVerifier(
+        issuer=shared_issuer.issuer,
+        audiences=("0" * 64, shared_issuer.audience),
+        keys=JWKSClient(shared_issuer.certs_url),
+    )
+    as_string = shared_issuer.base_claims() | {"aud": shared_issuer.audience, "email": "a@example.com"}
+    as_list = shared_issuer.base_claims() | {"aud": ["f" * 64, shared_issuer.audience], "email": "a@example.com"}
+    assert (await verifier.verify(shared_issuer.mint(as_string)))["aud"] == shared_issuer.audience
+    assert (await verifier.verify(shared_issuer.mint(as_list)))["email"] == "a@example.com"
+
+
+async def test_leeway_admits_slightly_expired_and_slightly_early_tokens(shared_issuer: LocalIssuer) -> None:
+    now = time.time()
+    claims = shared_issuer.base_claims(now=now) | {"email": "a@example.com"}
+    claims["exp"] = int(now) - 10
+    claims["nbf"] = claims["iat"] = int(now) + 10
+    assert await make_verifier(shared_issuer, now=now, leeway=30).verify(shared_issuer.mint(claims))
+    err = await refused(make_verifier(shared_issuer, now=now, leeway=5), shared_issuer.mint(claims))
+    assert err.reason is Reason.TOKEN_EXPIRED
+
+
+async def test_expiry_message_says_how_long_ago(shared_issuer: LocalIssuer) -> None:
+    token = shared_issuer.identity_token("a@example.com", lifetime=-180)
+    err = await refused(make_verifier(shared_issuer, leeway=0), token)
+    assert "3 minutes ago" in err.message
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        ("", Reason.TOKEN_MALFORMED),
+        ("abc", Reason.TOKEN_MALFORMED),
+        ("a.b", Reason.TOKEN_MALFORMED),
+        ("a.b.c.d", Reason.TOKEN_MALFORMED),
+        ("..", Reason.TOKEN_MALFORMED),
+        ("e30..c2ln", Reason.TOKEN_MALFORMED),
+        ("e30=.e30.c2ln", Reason.TOKEN_MALFORMED),
+        ("e3+0.e30.c2ln", Reason.TOKEN_MALFORMED),
+        ("ZQ.e30.c2ln", Reason.TOKEN_MALFORMED),  # header "e": not JSON
+        ("W10.e30.c2ln", Reason.TOKEN_MALFORMED),  # header []: not an object
+        ("eyJhbGciOiJSUzI1NiJ9\u00e9.e30.c2ln", Reason.TOKEN_MALFORMED),
+        ("x" * (MAX_TOKEN_LENGTH + 1), Reason.TOKEN_TOO_LARGE),
+        ("e30." + "x" * 1_000_000 + ".c2ln", Reason.TOKEN_TOO_LARGE),
+    ],
+    ids=[
+        "empty",
+        "one-segment",
+        "two-segments",
+        "four-segments",
+        "empty-segments",
+        "empty-payload",
+        "padded",
+        "plus-sign",
+        "header-not-json",
+        "header-array",
+        "non-ascii",
+        "over-limit",
+        "one-megabyte",
+    ],
+)
+async def test_malformed_tokens_are_refused_before_any_key_lookup(
+    issuer: LocalIssuer, token: str, reason: Reason
+) -> None:
+    err = await refused(make_verifier(issuer), token)
+    assert err.reason is reason
+    assert issuer.fetch_count == 0
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"[" * 5000 + b"]" * 5000, b'{"exp": NaN}', b'{"exp": Infinity}', b"not json", b"[1, 2]", b"\xff\xfe"],
+    ids=["deeply-nested", "nan", "infinity", "not-json", "array", "not-utf8"],
+)
+async def test_signed_but_malformed_payload_is_refused(shared_issuer: LocalIssuer, payload: bytes) -> None:
+    token = resign(shared_issuer, {"alg": "RS256", "kid": shared_issuer.signing_kid}, b64(payload))
+    err = await refused(make_verifier(shared_issuer), token)
+    assert err.reason is Reason.TOKEN_MALFORMED
+
+
+async def test_no_keys_at_all_is_unavailable_not_unauthorized(issuer: LocalIssuer) -> None:
+    issuer.responder = lambda: (500, {}, b"down")
+    with pytest.raises(AuthUnavailable) as caught:
+        await make_verifier(issuer).verify(issuer.identity_token("a@example.com"))
+    assert caught.value.status_code == 503
+
+
+def test_decode_unverified_reads_header_and_claims(shared_issuer: LocalIssuer) -> None:
+    header, claims = decode_unverified(shared_issuer.identity_token("a@example.com"))
+    assert header["alg"] == "RS256"
+    assert header["kid"] == shared_issuer.signing_kid
+    assert claims["email"] == "a@example.com"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0, "0 seconds"), (1, "1 second"), (59, "59 seconds"), (180, "3 minutes"), (7200, "2 hours")]
+)
+def test_human_duration(seconds: float, text: str) -> None:
+    assert human_duration(seconds) == text
