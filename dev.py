@@ -27,15 +27,15 @@ def _venv_dir(python: str | None) -> Path:
 
 
 def _find_python(version: str) -> str:
-    for candidate in (f"python{version}", str(Path.home() / ".pyenv" / "versions")):
-        if candidate.endswith("versions"):
-            base = Path(candidate)
-            matches = sorted(base.glob(f"{version}*/bin/python3")) if base.is_dir() else []
-            if matches:
-                return str(matches[-1])
-        elif found := shutil.which(candidate):
-            return found
-    raise SystemExit(f"dev.py: no Python {version} found on PATH or under ~/.pyenv/versions")
+    """An interpreter for ``version``: pyenv's own install first (its shims fail for unselected versions), then PATH."""
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    matches = sorted(pyenv.glob(f"{version}.*/bin/python3")) if pyenv.is_dir() else []
+    if matches:
+        return str(matches[-1])
+    found = shutil.which(f"python{version}")
+    if found and subprocess.run([found, "-c", ""], capture_output=True).returncode == 0:
+        return found
+    raise SystemExit(f"dev.py: no working Python {version} on PATH or under {pyenv}")
 
 
 def ensure_env(python: str | None = None) -> Path:

@@ -540,3 +540,55 @@ def test_lifespan_reaches_the_app(shared_issuer: LocalIssuer, caplog: pytest.Log
     assert events == ["lifespan.startup", "lifespan.shutdown"]
     assert middleware.jwks is not None
     assert middleware.jwks.kids == shared_issuer.kids
+
+
+def test_lookup_variants_sync_returning_awaitable_and_async_callable_object(
+    shared_issuer: LocalIssuer, make_client: ClientFactory
+) -> None:
+    async def fetch(email: str) -> dict[str, str]:
+        return {"email": email}
+
+    class AsyncLookup:
+        async def __call__(self, email: str) -> dict[str, str]:
+            return {"email": email}
+
+    token = jwt_header(shared_issuer.identity_token("dave@example.com"))
+    for lookup in (lambda email: fetch(email), AsyncLookup()):
+        client = make_client(full_settings(shared_issuer), user_lookup=lookup)
+        assert client.get("/", headers=token).json()["email"] == "dave@example.com"
+
+
+@pytest.mark.anyio
+async def test_other_scope_types_pass_through(shared_issuer: LocalIssuer) -> None:
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["type"])
+
+    middleware = CloudflareAccessMiddleware(app, settings=full_settings(shared_issuer))
+    await middleware({"type": "custom"}, None, None)  # type: ignore[arg-type]
+    assert seen == ["custom"]
+
+
+@pytest.mark.anyio
+async def test_auth_error_after_the_response_started_is_not_swallowed(shared_issuer: LocalIssuer) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise Forbidden(Reason.INSUFFICIENT_SCOPE, "too late")
+
+    sent: list[Any] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    middleware = CloudflareAccessMiddleware(app, settings=full_settings(shared_issuer))
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "headers": [(b"authorization", f"Bearer {API_KEY}".encode())],
+        "client": REMOTE_PEER,
+    }
+    with pytest.raises(Forbidden):
+        await middleware(scope, None, send)  # type: ignore[arg-type]
+    assert [m["type"] for m in sent] == ["http.response.start"]
