@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +29,11 @@ class UserDB:
                 " role TEXT NOT NULL DEFAULT 'member')"
             )
 
-    def _connect(self) -> sqlite3.Connection:
-        # One connection per call: the middleware runs a sync lookup in a worker thread.
-        return sqlite3.connect(self.path, timeout=5)
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # One connection per call (the middleware runs a sync lookup in a worker thread), committed and closed.
+        with closing(sqlite3.connect(self.path, timeout=5)) as db, db:
+            yield db
 
     def add(self, email: str, name: str, role: str = "member") -> None:
         with self._connect() as db:
