@@ -19,6 +19,7 @@ import pytest
 from cfaccess_mw import ApiKey, ServiceToken
 from cfaccess_mw.client import AccessAuth, AccessChallengeError, CloudflaredError, CloudflaredToken
 from cfaccess_mw.testing import LocalIssuer
+from examples import cli_client
 from examples.fastapi_app import create_app
 from examples.userdb import UserDB
 from tests.client_helpers import Edge, FakeCloudflared, Recorder, serve
@@ -361,3 +362,44 @@ def test_an_expired_token_from_cloudflared_is_refused(fake_cloudflared: FakeClou
     provider = CloudflaredToken("https://app.example.com", executable=str(fake_cloudflared.path))
     with pytest.raises(CloudflaredError, match="has expired"):
         provider.token()
+
+
+# --- the example CLI: from blocked to working with three lines of config ----------------------------------
+
+
+def test_the_example_cli_goes_from_blocked_to_working_with_three_lines(
+    edge: Edge, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EXAMPLE_API_KEY", API_KEY)
+    monkeypatch.setenv("CF_ACCESS_CLIENT_SECRET", CLIENT_SECRET)
+    edge.inject_jwt = False
+    config = tmp_path / "config.toml"
+    config.write_text(f'[api]\nurl = "{url}"\nkey = "${{EXAMPLE_API_KEY}}"\n')
+    assert cli_client.main(["--config", str(config), "/api/me"]) == 2
+    blocked = capsys.readouterr()
+    assert "stopped at the edge" in blocked.err
+    assert "CF-Access-Client-Secret" in blocked.err
+
+    with config.open("a") as f:  # the three lines
+        f.write("[api.headers]\n")
+        f.write(f'CF-Access-Client-Id = "{CLIENT_ID}"\n')
+        f.write('CF-Access-Client-Secret = "${CF_ACCESS_CLIENT_SECRET}"\n')
+    assert cli_client.main(["--config", str(config), "/api/me"]) == 0
+    working = capsys.readouterr()
+    assert "1. edge:   CF-Access-Client-Id, CF-Access-Client-Secret (values hidden)" in working.out
+    assert "2. app:    Authorization: Bearer (key hidden)" in working.out
+    assert '"kind": "api_key"' in working.out
+    assert CLIENT_SECRET not in working.out + working.err
+    assert API_KEY not in working.out + working.err
+
+
+def test_the_example_cli_reports_config_errors_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("CF_ACCESS_CLIENT_SECRET", raising=False)
+    config = tmp_path / "config.toml"
+    config.write_text('[api]\nurl = "https://a.example"\n[api.headers]\nX-S = "${CF_ACCESS_CLIENT_SECRET}"\n')
+    assert cli_client.main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "CF_ACCESS_CLIENT_SECRET is not set" in err
