@@ -198,6 +198,8 @@ class FakeCloudflared:
             "with (here / 'runs.log').open('a') as f:\n"
             "    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
             "plan = json.loads((here / 'plan.json').read_text())\n"
+            "if plan['hang']:\n"
+            "    import time; time.sleep(60)  # until the caller's timeout kills it\n"
             "sys.stdout.write(plan['stdout'])\n"
             "sys.stderr.write(plan['stderr'])\n"
             "sys.exit(plan['exit_code'])\n"
@@ -205,8 +207,9 @@ class FakeCloudflared:
         self.path.chmod(self.path.stat().st_mode | stat.S_IXUSR)
         self.plan(stdout="")
 
-    def plan(self, *, stdout: str = "", stderr: str = "", exit_code: int = 0) -> None:
-        (self.folder / "plan.json").write_text(json.dumps({"stdout": stdout, "stderr": stderr, "exit_code": exit_code}))
+    def plan(self, *, stdout: str = "", stderr: str = "", exit_code: int = 0, hang: bool = False) -> None:
+        plan = {"stdout": stdout, "stderr": stderr, "exit_code": exit_code, "hang": hang}
+        (self.folder / "plan.json").write_text(json.dumps(plan))
 
     @property
     def runs(self) -> list[list[str]]:

@@ -403,3 +403,33 @@ def test_the_example_cli_reports_config_errors_in_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "CF_ACCESS_CLIENT_SECRET is not set" in err
+
+
+def test_a_hanging_cloudflared_is_stopped_at_the_timeout(fake_cloudflared: FakeCloudflared) -> None:
+    fake_cloudflared.plan(hang=True)
+    provider = CloudflaredToken("https://app.example.com", executable=str(fake_cloudflared.path), timeout=0.5)
+    with pytest.raises(CloudflaredError, match=r"did not finish within 0\.5 s"):
+        provider.token()
+
+
+def test_a_cloudflared_that_cannot_run_is_a_clear_error(tmp_path: Path) -> None:
+    broken = tmp_path / "cloudflared"
+    broken.write_bytes(b"\x00not a program")
+    broken.chmod(0o755)
+    with pytest.raises(CloudflaredError, match="could not run"):
+        CloudflaredToken("https://app.example.com", executable=str(broken)).token()
+
+
+def test_a_silent_cloudflared_failure_still_says_how_to_sign_in(fake_cloudflared: FakeCloudflared) -> None:
+    fake_cloudflared.plan(exit_code=3)
+    provider = CloudflaredToken("https://app.example.com", executable=str(fake_cloudflared.path))
+    with pytest.raises(CloudflaredError, match=r"exit 3\): no message; sign in first"):
+        provider.token()
+
+
+def test_a_token_without_exp_is_refused(fake_cloudflared: FakeCloudflared) -> None:
+    with LocalIssuer() as issuer:
+        fake_cloudflared.plan(stdout=issuer.mint({"aud": [issuer.audience], "email": "alice@example.com"}))
+    provider = CloudflaredToken("https://app.example.com", executable=str(fake_cloudflared.path))
+    with pytest.raises(CloudflaredError, match="no numeric 'exp'"):
+        provider.token()

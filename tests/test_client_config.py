@@ -331,3 +331,19 @@ def test_control_characters_from_the_server_do_not_reach_the_message() -> None:
     found = detect_challenge(response(401, {"www-authenticate": 'Cloudflare-Access resource_metadata="a\tb"'}))
     assert isinstance(found, AccessChallengeError)
     assert found.resource_metadata == "ab"
+
+
+def test_a_config_path_that_cannot_be_read_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ClientConfigError, match="cannot be read"):
+        AccessAuth.from_file(tmp_path)  # a directory
+
+
+def test_a_url_that_is_not_a_string_is_refused() -> None:
+    with pytest.raises(ClientConfigError, match=r"\[api\] url: must be a string"):
+        AccessAuth.from_dict({"api": {"url": 8000}})
+
+
+def test_the_cloudflared_provider_repr_hides_its_token() -> None:
+    provider = CloudflaredToken("https://app.example.com")
+    assert "empty" in repr(provider)
+    assert "token=" not in repr(provider)

@@ -357,6 +357,7 @@ class CloudflaredToken:
         try:
             done = subprocess.run(  # noqa: S603 - fixed argument list, no shell; exe is the user's cloudflared
                 [exe, "access", "token", f"-app={self.app_url}"],
+                stdin=subprocess.DEVNULL,  # a prompt must fail, not hang a CLI
                 capture_output=True,
                 text=True,
                 timeout=self.timeout,
