@@ -75,8 +75,9 @@ def main(argv: list[str]) -> int:
     if command == "test":
         return subprocess.call([py, "-m", "pytest", *rest])
     if command == "lint":
-        code = subprocess.call([py, "-m", "ruff", "check", "src", "tests", "examples", "benchmarks", "dev.py"])
-        code |= subprocess.call([py, "-m", "ruff", "format", "--check", "src", "tests", "examples", "dev.py"])
+        paths = [p for p in ("src", "tests", "examples", "benchmarks", "fuzz", "dev.py") if (ROOT / p).exists()]
+        code = subprocess.call([py, "-m", "ruff", "check", *paths])
+        code |= subprocess.call([py, "-m", "ruff", "format", "--check", *paths])
         code |= subprocess.call([py, "-m", "mypy", *rest])
         return code
     if command == "demo":
