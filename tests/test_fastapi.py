@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, WebSocket
 from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
 
 from cfaccess_mw import ApiKey, CloudflareAccessMiddleware, Principal, ServiceToken
 from cfaccess_mw.fastapi import CurrentPrincipal, require
@@ -101,3 +102,31 @@ def test_openapi_shows_both_security_schemes(client: TestClient) -> None:
 def test_require_rejects_unknown_kinds() -> None:
     with pytest.raises(ValueError, match="unknown principal kind"):
         require("admin")  # type: ignore[arg-type]
+
+
+def test_websocket_routes_get_the_principal_and_requirements(shared_issuer: LocalIssuer) -> None:
+    app = FastAPI()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket, principal: CurrentPrincipal) -> None:
+        await websocket.accept()
+        await websocket.send_json({"who": principal.display_name})
+        await websocket.close()
+
+    @app.websocket("/admin-ws", dependencies=[Depends(require("user", scopes=["admin"]))])
+    async def admin_ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close()
+
+    settings = shared_issuer.settings(api_keys=(ApiKey.from_secret("operator", API_KEY),))
+    app.add_middleware(CloudflareAccessMiddleware, settings=settings, user_lookup=find_user, extra_scopes=roles)
+    with TestClient(app, client=REMOTE_PEER) as client:
+        with client.websocket_connect("/ws", headers={"Authorization": f"Bearer {API_KEY}"}) as socket:
+            assert socket.receive_json() == {"who": "operator"}
+        alice = jwt_header(shared_issuer.identity_token("alice@example.com"))
+        with client.websocket_connect("/admin-ws", headers=alice):
+            pass
+        bob = jwt_header(shared_issuer.identity_token("bob@example.com"))
+        with pytest.raises(WebSocketDisconnect) as caught, client.websocket_connect("/admin-ws", headers=bob):
+            pass  # pragma: no cover - refused before accept
+        assert caught.value.code == 1008

@@ -189,3 +189,80 @@ def test_duplicate_kid_is_dropped() -> None:
     keys, problems = parse_jwks({"keys": [one, two, public_jwk("other", new_rsa_key())]})
     assert list(keys) == ["other"]
     assert any("more than once" in p for p in problems)
+
+
+async def test_known_key_is_served_while_another_request_refreshes(issuer: LocalIssuer) -> None:
+    clock = Clock()
+    keys = client_for(issuer, clock, cache_seconds=60, timeout=10)
+    await keys.refresh()
+    clock.now += 61  # the cache is due for a refresh ...
+    release, answered = threading.Event(), threading.Event()
+
+    def hanging() -> tuple[int, dict[str, str], bytes]:
+        release.wait(5)
+        answered.set()
+        return 200, {}, json.dumps(issuer.certs_document()).encode()
+
+    issuer.responder = hanging  # ... and the certs endpoint hangs
+    served_before_the_answer: list[bool] = []
+
+    async def second_request() -> None:
+        await anyio.sleep(0.05)  # let the first request take the fetch
+        await keys.get_key(issuer.signing_kid)
+        served_before_the_answer.append(not answered.is_set())
+        release.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(keys.get_key, issuer.signing_kid)
+        tg.start_soon(second_request)
+    assert served_before_the_answer == [True]
+
+
+async def test_cancelled_fetch_lets_a_waiter_fetch_for_itself(issuer: LocalIssuer) -> None:
+    keys = client_for(issuer, Clock(), cooldown_seconds=10)
+    release = threading.Event()
+
+    def hanging() -> tuple[int, dict[str, str], bytes]:
+        release.wait(5)
+        return 200, {}, json.dumps(issuer.certs_document()).encode()
+
+    issuer.responder = hanging
+    holder_scope = anyio.CancelScope()
+    results: list[object] = []
+
+    async def holder() -> None:
+        with holder_scope:
+            await keys.get_key(issuer.signing_kid)
+
+    async def waiter() -> None:
+        while issuer.fetch_count < 1:  # noqa: ASYNC110 - a server thread bumps it; wait until the fetch hangs there
+            await anyio.sleep(0.01)
+        issuer.responder = None  # the endpoint answers normally for the waiter's own fetch
+        results.append(await keys.get_key(issuer.signing_kid))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(holder)
+            tg.start_soon(waiter)
+            while issuer.fetch_count < 1:  # noqa: ASYNC110 - a server thread bumps it
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.1)  # the waiter is now queued on the lock
+            holder_scope.cancel()  # e.g. the client of the fetching request went away
+    finally:
+        release.set()
+    assert issuer.fetch_count == 2
+    assert results[0] is not None
+
+
+async def test_unexpected_error_while_fetching_is_unavailable_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import httpx
+
+    def explode(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("bug in a transport")  # stands in for any bug below the fetch
+
+    keys = JWKSClient("https://certs.example/cdn-cgi/access/certs", transport=httpx.MockTransport(explode))
+    with caplog.at_level(logging.ERROR), pytest.raises(AuthUnavailable):
+        await keys.get_key("kid")
+    assert keys.last_failure == "unexpected RuntimeError"

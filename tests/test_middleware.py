@@ -592,3 +592,115 @@ async def test_auth_error_after_the_response_started_is_not_swallowed(shared_iss
     with pytest.raises(Forbidden):
         await middleware(scope, None, send)  # type: ignore[arg-type]
     assert [m["type"] for m in sent] == ["http.response.start"]
+
+
+# --- found in review -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("answer", [False, 0, "", {}])
+def test_falsy_lookup_results_mean_unknown_user(
+    shared_issuer: LocalIssuer, make_client: ClientFactory, answer: object
+) -> None:
+    client = make_client(full_settings(shared_issuer), user_lookup=lambda email: answer)
+    response = client.get("/", headers=jwt_header(shared_issuer.identity_token("stranger@example.com")))
+    assert response.status_code == 403
+    assert error_of(response)["reason"] == "unknown_user"
+
+
+def test_lookup_returning_true_is_a_bug_answered_with_503(
+    shared_issuer: LocalIssuer, make_client: ClientFactory
+) -> None:
+    client = make_client(full_settings(shared_issuer), user_lookup=lambda email: True)
+    response = client.get("/", headers=jwt_header(shared_issuer.identity_token("stranger@example.com")))
+    assert response.status_code == 503
+    assert error_of(response)["reason"] == "user_lookup_failed"
+
+
+def test_only_ascii_letters_are_lower_cased(shared_issuer: LocalIssuer, make_client: ClientFactory) -> None:
+    seen: list[str] = []
+
+    def lookup(email: str) -> object:
+        seen.append(email)
+        return USERS_BY_EMAIL.get(email)
+
+    client = make_client(full_settings(shared_issuer), user_lookup=lookup)
+    kelvin = "\u212aate@example.com"  # str.lower() would turn the Kelvin sign into "k"
+    response = client.get("/", headers=jwt_header(shared_issuer.identity_token(kelvin)))
+    assert response.status_code == 403
+    assert seen == [kelvin]
+
+
+USERS_BY_EMAIL = {"kate@example.com": {"name": "Kate"}}
+
+
+def test_failing_lookup_logs_the_type_not_the_message(
+    shared_issuer: LocalIssuer, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(email: str) -> object:
+        raise ConnectionError("postgres://app:hunter2@db/app refused")
+
+    client = make_client(full_settings(shared_issuer), user_lookup=broken)
+    with caplog.at_level(logging.DEBUG):
+        client.get("/", headers=jwt_header(shared_issuer.identity_token("alice@example.com")))
+    assert "ConnectionError" in caplog.text
+    assert "hunter2" not in caplog.text
+
+
+def test_duplicate_access_cookie_is_refused(shared_issuer: LocalIssuer, make_client: ClientFactory) -> None:
+    client = make_client(full_settings(shared_issuer, allow_cookie=True))
+    token = shared_issuer.identity_token("alice@example.com")
+    response = client.get("/", headers={"Cookie": f"CF_Authorization=junk; CF_Authorization={token}"})
+    assert response.status_code == 401
+    assert error_of(response)["reason"] == "token_malformed"
+
+
+@pytest.mark.parametrize(
+    ("root_path", "path", "public"),
+    [
+        ("/api", "/api/healthz", True),
+        ("/api", "/api/healthz/live", True),
+        ("/api", "/healthz", True),  # not under root_path: Starlette routes it as is, and so do we
+        ("/api", "/api/healthzz", False),
+        ("/api", "/apihealthz", False),
+        ("/healthz", "/healthz/admin", False),  # a root_path inside a public prefix opens nothing
+    ],
+)
+@pytest.mark.anyio
+async def test_public_paths_are_matched_like_the_router_under_root_path(
+    shared_issuer: LocalIssuer, root_path: str, path: str, public: bool
+) -> None:
+    reached: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+
+    async def send(message: Any) -> None:
+        pass
+
+    middleware = CloudflareAccessMiddleware(app, settings=full_settings(shared_issuer))
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "root_path": root_path,
+        "headers": [],
+        "client": REMOTE_PEER,
+    }
+    await middleware(scope, None, send)  # type: ignore[arg-type]
+    assert (reached == [path]) is public
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+def test_huge_time_claims_are_401_not_500(shared_issuer: LocalIssuer, make_client: ClientFactory, claim: str) -> None:
+    client = make_client(full_settings(shared_issuer))
+    token = shared_issuer.mint(shared_issuer.base_claims() | {"email": "alice@example.com", claim: 10**400})
+    response = client.get("/", headers=jwt_header(token))
+    assert response.status_code == 401
+    assert error_of(response)["reason"] == "claim_invalid"
+
+
+def test_shared_jwks_must_fetch_the_configured_url(shared_issuer: LocalIssuer) -> None:
+    with pytest.raises(ValueError, match="jwks fetches"):
+        CloudflareAccessMiddleware(
+            Starlette(), settings=full_settings(shared_issuer), jwks=JWKSClient("https://elsewhere.example/certs")
+        )

@@ -153,3 +153,40 @@ def test_find_api_key_matches_only_the_exact_digest() -> None:
     settings = Settings.from_env({**BASE, "CFACCESS_API_KEYS": f"operator:sha256:{DIGEST}"})
     assert settings.find_api_key(hashlib.sha256(b"sekrit").digest()) is settings.api_keys[0]
     assert settings.find_api_key(hashlib.sha256(b"sekrit ").digest()) is None
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({**BASE, "CFACCESS_TOKEN_CACHE_SIZE": "\u00b2"}, "CFACCESS_TOKEN_CACHE_SIZE"),
+        ({**BASE, "CFACCESS_AUD": "myteam.cloudflareaccess.com"}, "CFACCESS_AUD"),
+        ({**BASE, "CFACCESS_AUD": "abc"}, "CFACCESS_AUD"),
+        ({"CFACCESS_EXPOSURE_MODE": "local", "CFACCESS_SERVICE_TOKENS": "ci=a.access"}, "CFACCESS_SERVICE_TOKENS"),
+        ({**BASE, "CFACCESS_CERTS_URL": "https://user:pw@certs.example.com/c"}, "CFACCESS_CERTS_URL"),
+        ({**BASE, "CFACCESS_CERTS_URL": "https://certs.example.com:99999/c"}, "CFACCESS_CERTS_URL"),
+        ({**BASE, "CFACCESS_JWKS_REFRESH_COOLDOWN_SECONDS": "3600"}, "CFACCESS_JWKS_REFRESH_COOLDOWN_SECONDS"),
+    ],
+    ids=[
+        "superscript-digit",
+        "aud-is-domain",
+        "aud-short",
+        "service-tokens-without-team",
+        "userinfo",
+        "bad-port",
+        "cooldown-too-long",
+    ],
+)
+def test_more_bad_configuration_is_refused(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == variable
+
+
+def test_aud_tag_is_lower_cased() -> None:
+    assert Settings.from_env({**BASE, "CFACCESS_AUD": "A" * 64}).audiences == (AUD,)
+
+
+@pytest.mark.parametrize("field", ["audiences", "public_paths"])
+def test_a_single_string_for_a_tuple_field_is_refused(field: str) -> None:
+    with pytest.raises(ConfigError, match="not a single string"):
+        Settings(team_domain="t.cloudflareaccess.com", **{"audiences": (AUD,), field: AUD})  # type: ignore[arg-type]

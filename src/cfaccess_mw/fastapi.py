@@ -20,19 +20,39 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated
 
-from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from .errors import Forbidden, Reason, Unauthorized
 from .principals import KINDS, Principal, PrincipalKind
 
-cloudflare_access_scheme = APIKeyHeader(
+
+class _DocumentedHeader(APIKeyHeader):
+    """The edge's token header, for the OpenAPI document only: the middleware has already checked it.
+
+    FastAPI's own scheme classes take a ``Request``, which a websocket route cannot
+    supply; these take an ``HTTPConnection`` so the same dependency serves both.
+    """
+
+    async def __call__(self, request: HTTPConnection) -> None:
+        return None
+
+
+class _DocumentedBearer(HTTPBearer):
+    """The API key scheme, for the OpenAPI document only (see :class:`_DocumentedHeader`)."""
+
+    async def __call__(self, request: HTTPConnection) -> None:
+        return None
+
+
+cloudflare_access_scheme = _DocumentedHeader(
     name="Cf-Access-Jwt-Assertion",
     scheme_name="CloudflareAccess",
     description="Application token added by Cloudflare Access at the edge (RS256 JWT, verified at the origin).",
     auto_error=False,
 )
-api_key_scheme = HTTPBearer(
+api_key_scheme = _DocumentedBearer(
     scheme_name="ApiKey",
     description="An API key configured in CFACCESS_API_KEYS, for CLIs, agents and the local operator.",
     auto_error=False,
@@ -40,12 +60,12 @@ api_key_scheme = HTTPBearer(
 
 
 async def get_principal(
-    request: Request,
-    _token: Annotated[str | None, Security(cloudflare_access_scheme)] = None,
-    _api_key: Annotated[HTTPAuthorizationCredentials | None, Security(api_key_scheme)] = None,
+    connection: HTTPConnection,
+    _token: Annotated[None, Security(cloudflare_access_scheme)] = None,
+    _api_key: Annotated[None, Security(api_key_scheme)] = None,
 ) -> Principal:
-    """The authenticated caller; 401 on a public path (where the middleware let the request through unauthenticated)."""
-    principal = request.scope.get("user")
+    """The authenticated caller (HTTP or websocket); 401 on a public path, where the middleware let it through."""
+    principal = connection.scope.get("user")
     if isinstance(principal, Principal):
         return principal
     raise Unauthorized(Reason.NO_CREDENTIALS, "Authentication required.", "endpoint requires a principal")
@@ -62,14 +82,14 @@ def require(*kinds: PrincipalKind, scopes: Sequence[str] = ()) -> Callable[..., 
             raise ValueError(f"unknown principal kind {kind!r}; expected one of {', '.join(KINDS)}")
     needed = tuple(scopes)
 
-    async def dependency(request: Request, principal: CurrentPrincipal) -> Principal:
+    async def dependency(connection: HTTPConnection, principal: CurrentPrincipal) -> Principal:
         if kinds and principal.kind not in kinds:
             raise Forbidden(
                 Reason.INSUFFICIENT_SCOPE,
                 f"This endpoint is only for {' or '.join(kinds)} callers.",
                 f"{principal.kind} caller refused; endpoint admits {', '.join(kinds)}",
             )
-        held = request.auth.scopes
+        held = connection.auth.scopes
         missing = [scope for scope in needed if scope not in held]
         if missing:
             raise Forbidden(

@@ -37,6 +37,7 @@ logger = logging.getLogger("cfaccess_mw.keys")
 
 MAX_JWKS_BYTES = 1 << 20  # Cloudflare's document is about 3 KB; 1 MiB is generous.
 MIN_RSA_BITS = 2048
+MAX_RSA_BITS = 8192  # bounds the work one verification can cost
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -68,8 +69,8 @@ def parse_jwk(jwk: object) -> tuple[str, RSAPublicKey]:
         raise ValueError(f"kid {kid!r}: contains private key material")
     n = _b64_uint(jwk.get("n"), f"kid {kid!r}: n")
     e = _b64_uint(jwk.get("e"), f"kid {kid!r}: e")
-    if n.bit_length() < MIN_RSA_BITS:
-        raise ValueError(f"kid {kid!r}: RSA key of {n.bit_length()} bits is shorter than {MIN_RSA_BITS}")
+    if not MIN_RSA_BITS <= n.bit_length() <= MAX_RSA_BITS:
+        raise ValueError(f"kid {kid!r}: RSA key of {n.bit_length()} bits is not {MIN_RSA_BITS}-{MAX_RSA_BITS} bits")
     if e < 3 or e % 2 == 0:
         raise ValueError(f"kid {kid!r}: bad RSA exponent")
     return kid, RSAPublicNumbers(e, n).public_key()
@@ -166,6 +167,8 @@ class JWKSClient:
         key = self._keys.get(kid)
         if key is not None and now - self._fetched_at < self.cache_seconds:
             return key
+        if key is not None and self._lock is not None and self._lock.locked():
+            return key  # cached but due for refresh, which another request is doing: don't queue behind it
         if now - self._attempted_at >= self.cooldown_seconds:
             await self.refresh()
             key = self._keys.get(kid)
@@ -196,11 +199,15 @@ class JWKSClient:
                 keys, problems = await self._fetch()
             except JWKSFetchError as exc:
                 self._record_failure(str(exc))
+            except Exception as exc:  # a bug must cost a 503, not a 500 on every request
+                logger.exception("certs endpoint %s: unexpected error while fetching keys", self.url)
+                self._record_failure(f"unexpected {type(exc).__name__}")
             else:
                 self._record_success(keys, problems)
-            finally:
-                self._attempted_at = self._clock()
-                self._generation += 1
+            # Not in a finally: when the fetching request is cancelled, the attempt did not happen, and a
+            # waiter must make its own rather than find the generation moved and the cooldown running.
+            self._attempted_at = self._clock()
+            self._generation += 1
         return bool(self._keys)
 
     def _record_success(self, keys: dict[str, RSAPublicKey], problems: list[str]) -> None:

@@ -43,12 +43,35 @@ UserLookup = Callable[[str], Any]
 #: Longest Bearer key considered; longer ones are refused without hashing.
 MAX_API_KEY_LENGTH = 512
 COOKIE_NAME = "CF_Authorization"
+# Lower-case ASCII letters only: str.lower() would fold the Kelvin sign into "k" and let one address pose as another.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _LOCAL = Principal("local", name="local")
 
 
 def _is_async_callable(fn: object) -> bool:
     call = type(fn).__call__ if not inspect.isroutine(fn) and callable(fn) else None
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
+def _access_cookie(cookie: str) -> str | None:
+    """The ``CF_Authorization`` cookie's value; refused when sent twice (cookie tossing from a sibling domain)."""
+    names = [chunk.split("=", 1)[0].strip() for chunk in cookie.split(";")]
+    if names.count(COOKIE_NAME) > 1:
+        raise InvalidToken(
+            Reason.TOKEN_MALFORMED,
+            "The access cookie was sent more than once.",
+            f"{COOKIE_NAME} cookie appears {names.count(COOKIE_NAME)} times",
+        )
+    return cookie_parser(cookie).get(COOKIE_NAME)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path as Starlette's router sees it: without the server's ``root_path`` prefix."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path) and path[len(root_path) : len(root_path) + 1] in ("/", ""):
+        return path[len(root_path) :] or "/"
+    return path
 
 
 class CloudflareAccessMiddleware:
@@ -91,6 +114,8 @@ class CloudflareAccessMiddleware:
         if self.settings.jwt_enabled:
             assert self.settings.certs_url is not None
             assert self.settings.issuer is not None
+            if jwks is not None and jwks.url != self.settings.certs_url:
+                raise ValueError(f"jwks fetches {jwks.url}, but the settings name {self.settings.certs_url}")
             self.jwks = jwks or JWKSClient(
                 self.settings.certs_url,
                 cache_seconds=self.settings.jwks_cache_seconds,
@@ -117,7 +142,7 @@ class CloudflareAccessMiddleware:
         if scope_type not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        if self._is_public(scope["path"]):
+        if self._public_paths and self._is_public(_route_path(scope)):
             scope["user"] = UnauthenticatedUser()
             scope["auth"] = AuthCredentials()
             await self._call_app(scope, receive, send)
@@ -143,7 +168,7 @@ class CloudflareAccessMiddleware:
         jwt_header, authorization, cookie = self._read_headers(scope)
         if self.verifier is not None:
             if jwt_header is None and cookie is not None:
-                jwt_header = cookie_parser(cookie).get(COOKIE_NAME)
+                jwt_header = _access_cookie(cookie)
             if jwt_header is not None:
                 return await self._principal_from_claims(await self.verifier.verify(jwt_header))
         if authorization is not None:
@@ -189,11 +214,20 @@ class CloudflareAccessMiddleware:
                 raise InvalidToken(
                     Reason.CLAIM_INVALID,
                     "The token's email claim is invalid.",
-                    f"claim 'email' must be a non-empty string, got {type(email).__name__}",
+                    "claim 'email' is empty"
+                    if isinstance(email, str)
+                    else f"claim 'email' is a {type(email).__name__}",
                 )
-            email = email.strip().lower()
+            email = email.strip().translate(_ASCII_LOWER)
             user = await self._lookup(email)
-            if user is None:
+            if user is True:
+                logger.error("cfaccess_mw: user_lookup returned True; it must return the user object or None")
+                raise AuthUnavailable(
+                    Reason.USER_LOOKUP_FAILED,
+                    "The user directory is unavailable; try again shortly.",
+                    "user_lookup returned True instead of a user object",
+                )
+            if not user:  # None, and the False, 0 or "" a yes/no lookup would return
                 raise Forbidden(
                     Reason.UNKNOWN_USER,
                     "This account is not a user of this application; ask an administrator to add it.",
@@ -227,7 +261,8 @@ class CloudflareAccessMiddleware:
                 user = await user
             return user
         except Exception as exc:
-            logger.error("cfaccess_mw: user_lookup raised %s", type(exc).__name__, exc_info=True)
+            # The type only: a database error's text can carry a connection string with its password.
+            logger.error("cfaccess_mw: user_lookup raised %s", type(exc).__name__)
             raise AuthUnavailable(
                 Reason.USER_LOOKUP_FAILED,
                 "The user directory is unavailable; try again shortly.",

@@ -167,10 +167,17 @@ class Settings:
 
         if self.team_domain is not None:
             set_(self, "team_domain", _normalise_domain(self.team_domain))
-        audiences = tuple(self.audiences)
+        for name in ("audiences", "api_keys", "service_tokens", "public_paths"):
+            if isinstance(getattr(self, name), (str, bytes)):
+                raise _fail(name, f"{name} must be a tuple, not a single string")
+        audiences = tuple(aud.lower() if isinstance(aud, str) else aud for aud in self.audiences)
         for aud in audiences:
-            if not aud or not _NO_SPACE.fullmatch(aud) or "," in aud:
-                raise _fail("audiences", f"AUD tag {aud!r} must be non-empty printable text without spaces or commas")
+            if not isinstance(aud, str) or not _HEX64.fullmatch(aud):
+                raise _fail(
+                    "audiences",
+                    f"{aud!r} is not an AUD tag: Cloudflare shows a 64-hex-digit tag in the Access application's "
+                    "overview (Application Audience (AUD) Tag)",
+                )
         if len(set(audiences)) != len(audiences):
             raise _fail("audiences", "lists the same AUD tag twice")
         set_(self, "audiences", audiences)
@@ -192,6 +199,10 @@ class Settings:
             set_(self, "certs_url", f"https://{self.team_domain}/cdn-cgi/access/certs")
         if self.certs_url is not None and self.team_domain is None:
             raise _fail("certs_url", "only makes sense with CFACCESS_TEAM_DOMAIN and CFACCESS_AUD")
+        if self.service_tokens and self.team_domain is None:
+            raise _fail(
+                "service_tokens", "service tokens arrive as Access tokens: set CFACCESS_TEAM_DOMAIN and CFACCESS_AUD"
+            )
 
         self._check_unique(
             "api_keys",
@@ -215,7 +226,7 @@ class Settings:
             ("leeway_seconds", 0, 300),
             ("jwks_cache_seconds", 10, 86400),
             ("jwks_timeout_seconds", 0.1, 60),
-            ("jwks_refresh_cooldown_seconds", 1, 3600),
+            ("jwks_refresh_cooldown_seconds", 1, 60),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -231,6 +242,12 @@ class Settings:
     def _check_certs_url(url: str) -> str:
         parts = urlsplit(url.strip())
         host = parts.hostname or ""
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
+        except ValueError:
+            raise _fail("certs_url", "has an invalid port") from None
+        if parts.username is not None or parts.password is not None:
+            raise _fail("certs_url", "must not carry a user name or password (it would be logged)")
         if parts.scheme == "https" and host:
             return url.strip()
         if parts.scheme == "http" and host and _is_loopback_host(host):
@@ -322,7 +339,7 @@ class Settings:
         kwargs["jwks_refresh_cooldown_seconds"] = number("jwks_refresh_cooldown_seconds", 10.0)
         raw_size = get("token_cache_size")
         if raw_size is not None:
-            if not raw_size.isdigit():
+            if not re.fullmatch(r"[0-9]{1,7}", raw_size):
                 raise _fail("token_cache_size", f"must be a whole number, got {raw_size!r}")
             kwargs["token_cache_size"] = int(raw_size)
         raw_cookie = get("allow_cookie")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +34,8 @@ from .errors import InvalidToken, Reason
 #: Longest token accepted, in characters. Cloudflare's tokens are about 1 KB; a 16 KiB cap
 #: bounds the work an attacker can ask for before any signature check.
 MAX_TOKEN_LENGTH = 16 * 1024
+#: Largest NumericDate accepted (about the year 33658); beyond it a time claim is nonsense.
+MAX_NUMERIC_DATE = 10**12
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _PADDING = PKCS1v15()
 _SHA256 = SHA256()
@@ -133,11 +134,16 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
     if value is None and name not in claims:
         return None
     # RFC 7519 NumericDate is a JSON number; a string or boolean is refused (PyJWT alone accepts "9999999999").
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    # The range check also refuses NaN and infinities, and keeps huge integers away from float().
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not -MAX_NUMERIC_DATE < value < MAX_NUMERIC_DATE
+    ):
         raise InvalidToken(
             Reason.CLAIM_INVALID,
             f"The token's '{name}' claim is invalid.",
-            f"claim {name!r} must be a JSON number (NumericDate), got {type(value).__name__}",
+            f"claim {name!r} must be a JSON number of seconds (NumericDate), got {type(value).__name__} {value!r:.40}",
         )
     return float(value)
 
