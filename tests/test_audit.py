@@ -208,7 +208,7 @@ REFUSALS: list[Any] = [
         id="other-audience",
     ),
     pytest.param(
-        lambda i: {"Cf-Access-Jwt-Assertion": "eyJhbGciOiJub25lIn0.e30."},
+        lambda i: {"Cf-Access-Jwt-Assertion": "eyJhbGciOiJub25lIn0.e30.c2lnbmF0dXJl"},
         "algorithm_not_allowed",
         401,
         logging.WARNING,
