@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import logging
 import re
 import secrets
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NoReturn
@@ -202,12 +203,12 @@ async def _fetch_keys(settings: Settings) -> JWKSClient:
     return jwks
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+async def cmd_check(args: argparse.Namespace) -> int:
     """Validate the configuration and the certs endpoint; print the effective policy."""
     settings = Settings.from_env()
     _print_policy(settings)
     if settings.jwt_enabled:
-        jwks = asyncio.run(_fetch_keys(settings))
+        jwks = await _fetch_keys(settings)
         _row(f"signing keys ({len(jwks.kids)})", ", ".join(jwks.kids))
     for note in _advice(settings):
         _out(f"note: {note}")
@@ -315,7 +316,7 @@ async def _authenticate(settings: Settings, token: str) -> tuple[Principal | Non
     return principal, None, middleware.jwks.kids
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
+async def cmd_explain(args: argparse.Namespace) -> int:
     """Decode a token, then verify it exactly as the middleware would and say which check fails."""
     token = _read_token(args.token)
     now = time.time()
@@ -331,7 +332,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             "CFACCESS_TEAM_DOMAIN and CFACCESS_AUD are not set, so the middleware does not read Access tokens",
             EXIT_USAGE,
         )
-    principal, err, kids = asyncio.run(_authenticate(settings, token))
+    principal, err, kids = await _authenticate(settings, token)
     _out("Checked as the middleware would, against:")
     _row("issuer", str(settings.issuer))
     _row("audiences", ", ".join(settings.audiences))
@@ -402,12 +403,8 @@ class _DemoCall:
     expect: int
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+async def cmd_demo(args: argparse.Namespace) -> int:
     """Run the middleware in-process against a local stand-in issuer and show each decision."""
-    return asyncio.run(_demo())
-
-
-async def _demo() -> int:
     import httpx
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -534,6 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+async def _awaited(result: Awaitable[int]) -> int:
+    return await result
+
+
 def _fail(message: str) -> None:
     sys.stderr.write(f"{PROG}: {' '.join(message.split())}\n")
 
@@ -545,8 +546,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     package_logger.addHandler(handler)
     try:
         args = build_parser().parse_args(argv)
-        func: Callable[[argparse.Namespace], int] = args.func
-        return func(args)
+        func: Callable[[argparse.Namespace], int | Awaitable[int]] = args.func
+        result = func(args)
+        # One event loop per command, and all of a command's work inside it.
+        return asyncio.run(_awaited(result)) if inspect.isawaitable(result) else result
     except CliError as exc:
         _fail(exc.message)
         return exc.code
