@@ -49,12 +49,23 @@ class AuditEvent:
 AuditHook = Callable[[AuditEvent], "Awaitable[None] | None"]
 
 
+def printable(text: str) -> str:
+    """``text`` with control and other unprintable characters escaped (``\\n``, ``\\x1b``, ``\\u202e``).
+
+    ASGI paths are percent-decoded, so ``/a%0Aaccepted 200 GET /admin`` arrives
+    with a real newline; written as is, it would forge a second audit line.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def request_facts(scope: Mapping[str, Any]) -> tuple[str, str, str | None]:
-    """Method, path and peer address of a request, as they go into an event."""
+    """Method, path and peer address of a request, as they go into an event (path made printable)."""
     client = scope.get("client")
     peer = f"{client[0]}:{client[1]}" if client else None
     method = scope.get("method", "WEBSOCKET" if scope["type"] == "websocket" else "")
-    return method, scope.get("path", ""), peer
+    return method, printable(scope.get("path", "")), peer
 
 
 async def emit(event: AuditEvent, hook: AuditHook | None) -> None:
@@ -68,7 +79,7 @@ async def emit(event: AuditEvent, hook: AuditHook | None) -> None:
             level,
             "%s %s %s %s client=%s%s%s",
             event.outcome,
-            event.status,
+            "-" if event.status is None else event.status,
             event.method,
             event.path,
             event.client,

@@ -1,0 +1,570 @@
+"""``cfaccess-mw``: answers for the person who deploys an app behind Cloudflare Access.
+
+    cfaccess-mw check               validate the CFACCESS_* variables, fetch the signing keys, print the policy
+    cfaccess-mw explain TOKEN|-     decode a token, then say which check (if any) refuses it, and why
+    cfaccess-mw new-api-key NAME    a new random API key, shown once, and its CFACCESS_API_KEYS entry
+    cfaccess-mw demo                the middleware against a local stand-in for Cloudflare, in-process
+
+``check`` and ``explain`` read the same variables as the middleware and run the
+middleware's own code (:meth:`Settings.from_env`, :class:`JWKSClient`,
+:meth:`CloudflareAccessMiddleware.authenticate`), so what they say is what a
+request would get.
+
+Exit status: 0 all is well; 1 a check failed (the token is refused or malformed,
+the certs endpoint cannot be used); 2 usage or configuration error (the message
+names the variable); 70 a bug. A failure always ends with one line on stderr that
+starts with ``cfaccess-mw:``, never a traceback. Warnings (an unknown
+``CFACCESS_*`` variable, a key the certs endpoint lists but that cannot be used)
+go to stderr as ``cfaccess-mw: warning: ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import logging
+import re
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, NoReturn
+
+from .errors import AuthError, ConfigError, InvalidToken, Reason
+from .keys import JWKSClient
+from .middleware import CloudflareAccessMiddleware
+from .principals import Principal
+from .settings import ApiKey, ExposureMode, Settings
+from .tokens import check_claims, decode_unverified, human_duration
+
+PROG = "cfaccess-mw"
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_BUG = 70
+
+#: The most ``explain`` reads from stdin; the middleware itself refuses tokens over 16 KiB.
+MAX_INPUT_BYTES = 1 << 20
+_AUD_TAG = re.compile(r"[0-9a-f]{64}")
+_PASTED_PREFIX = re.compile(r"^(?:cf-access-jwt-assertion\s*:|cf_authorization\s*=|cf-access-token\s*:)", re.IGNORECASE)
+
+
+class CliError(Exception):
+    """Ends the command with one line on stderr and ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (argparse prints the whole usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message} (see: {self.prog} --help)", EXIT_USAGE)
+
+
+class _WarningPrinter(logging.Handler):
+    """Shows the package's warnings while a command runs, one line each, on stderr.
+
+    The audit logger is skipped (``demo`` prints its events itself), and so is the
+    certs client's own "fetch failed" warning, which the command reports as its error.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("cfaccess_mw.audit"):
+            return
+        if record.name == "cfaccess_mw.keys" and str(record.msg).startswith("certs endpoint %s failed"):
+            return
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed log call must not break the command
+            message = str(record.msg)
+        message = message.removeprefix("cfaccess_mw: ").replace("\n", " ")
+        sys.stderr.write(f"{PROG}: warning: {message}\n")
+
+
+# --- small output helpers ----------------------------------------------------------------------
+
+
+def _out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+
+
+def _row(label: str, value: str) -> None:
+    _out(f"  {label:<20} {value}")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s"
+
+
+def _when(value: object, now: float) -> str:
+    """``2025-01-01 12:00:00 UTC (in 4 minutes)`` for a NumericDate claim, or why it is not one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{value!r} (not a JSON number: the middleware refuses it)"
+    try:
+        stamp = datetime.fromtimestamp(value, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return f"{value!r} (not a usable time)"
+    delta = value - now
+    if abs(delta) < 1:
+        relative = "now"
+    else:
+        relative = f"in {human_duration(delta)}" if delta > 0 else f"{human_duration(delta)} ago"
+    return f"{stamp} ({relative})"
+
+
+def _shape(claims: Mapping[str, Any]) -> str:
+    """What the token claims to be, by the same rule the middleware uses (email first, then common_name)."""
+    if "email" in claims:
+        return f"an identity (user) token for {claims['email']!r}"
+    common_name = claims.get("common_name")
+    if isinstance(common_name, str) and common_name:
+        return f"a service token with client ID {common_name!r}"
+    return "neither an identity token (no 'email') nor a service token (no 'common_name')"
+
+
+# --- check -------------------------------------------------------------------------------------
+
+
+def _print_policy(settings: Settings) -> None:
+    mode = settings.exposure_mode
+    trust = (
+        "a loopback peer is the local operator"
+        if mode is ExposureMode.LOCAL
+        else "loopback peers earn nothing (cloudflared or a proxy on this host)"
+    )
+    _out("Effective policy (from CFACCESS_* variables):")
+    _row("exposure mode", f"{mode.value}: {trust}")
+    if settings.jwt_enabled:
+        _row("team domain", str(settings.team_domain))
+        _row("issuer", str(settings.issuer))
+        _row(f"audiences ({len(settings.audiences)})", ", ".join(settings.audiences))
+        _row("certs URL", str(settings.certs_url))
+    else:
+        _row("Access tokens", "not read: CFACCESS_TEAM_DOMAIN and CFACCESS_AUD are not set")
+    _row("public paths", ", ".join(settings.public_paths) or "none")
+    _row(f"API keys ({len(settings.api_keys)})", ", ".join(k.name for k in settings.api_keys) or "none")
+    tokens = ", ".join(f"{t.name} (client ID {t.client_id})" for t in settings.service_tokens)
+    _row(f"service tokens ({len(settings.service_tokens)})", tokens or "none")
+    if settings.jwt_enabled:
+        _row("leeway", f"{_seconds(settings.leeway_seconds)} on exp, nbf and iat")
+        _row(
+            "keys cache TTL",
+            f"{_seconds(settings.jwks_cache_seconds)} (refetch for an unknown key id at most every "
+            f"{_seconds(settings.jwks_refresh_cooldown_seconds)}; fetch timeout "
+            f"{_seconds(settings.jwks_timeout_seconds)})",
+        )
+        _row("token cache", f"{settings.token_cache_size} verified tokens")
+        _row("CF_Authorization", "read when the header is absent" if settings.allow_cookie else "cookie not read")
+
+
+def _advice(settings: Settings) -> list[str]:
+    """Things that are valid but are often a mistake."""
+    notes = []
+    if settings.exposure_mode is ExposureMode.LOCAL:
+        notes.append(
+            "local mode trusts every loopback peer. If cloudflared or a reverse proxy runs on this host, every "
+            "request from the internet arrives from loopback: set CFACCESS_EXPOSURE_MODE=reverse-proxy"
+        )
+    for aud in settings.audiences:
+        if not _AUD_TAG.fullmatch(aud):
+            notes.append(
+                f"AUD {aud!r} does not look like an Application Audience (AUD) Tag (64 lowercase hex digits); "
+                "copy the tag from the Access application's overview, not its name or domain"
+            )
+    if settings.exposure_mode is ExposureMode.REVERSE_PROXY and not settings.api_keys:
+        notes.append(
+            "no API keys: only Cloudflare Access tokens get in, scripts on this host included "
+            f"(make a key with: {PROG} new-api-key NAME)"
+        )
+    return notes
+
+
+async def _fetch_keys(settings: Settings) -> JWKSClient:
+    assert settings.certs_url is not None  # jwt_enabled
+    jwks = JWKSClient(
+        settings.certs_url,
+        cache_seconds=settings.jwks_cache_seconds,
+        cooldown_seconds=settings.jwks_refresh_cooldown_seconds,
+        timeout=settings.jwks_timeout_seconds,
+    )
+    if not await jwks.refresh():
+        raise CliError(f"cannot fetch the signing keys from {settings.certs_url}: {jwks.last_failure}")
+    return jwks
+
+
+async def cmd_check(args: argparse.Namespace) -> int:
+    """Validate the configuration and the certs endpoint; print the effective policy."""
+    settings = Settings.from_env()
+    _print_policy(settings)
+    if settings.jwt_enabled:
+        jwks = await _fetch_keys(settings)
+        _row(f"signing keys ({len(jwks.kids)})", ", ".join(jwks.kids))
+    for note in _advice(settings):
+        _out(f"note: {note}")
+    if settings.jwt_enabled:
+        _out("OK: configuration is valid and the certs endpoint serves usable keys.")
+    else:
+        _out("OK: configuration is valid (API keys and, in local mode, loopback only; no Access tokens).")
+    return EXIT_OK
+
+
+# --- explain -----------------------------------------------------------------------------------
+
+
+def _read_token(argument: str) -> str:
+    if argument == "-":
+        stream = getattr(sys.stdin, "buffer", None)
+        raw = stream.read(MAX_INPUT_BYTES + 1) if stream is not None else sys.stdin.read(MAX_INPUT_BYTES + 1)
+        if len(raw) > MAX_INPUT_BYTES:
+            raise CliError(f"stdin holds more than {MAX_INPUT_BYTES} bytes; that is not a token", EXIT_USAGE)
+        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    else:
+        text = argument
+    text = _PASTED_PREFIX.sub("", text.strip())
+    token = "".join(text.split())  # a token wrapped over several lines when pasted
+    if not token:
+        raise CliError("no token given: pass it as TOKEN, or pass '-' and pipe it on stdin", EXIT_USAGE)
+    return token
+
+
+def _print_token(header: Mapping[str, Any], claims: Mapping[str, Any], now: float) -> None:
+    _out("Token (decoded without trusting it; the signature is not shown):")
+    _out("header:")
+    _out(json.dumps(header, indent=2, ensure_ascii=True))
+    _out("claims:")
+    _out(json.dumps(claims, indent=2, ensure_ascii=True))
+    for name in ("iat", "nbf", "exp"):
+        if name in claims:
+            _row(name, _when(claims[name], now))
+    _out(f"it claims to be {_shape(claims)}")
+    _out()
+
+
+def _hint(err: AuthError, settings: Settings, claims: Mapping[str, Any]) -> str:
+    """What a deployer can do about a refusal, given the unverified claims."""
+    reason = err.reason
+    if reason is Reason.AUDIENCE_MISMATCH:
+        return (
+            "CFACCESS_AUD must list the Application Audience (AUD) Tag of the Access application in front of "
+            "this app (Zero Trust > Access > Applications > the application > Overview)"
+        )
+    if reason is Reason.ISSUER_MISMATCH:
+        return (
+            f"CFACCESS_TEAM_DOMAIN gives the issuer {settings.issuer!r}; set it to the team domain that issues "
+            f"these tokens (the token says {claims.get('iss')!r})"
+        )
+    if reason is Reason.UNKNOWN_KEY:
+        return (
+            "the certs endpoint does not list the key that signed this token: a token from another team (see "
+            "'iss'), CFACCESS_CERTS_URL pointing elsewhere, or a key withdrawn since the token was issued"
+        )
+    if reason is Reason.BAD_SIGNATURE:
+        return "the key is known but the signature does not match: the token was altered or not made by Cloudflare"
+    if reason is Reason.TOKEN_EXPIRED:
+        return (
+            "get a fresh token (reload the page, or run cloudflared access token again); if fresh tokens are "
+            f"refused too, check this host's clock (leeway is {_seconds(settings.leeway_seconds)})"
+        )
+    if reason is Reason.TOKEN_NOT_YET_VALID:
+        return "this host's clock is behind the issuer's: synchronise it (NTP)"
+    if reason is Reason.SERVICE_TOKEN_NOT_ALLOWED:
+        return f"to admit it, add an entry to CFACCESS_SERVICE_TOKENS: NAME={claims.get('common_name')}"
+    if reason is Reason.ALGORITHM_NOT_ALLOWED:
+        return "Cloudflare signs with RS256 only: this token was not made by Cloudflare Access"
+    if reason is Reason.KEYS_UNAVAILABLE:
+        return f"check that this host can reach {settings.certs_url}"
+    return "this is not a token Cloudflare Access would send; copy the Cf-Access-Jwt-Assertion header as received"
+
+
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover - never called
+    raise RuntimeError("explain never calls the app")
+
+
+async def _any_user(email: str) -> str:
+    """The CLI has no user store: every email counts as found, and the report says so."""
+    return email
+
+
+async def _authenticate(settings: Settings, token: str) -> tuple[Principal | None, AuthError | None, list[str]]:
+    """Run the middleware's own decision on a request carrying ``token`` and nothing else."""
+    middleware = CloudflareAccessMiddleware(_no_app, settings=settings, user_lookup=_any_user)
+    assert middleware.jwks is not None  # jwt_enabled
+    if not await middleware.jwks.refresh():
+        raise CliError(f"cannot fetch the signing keys from {settings.certs_url}: {middleware.jwks.last_failure}")
+    scope: dict[str, Any] = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "headers": [(b"cf-access-jwt-assertion", token.encode("ascii"))],
+        "client": None,
+    }
+    try:
+        principal = await middleware.authenticate(scope)
+    except AuthError as err:
+        return None, err, middleware.jwks.kids
+    return principal, None, middleware.jwks.kids
+
+
+async def cmd_explain(args: argparse.Namespace) -> int:
+    """Decode a token, then verify it exactly as the middleware would and say which check fails."""
+    token = _read_token(args.token)
+    now = time.time()
+    try:
+        header, claims = decode_unverified(token)
+    except InvalidToken as exc:
+        raise CliError(f"not a readable token ({exc.reason}): {exc.detail}") from None
+    _print_token(header, claims, now)
+
+    settings = Settings.from_env()
+    if not settings.jwt_enabled:
+        raise CliError(
+            "CFACCESS_TEAM_DOMAIN and CFACCESS_AUD are not set, so the middleware does not read Access tokens",
+            EXIT_USAGE,
+        )
+    principal, err, kids = await _authenticate(settings, token)
+    _out("Checked as the middleware would, against:")
+    _row("issuer", str(settings.issuer))
+    _row("audiences", ", ".join(settings.audiences))
+    _row(f"signing keys ({len(kids)})", f"{', '.join(kids)} from {settings.certs_url}")
+    _row("leeway", _seconds(settings.leeway_seconds))
+    _out()
+    if principal is not None:
+        if principal.kind == "user":
+            _out(f"verdict: accepted, an identity token for {principal.email!r}.")
+            _out("  The app's user_lookup has the last word: an email it does not find gets 403 unknown_user.")
+        else:
+            _out(f"verdict: accepted, the service token {principal.name!r} from CFACCESS_SERVICE_TOKENS.")
+        return EXIT_OK
+
+    assert err is not None
+    _out(f"verdict: refused with {err.status_code} {err.reason}")
+    _out(f"  failed check: {err.detail}")
+    _out(f"  what to do: {_hint(err, settings, claims)}")
+    if err.reason in (Reason.UNKNOWN_KEY, Reason.BAD_SIGNATURE, Reason.ALGORITHM_NOT_ALLOWED):
+        # The middleware stops at the signature; the claims may explain why (another team's token, say).
+        try:
+            check_claims(
+                claims,
+                issuer=str(settings.issuer),
+                audiences=settings.audiences,
+                leeway=settings.leeway_seconds,
+                now=now,
+            )
+        except InvalidToken as claim_err:
+            _out(f"  also, in the unverified claims: {claim_err.detail}")
+    raise CliError(f"token refused ({err.status_code} {err.reason}): {err.detail}")
+
+
+# --- new-api-key -------------------------------------------------------------------------------
+
+
+def cmd_new_api_key(args: argparse.Namespace) -> int:
+    """Print a new random API key once, and the hashed entry for ``CFACCESS_API_KEYS``."""
+    name: str = args.name
+    if any(c in name for c in ":,") or any(c.isspace() for c in name):
+        raise CliError(f"NAME {name!r} must not contain ':', ',' or spaces", EXIT_USAGE)
+    try:
+        ApiKey.parse(f"{name}:sha256:{'0' * 64}")
+    except ConfigError as exc:
+        raise CliError(f"NAME: {exc.problem}", EXIT_USAGE) from None
+    secret = secrets.token_urlsafe(32)
+    key = ApiKey.from_secret(name, secret)
+    _out(f"New API key {name!r}. It is shown only now and stored nowhere: give it to the caller.")
+    _out()
+    _out(f"  {secret}")
+    _out()
+    _out("Add this entry to CFACCESS_API_KEYS (comma-separated) or as a line of CFACCESS_API_KEYS_FILE:")
+    _out()
+    _out(f"  {key.line()}")
+    _out()
+    _out("The caller sends:  Authorization: Bearer <the key>")
+    return EXIT_OK
+
+
+# --- demo --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _DemoCall:
+    what: str
+    path: str
+    headers: dict[str, str]
+    expect: int
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the middleware in-process against a local stand-in issuer and show each decision."""
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from .audit import AuditEvent
+    from .settings import ServiceToken
+    from .testing import LocalIssuer
+
+    async def whoami(request: Request) -> JSONResponse:
+        return JSONResponse({"identity": request.user.identity})
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    users = {"alice@example.com": {"name": "Alice"}}
+
+    async def find_user(email: str) -> object:
+        return users.get(email)
+
+    events: list[AuditEvent] = []
+    api_key = secrets.token_urlsafe(32)
+    client_id = f"{secrets.token_hex(16)}.access"
+    with LocalIssuer(max_requests=50, max_seconds=120) as issuer:
+        settings = issuer.settings(
+            api_keys=(ApiKey.from_secret("operator", api_key),),
+            service_tokens=(ServiceToken("ci-robot", client_id),),
+            public_paths=("/healthz",),
+        )
+        app = Starlette(routes=[Route("/whoami", whoami), Route("/healthz", health)])
+        app.add_middleware(
+            CloudflareAccessMiddleware, settings=settings, user_lookup=find_user, audit_hook=events.append
+        )
+        other_app = {**issuer.base_claims(), "aud": ["f" * 64], "email": "alice@example.com"}
+        jwt = "Cf-Access-Jwt-Assertion"
+        calls = [
+            _DemoCall("public health check, no credentials", "/healthz", {}, 200),
+            _DemoCall(
+                "alice (a user of the app) through Access",
+                "/whoami",
+                {jwt: issuer.identity_token("alice@example.com")},
+                200,
+            ),
+            _DemoCall(
+                "mallory passed Access but is no user here",
+                "/whoami",
+                {jwt: issuer.identity_token("mallory@example.com")},
+                403,
+            ),
+            _DemoCall("the allowed service token ci-robot", "/whoami", {jwt: issuer.service_token(client_id)}, 200),
+            _DemoCall("a service token not on the list", "/whoami", {jwt: issuer.service_token("other.access")}, 403),
+            _DemoCall(
+                "alice's token, expired",
+                "/whoami",
+                {jwt: issuer.identity_token("alice@example.com", lifetime=-180)},
+                401,
+            ),
+            _DemoCall("a token for another Access application", "/whoami", {jwt: issuer.mint(other_app)}, 401),
+            _DemoCall("the local operator's API key", "/whoami", {"Authorization": f"Bearer {api_key}"}, 200),
+            _DemoCall("a wrong API key", "/whoami", {"Authorization": "Bearer not-the-key"}, 401),
+            _DemoCall("no credentials, from loopback like cloudflared", "/whoami", {}, 401),
+        ]
+        _out("cfaccess-mw demo: a Starlette app behind CloudflareAccessMiddleware in reverse-proxy mode, called")
+        _out("in-process from 127.0.0.1 (as cloudflared on the same host would); a stand-in Access team serves")
+        _out(f"its signing keys at {issuer.certs_url}. Users: alice@example.com.")
+        _out()
+        failures = 0
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50123))
+        async with httpx.AsyncClient(transport=transport, base_url="http://app.example") as client:
+            for call in calls:
+                before = len(events)
+                status = (await client.get(call.path, headers=call.headers)).status_code
+                ok = status == call.expect
+                failures += not ok
+                new = events[before:]
+                if not new:
+                    decision = "public path: no decision, no audit event"
+                else:
+                    event = new[-1]
+                    who = f" {event.kind}={event.principal}" if event.kind else ""
+                    why = f" {event.reason}: {event.detail}" if event.reason else ""
+                    decision = f"{event.outcome}{who}{why}"
+                mark = "ok  " if ok else "FAIL"
+                _out(f"{mark} {status}  {call.what}")
+                _out(f"          audit: {decision}")
+    _out()
+    _out("The full demo (a FastAPI app served on 127.0.0.1, with curl lines to paste) is in the source tree:")
+    _out("  python3 dev.py demo")
+    if failures:
+        raise CliError(f"demo: {failures} of {len(calls)} calls did not get the expected status")
+    return EXIT_OK
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Check, explain and manage a cfaccess_mw deployment. Reads the same CFACCESS_* "
+        "variables as the middleware.",
+        epilog="Exit status: 0 ok; 1 a check failed; 2 usage or configuration error.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    check = commands.add_parser("check", help="validate CFACCESS_*, fetch the signing keys, print the policy")
+    check.set_defaults(func=cmd_check)
+
+    explain = commands.add_parser("explain", help="decode a token and say which check refuses it")
+    explain.add_argument(
+        "token",
+        metavar="TOKEN",
+        help="the Cf-Access-Jwt-Assertion value, or '-' to read it from stdin (keeps it out of shell history)",
+    )
+    explain.set_defaults(func=cmd_explain)
+
+    new_key = commands.add_parser("new-api-key", help="print a new API key once, and its CFACCESS_API_KEYS entry")
+    new_key.add_argument("name", metavar="NAME", help="who the key is for, e.g. operator or backup-job")
+    new_key.set_defaults(func=cmd_new_api_key)
+
+    demo = commands.add_parser("demo", help="run the middleware against a local stand-in for Cloudflare Access")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+async def _awaited(result: Awaitable[int]) -> int:
+    return await result
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(f"{PROG}: {' '.join(message.split())}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``cfaccess-mw`` console script. Returns the exit status."""
+    handler = _WarningPrinter()
+    package_logger = logging.getLogger("cfaccess_mw")
+    package_logger.addHandler(handler)
+    try:
+        args = build_parser().parse_args(argv)
+        func: Callable[[argparse.Namespace], int | Awaitable[int]] = args.func
+        result = func(args)
+        # One event loop per command, and all of a command's work inside it.
+        return asyncio.run(_awaited(result)) if inspect.isawaitable(result) else result
+    except CliError as exc:
+        _fail(exc.message)
+        return exc.code
+    except ConfigError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # stdout closed early (piped into head)
+        return EXIT_FAILED
+    except Exception as exc:
+        # Only the type: the message of an unexpected error could quote the token.
+        _fail(f"unexpected {type(exc).__name__}; this is a bug in cfaccess_mw, please report it")
+        return EXIT_BUG
+    finally:
+        package_logger.removeHandler(handler)
