@@ -197,15 +197,15 @@ def test_check_in_local_mode_without_access_warns_about_the_loopback_pitfall(
     assert "CFACCESS_EXPOSURE_MODE=reverse-proxy" in out
 
 
-def test_check_notes_an_aud_that_is_not_an_aud_tag(
+def test_check_refuses_an_aud_that_is_not_an_aud_tag(
     deployed: LocalIssuer, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     clean_env.setenv("CFACCESS_AUD", "my-app.example.com")
 
-    code, out, _ = run(capsys, "check")
+    code, _, err = run(capsys, "check")
 
-    assert code == 0
-    assert "note: AUD 'my-app.example.com' does not look like an Application Audience (AUD) Tag" in out
+    assert code == 2
+    assert err.startswith("cfaccess-mw: CFACCESS_AUD: 'my-app.example.com' is not an AUD tag")
 
 
 # --- explain -----------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def printable(text: str) -> str:
 def request_facts(scope: Mapping[str, Any]) -> tuple[str, str, str | None]:
     """Method, path and peer address of a request, as they go into an event (path made printable)."""
     client = scope.get("client")
-    peer = f"{client[0]}:{client[1]}" if client else None
+    peer = f"{client[0]}:{client[1]}" if client and len(client) == 2 else None
     method = scope.get("method", "WEBSOCKET" if scope["type"] == "websocket" else "")
     return method, printable(scope.get("path", "")), peer
 

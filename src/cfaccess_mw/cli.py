@@ -49,7 +49,6 @@ EXIT_BUG = 70
 
 #: The most ``explain`` reads from stdin; the middleware itself refuses tokens over 16 KiB.
 MAX_INPUT_BYTES = 1 << 20
-_AUD_TAG = re.compile(r"[0-9a-f]{64}")
 _PASTED_PREFIX = re.compile(r"^(?:cf-access-jwt-assertion\s*:|cf_authorization\s*=|cf-access-token\s*:)", re.IGNORECASE)
 
 
@@ -176,12 +175,6 @@ def _advice(settings: Settings) -> list[str]:
             "local mode trusts every loopback peer. If cloudflared or a reverse proxy runs on this host, every "
             "request from the internet arrives from loopback: set CFACCESS_EXPOSURE_MODE=reverse-proxy"
         )
-    for aud in settings.audiences:
-        if not _AUD_TAG.fullmatch(aud):
-            notes.append(
-                f"AUD {aud!r} does not look like an Application Audience (AUD) Tag (64 lowercase hex digits); "
-                "copy the tag from the Access application's overview, not its name or domain"
-            )
     if settings.exposure_mode is ExposureMode.REVERSE_PROXY and not settings.api_keys:
         notes.append(
             "no API keys: only Cloudflare Access tokens get in, scripts on this host included "
