@@ -135,7 +135,7 @@ def test_an_accepted_user_is_reported_with_email_peer_method_and_path(
     event = the_one_event(result)
     assert event.as_dict() == {
         "outcome": "accepted",
-        "status": None,
+        "status": 200,  # the app's own status: the event is written when the app starts its answer
         "method": "GET",
         "path": "/whoami",  # never the query string
         "client": "198.51.100.7:40123",
@@ -146,7 +146,7 @@ def test_an_accepted_user_is_reported_with_email_peer_method_and_path(
     }
     record = result.records[0]
     assert record.levelno == logging.INFO
-    assert record.getMessage() == "accepted - GET /whoami client=198.51.100.7:40123 user=alice@example.com"
+    assert record.getMessage() == "accepted 200 GET /whoami client=198.51.100.7:40123 user=alice@example.com"
     assert_no_secret(result, token, token.split(".")[2], "session=abc")
 
 

@@ -9,7 +9,7 @@ from fastapi import Depends, FastAPI, WebSocket
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from cfaccess_mw import ApiKey, CloudflareAccessMiddleware, Principal, ServiceToken
+from cfaccess_mw import ApiKey, AuditEvent, CloudflareAccessMiddleware, Principal, ServiceToken
 from cfaccess_mw.fastapi import CurrentPrincipal, require
 from cfaccess_mw.testing import LocalIssuer
 
@@ -130,3 +130,27 @@ def test_websocket_routes_get_the_principal_and_requirements(shared_issuer: Loca
         with pytest.raises(WebSocketDisconnect) as caught, client.websocket_connect("/admin-ws", headers=bob):
             pass  # pragma: no cover - refused before accept
         assert caught.value.code == 1008
+
+
+def test_a_refusal_by_require_is_one_audit_event(shared_issuer: LocalIssuer) -> None:
+    events: list[AuditEvent] = []
+    app = FastAPI()
+
+    @app.get("/admin", dependencies=[Depends(require("user", scopes=["admin"]))])
+    async def admin() -> dict[str, str]:
+        return {"ok": "admin"}
+
+    app.add_middleware(
+        CloudflareAccessMiddleware,
+        settings=shared_issuer.settings(),
+        user_lookup=find_user,
+        extra_scopes=roles,
+        audit_hook=events.append,
+    )
+    with TestClient(app, client=REMOTE_PEER) as client:
+        client.get("/admin", headers=jwt_header(shared_issuer.identity_token("bob@example.com")))
+        client.get("/admin", headers=jwt_header(shared_issuer.identity_token("alice@example.com")))
+    assert [(e.outcome, e.status, e.reason) for e in events] == [
+        ("refused", 403, "insufficient_scope"),
+        ("accepted", 200, None),
+    ]

@@ -157,9 +157,7 @@ class CloudflareAccessMiddleware:
         if self.extra_scopes is not None:
             scopes = [*scopes, *self.extra_scopes(principal)]
         scope["auth"] = AuthCredentials(scopes)
-        if self.audit_hook is not None or audit_logger.isEnabledFor(logging.INFO):
-            await self._audit(scope, "accepted", None, principal=principal)
-        await self._call_app(scope, receive, send)
+        await self._call_app(scope, receive, send, principal)
 
     # --- the decision ------------------------------------------------------------------------
 
@@ -295,13 +293,22 @@ class CloudflareAccessMiddleware:
 
         return receive_and_prefetch
 
-    async def _call_app(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the app; an :class:`AuthError` it raises (e.g. from a FastAPI dependency) becomes our refusal."""
+    async def _call_app(self, scope: Scope, receive: Receive, send: Send, principal: Principal | None = None) -> None:
+        """Run the app; an :class:`AuthError` it raises (e.g. from a FastAPI dependency) becomes our refusal.
+
+        The acceptance of ``principal`` is audited when the app starts its answer
+        (with its status), so a request that a dependency then refuses yields one
+        event, the refusal, not two.
+        """
         started = False
+        audit = principal is not None and (self.audit_hook is not None or audit_logger.isEnabledFor(logging.INFO))
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
-            started = True
+            if not started:
+                started = True
+                if audit:
+                    await self._audit(scope, "accepted", message.get("status"), principal=principal)
             await send(message)
 
         try:
@@ -310,6 +317,13 @@ class CloudflareAccessMiddleware:
             if started:
                 raise
             await self._refuse(scope, send, err)
+            return
+        except Exception:
+            if audit and not started:
+                await self._audit(scope, "accepted", None, principal=principal)
+            raise
+        if audit and not started:
+            await self._audit(scope, "accepted", None, principal=principal)
 
     async def _refuse(self, scope: Scope, send: Send, err: AuthError) -> None:
         outcome = "unavailable" if isinstance(err, AuthUnavailable) else "refused"
