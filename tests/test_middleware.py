@@ -704,3 +704,27 @@ def test_shared_jwks_must_fetch_the_configured_url(shared_issuer: LocalIssuer) -
         CloudflareAccessMiddleware(
             Starlette(), settings=full_settings(shared_issuer), jwks=JWKSClient("https://elsewhere.example/certs")
         )
+
+
+def test_acceptance_is_audited_even_when_the_app_fails_or_sends_nothing(shared_issuer: LocalIssuer) -> None:
+    from cfaccess_mw import AuditEvent
+
+    events: list[AuditEvent] = []
+
+    async def crash(request: Any) -> PlainTextResponse:
+        raise RuntimeError("app bug")
+
+    class Silent:  # an ASGI app that returns without answering
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            return None
+
+    app = Starlette(routes=[Route("/crash", crash), Route("/silent", Silent())])
+    app.add_middleware(CloudflareAccessMiddleware, settings=full_settings(shared_issuer), audit_hook=events.append)
+    key = {"Authorization": f"Bearer {API_KEY}"}
+    with TestClient(app, client=REMOTE_PEER, raise_server_exceptions=False) as client:
+        assert client.get("/crash", headers=key).status_code == 500  # the app's own bug, not the middleware's
+        assert client.get("/silent", headers=key).status_code == 500  # TestClient's stand-in for no answer
+    assert [(e.outcome, e.status, e.principal) for e in events] == [
+        ("accepted", None, "operator"),
+        ("accepted", None, "operator"),
+    ]
