@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import math
 import re
@@ -133,13 +134,18 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
     if value is None and name not in claims:
         return None
     # RFC 7519 NumericDate is a JSON number; a string or boolean is refused (PyJWT alone accepts "9999999999").
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    # JSON integers are unbounded: one too large for a float (10**400) counts as infinite, not as a crash.
+    number = math.inf
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError):
+            number = float(value)
+    if not math.isfinite(number):
         raise InvalidToken(
             Reason.CLAIM_INVALID,
             f"The token's '{name}' claim is invalid.",
-            f"claim {name!r} must be a JSON number (NumericDate), got {type(value).__name__}",
+            f"claim {name!r} must be a finite JSON number (NumericDate), got {type(value).__name__}",
         )
-    return float(value)
+    return number
 
 
 def human_duration(seconds: float) -> str:
