@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 
 import anyio
 import pytest
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from cfaccess_mw.errors import AuthUnavailable, InvalidToken, Reason
 from cfaccess_mw.keys import JWKSClient, parse_jwks
@@ -24,6 +26,12 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@functools.cache
+def spare_key() -> RSAPrivateKey:
+    """One extra key for the whole module (generating keys is the slow part)."""
+    return new_rsa_key()
 
 
 def client_for(issuer: LocalIssuer, clock: Clock, **options: float) -> JWKSClient:
@@ -189,3 +197,23 @@ def test_duplicate_kid_is_dropped() -> None:
     keys, problems = parse_jwks({"keys": [one, two, public_jwk("other", new_rsa_key())]})
     assert list(keys) == ["other"]
     assert any("more than once" in p for p in problems)
+
+
+async def test_unknown_kid_while_the_endpoint_fails_is_unavailable_not_unknown(issuer: LocalIssuer) -> None:
+    # Cloudflare may have rotated in a key we could not fetch: the request cannot be decided yet (503), while a
+    # kid that a *successful* fetch does not list is simply unknown (401).
+    clock = Clock()
+    keys = client_for(issuer, clock, cooldown_seconds=10)
+    await keys.refresh()
+    issuer.responder = lambda: (500, {}, b"down")
+    new_kid = issuer.add_key(spare_key())
+    clock.now += 10
+    with pytest.raises(AuthUnavailable) as caught:
+        await keys.get_key(new_kid)
+    assert "is not cached" in caught.value.detail
+    assert await keys.get_key(issuer.signing_kid) is not None  # the cached key still serves
+    issuer.responder = None
+    clock.now += 10
+    with pytest.raises(InvalidToken):
+        await keys.get_key("never-published")
+

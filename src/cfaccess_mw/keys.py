@@ -171,11 +171,14 @@ class JWKSClient:
             key = self._keys.get(kid)
         if key is not None:
             return key
-        if not self._keys:
+        if not self._keys or self._last_failure is not None:
+            # No keys at all, or the endpoint is failing and so cannot say whether ``kid`` is a key Cloudflare
+            # just rotated in: the request cannot be decided, which is a 503 ("try again"), not a 401.
+            why = f"key id {kid!r} is not cached and" if self._keys else "no signing keys:"
             raise AuthUnavailable(
                 Reason.KEYS_UNAVAILABLE,
                 "The signing keys for this application cannot be fetched right now; try again shortly.",
-                f"no signing keys from {self.url}: {self._last_failure or 'not fetched yet'}",
+                f"{why} {self.url} is failing: {self._last_failure or 'not fetched yet'}",
                 retry_after=max(1, math.ceil(self.cooldown_seconds)),
             )
         raise InvalidToken(
