@@ -217,3 +217,31 @@ async def test_unknown_kid_while_the_endpoint_fails_is_unavailable_not_unknown(i
     with pytest.raises(InvalidToken):
         await keys.get_key("never-published")
 
+
+@pytest.mark.parametrize(
+    "mangle",
+    [{"kty": "EC"}, {"alg": "RS512"}, {"use": "enc"}, "duplicate"],
+    ids=["wrong-kty", "wrong-alg", "wrong-use", "duplicate-kid"],
+)
+async def test_cached_key_listed_in_an_unusable_form_is_kept(
+    issuer: LocalIssuer, caplog: pytest.LogCaptureFixture, mangle: object
+) -> None:
+    clock = Clock()
+    keys = client_for(issuer, clock, cache_seconds=60)
+    await keys.refresh()
+    kid = issuer.signing_kid
+    cached = await keys.get_key(kid)
+    entry = public_jwk(kid, issuer.private_key())
+    stranger = spare_key()
+    listed = [entry, public_jwk(kid, stranger)] if mangle == "duplicate" else [{**entry, **mangle}]  # type: ignore[dict-item]
+    document = json.dumps({"keys": [*listed, public_jwk("other", stranger)]}).encode()
+    issuer.responder = lambda: (200, {}, document)
+    with caplog.at_level(logging.DEBUG, logger="cfaccess_mw.keys"):
+        for _ in range(2):  # two refreshes that find the same problem
+            clock.now += 61
+            assert await keys.refresh()
+            assert await keys.get_key(kid) is cached
+    assert keys.kids == sorted([kid, "other"])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("keeping the cached copy" in w for w in warnings)
+    assert len(warnings) == len(set(warnings)), "the same problem is logged once, not on every refresh"
