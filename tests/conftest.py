@@ -8,6 +8,8 @@ loopback test prove nothing.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -131,3 +133,60 @@ def error_of(response: Any) -> dict[str, str]:
     assert set(body) == {"error"}
     assert set(body["error"]) == {"code", "reason", "message"}
     return dict(body["error"])
+
+
+# --- the whole suite's logs never carry a secret (issue 5) ------------------------------------
+# Every test runs with the root logger at DEBUG and a handler that keeps each record's text. At
+# teardown the test fails if that text holds a complete JWT or any secret a test registered.
+
+_COMPLETE_JWT = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+#: Secrets (API keys, client secrets) that must never appear in any log; tests add theirs.
+REGISTERED_SECRETS: set[str] = set()
+
+
+@pytest.fixture
+def register_secret() -> Callable[[str], str]:
+    """``register_secret(value)``: from now on, every test fails if ``value`` appears in the logs."""
+
+    def register(secret: str) -> str:
+        REGISTERED_SECRETS.add(secret)
+        return secret
+
+    return register
+
+
+class _LogText(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.parts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.parts.append(record.getMessage())
+        except Exception:  # a broken format string is the test's problem, not a leak
+            self.parts.append(f"{record.msg!r} {record.args!r}")
+        if record.exc_info:
+            self.parts.append(logging.Formatter().formatException(record.exc_info))
+        extra = record.__dict__.get("cfaccess")
+        if extra is not None:
+            self.parts.append(repr(extra))
+
+
+@pytest.fixture(autouse=True)
+def _logs_never_carry_secrets() -> Iterator[None]:
+    root = logging.getLogger()
+    handler = _LogText()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    text = "\n".join(handler.parts)
+    if _COMPLETE_JWT.search(text):
+        pytest.fail("a complete JWT appeared in the logs of this test", pytrace=False)
+    leaked = sum(1 for secret in REGISTERED_SECRETS if secret in text)
+    if leaked:
+        pytest.fail(f"{leaked} registered secret(s) appeared in the logs of this test", pytrace=False)

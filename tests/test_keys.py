@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 
 import anyio
 import pytest
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from cfaccess_mw.errors import AuthUnavailable, InvalidToken, Reason
 from cfaccess_mw.keys import JWKSClient, parse_jwks
@@ -24,6 +26,12 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@functools.cache
+def spare_key() -> RSAPrivateKey:
+    """One extra key for the whole module (generating keys is the slow part)."""
+    return new_rsa_key()
 
 
 def client_for(issuer: LocalIssuer, clock: Clock, **options: float) -> JWKSClient:
@@ -266,3 +274,51 @@ async def test_unexpected_error_while_fetching_is_unavailable_not_a_crash(
     with caplog.at_level(logging.ERROR), pytest.raises(AuthUnavailable):
         await keys.get_key("kid")
     assert keys.last_failure == "unexpected RuntimeError"
+
+
+async def test_unknown_kid_while_the_endpoint_fails_is_unavailable_not_unknown(issuer: LocalIssuer) -> None:
+    # Cloudflare may have rotated in a key we could not fetch: the request cannot be decided yet (503), while a
+    # kid that a *successful* fetch does not list is simply unknown (401).
+    clock = Clock()
+    keys = client_for(issuer, clock, cooldown_seconds=10)
+    await keys.refresh()
+    issuer.responder = lambda: (500, {}, b"down")
+    new_kid = issuer.add_key(spare_key())
+    clock.now += 10
+    with pytest.raises(AuthUnavailable) as caught:
+        await keys.get_key(new_kid)
+    assert "is not cached" in caught.value.detail
+    assert await keys.get_key(issuer.signing_kid) is not None  # the cached key still serves
+    issuer.responder = None
+    clock.now += 10
+    with pytest.raises(InvalidToken):
+        await keys.get_key("never-published")
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [{"kty": "EC"}, {"alg": "RS512"}, {"use": "enc"}, "duplicate"],
+    ids=["wrong-kty", "wrong-alg", "wrong-use", "duplicate-kid"],
+)
+async def test_cached_key_listed_in_an_unusable_form_is_kept(
+    issuer: LocalIssuer, caplog: pytest.LogCaptureFixture, mangle: object
+) -> None:
+    clock = Clock()
+    keys = client_for(issuer, clock, cache_seconds=60)
+    await keys.refresh()
+    kid = issuer.signing_kid
+    cached = await keys.get_key(kid)
+    entry = public_jwk(kid, issuer.private_key())
+    stranger = spare_key()
+    listed = [entry, public_jwk(kid, stranger)] if mangle == "duplicate" else [{**entry, **mangle}]  # type: ignore[dict-item]
+    document = json.dumps({"keys": [*listed, public_jwk("other", stranger)]}).encode()
+    issuer.responder = lambda: (200, {}, document)
+    with caplog.at_level(logging.DEBUG, logger="cfaccess_mw.keys"):
+        for _ in range(2):  # two refreshes that find the same problem
+            clock.now += 61
+            assert await keys.refresh()
+            assert await keys.get_key(kid) is cached
+    assert keys.kids == sorted([kid, "other"])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("keeping the cached copy" in w for w in warnings)
+    assert len(warnings) == len(set(warnings)), "the same problem is logged once, not on every refresh"

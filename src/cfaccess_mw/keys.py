@@ -137,6 +137,7 @@ class JWKSClient:
         self._generation = 0  # bumped after every attempt; waiters use it to skip a second fetch
         self._lock: anyio.Lock | None = None
         self._last_failure: str | None = None
+        self._last_problems: list[str] = []
         #: Number of HTTP fetches attempted (for tests, benchmarks and ``cfaccess-mw check``).
         self.fetch_count = 0
 
@@ -174,11 +175,14 @@ class JWKSClient:
             key = self._keys.get(kid)
         if key is not None:
             return key
-        if not self._keys:
+        if not self._keys or self._last_failure is not None:
+            # No keys at all, or the endpoint is failing and so cannot say whether ``kid`` is a key Cloudflare
+            # just rotated in: the request cannot be decided, which is a 503 ("try again"), not a 401.
+            why = f"key id {kid!r} is not cached and" if self._keys else "no signing keys:"
             raise AuthUnavailable(
                 Reason.KEYS_UNAVAILABLE,
                 "The signing keys for this application cannot be fetched right now; try again shortly.",
-                f"no signing keys from {self.url}: {self._last_failure or 'not fetched yet'}",
+                f"{why} {self.url} is failing: {self._last_failure or 'not fetched yet'}",
                 retry_after=max(1, math.ceil(self.cooldown_seconds)),
             )
         raise InvalidToken(
@@ -196,21 +200,27 @@ class JWKSClient:
             if self._generation != generation:
                 return bool(self._keys)  # another coroutine fetched while we waited
             try:
-                keys, problems = await self._fetch()
+                keys, problems, listed = await self._fetch()
             except JWKSFetchError as exc:
                 self._record_failure(str(exc))
             except Exception as exc:  # a bug must cost a 503, not a 500 on every request
                 logger.exception("certs endpoint %s: unexpected error while fetching keys", self.url)
                 self._record_failure(f"unexpected {type(exc).__name__}")
             else:
-                self._record_success(keys, problems)
+                self._record_success(keys, problems, listed)
             # Not in a finally: when the fetching request is cancelled, the attempt did not happen, and a
             # waiter must make its own rather than find the generation moved and the cooldown running.
             self._attempted_at = self._clock()
             self._generation += 1
         return bool(self._keys)
 
-    def _record_success(self, keys: dict[str, RSAPublicKey], problems: list[str]) -> None:
+    def _record_success(self, keys: dict[str, RSAPublicKey], problems: list[str], listed: set[str]) -> None:
+        # A cached key whose kid the document still lists, but in a form we cannot use (a wrong kty, alg or use,
+        # listed twice), has not been withdrawn: keep the last good copy rather than refuse its tokens.
+        kept = sorted(kid for kid in self._keys if kid in listed and kid not in keys)
+        if kept:
+            keys = {**keys, **{kid: self._keys[kid] for kid in kept}}
+            problems = [*problems, f"keeping the cached copy of {', '.join(map(repr, kept))}"]
         added = sorted(set(keys) - set(self._keys))
         removed = sorted(set(self._keys) - set(keys))
         self._keys = keys
@@ -220,8 +230,10 @@ class JWKSClient:
         self._last_failure = None
         if added or removed:
             logger.info("signing keys from %s: added %s, removed %s", self.url, added, removed)
-        for problem in problems:
-            logger.warning("certs endpoint %s: skipped a key: %s", self.url, problem)
+        if problems != self._last_problems:  # said once, not again on every refresh that finds the same
+            for problem in problems:
+                logger.warning("certs endpoint %s: %s", self.url, problem)
+        self._last_problems = problems
 
     def _record_failure(self, why: str) -> None:
         if why != self._last_failure:
@@ -231,7 +243,8 @@ class JWKSClient:
             logger.debug("certs endpoint %s still failing: %s", self.url, why)
         self._last_failure = why
 
-    async def _fetch(self) -> tuple[dict[str, RSAPublicKey], list[str]]:
+    async def _fetch(self) -> tuple[dict[str, RSAPublicKey], list[str], set[str]]:
+        """The usable keys, the problems with the rest, and every kid the document lists (usable or not)."""
         self.fetch_count += 1
         try:
             with anyio.fail_after(self.timeout):
@@ -244,7 +257,9 @@ class JWKSClient:
             document = json.loads(body)
         except (ValueError, RecursionError):
             raise JWKSFetchError("response is not JSON") from None
-        return parse_jwks(document)
+        keys, problems = parse_jwks(document)
+        listed = {jwk["kid"] for jwk in document["keys"] if isinstance(jwk, dict) and isinstance(jwk.get("kid"), str)}
+        return keys, problems, listed
 
     async def _download(self) -> bytes:
         timeout = httpx.Timeout(self.timeout)

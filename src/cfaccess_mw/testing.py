@@ -73,6 +73,7 @@ class LocalIssuer:
         self.responder: Callable[[], Response] | None = None
         self.fetch_count = 0
         self._server: ThreadingHTTPServer | None = None
+        self._port = 0  # kept across stop() and start(), so a test can take the endpoint down and bring it back
         self._thread: threading.Thread | None = None
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
@@ -192,7 +193,7 @@ class LocalIssuer:
     # --- the certs server ---------------------------------------------------------------------
 
     def start(self) -> LocalIssuer:
-        """Serve the certs document on 127.0.0.1 (a free port) in a background thread."""
+        """Serve the certs document on 127.0.0.1 in a background thread: a free port, then the same one after stop()."""
         if self._server is not None:
             return self
         issuer = self
@@ -213,7 +214,8 @@ class LocalIssuer:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self._server = _QuietServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", self._port), Handler)
+        self._port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         self._timer = threading.Timer(self.max_seconds, self.stop)
@@ -236,7 +238,7 @@ class LocalIssuer:
         return 200, {"Content-Type": "application/json"}, body
 
     def stop(self) -> None:
-        """Stop the server (idempotent)."""
+        """Stop the server (idempotent); until start() runs again, connections to it are refused."""
         server, self._server = self._server, None
         if self._timer is not None:
             self._timer.cancel()

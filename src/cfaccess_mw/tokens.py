@@ -143,7 +143,7 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
         raise InvalidToken(
             Reason.CLAIM_INVALID,
             f"The token's '{name}' claim is invalid.",
-            f"claim {name!r} must be a JSON number of seconds (NumericDate), got {type(value).__name__} {value!r:.40}",
+            f"claim {name!r} must be a JSON number of seconds (NumericDate), got {type(value).__name__}",
         )
     return float(value)
 
