@@ -123,6 +123,16 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+class Clock:
+    """A monotonic clock the test moves by hand, so no test sleeps to expire a cache."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def jwt_header(token: str) -> dict[str, str]:
     return {"Cf-Access-Jwt-Assertion": token}
 

@@ -27,6 +27,7 @@ from cfaccess_mw import ApiKey
 from cfaccess_mw.keys import JWKSClient
 from cfaccess_mw.testing import LocalIssuer, Response, new_rsa_key, public_jwk
 
+from .conftest import Clock
 from .hostile import Endpoint, assert_refused, counting_app
 
 API_KEY = "ck_" + "Zr4nQw8Ee2Ty6Ui0Op3As7Df1Gh5Jk9L"
@@ -35,16 +36,6 @@ CACHE_SECONDS = 60.0
 COOLDOWN = 10.0
 REQUESTS_PER_BATCH = 5
 REMOTE = ("198.51.100.20", 43000)
-
-
-class Clock:
-    """A monotonic clock moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 5000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @functools.cache

@@ -15,17 +15,9 @@ from cfaccess_mw.errors import AuthUnavailable, InvalidToken, Reason
 from cfaccess_mw.keys import JWKSClient, parse_jwks
 from cfaccess_mw.testing import LocalIssuer, new_rsa_key, public_jwk
 
+from .conftest import Clock
+
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    """A monotonic clock the test moves by hand (no sleeping)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @functools.cache
