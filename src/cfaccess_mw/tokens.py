@@ -131,13 +131,20 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
     if value is None and name not in claims:
         return None
     # RFC 7519 NumericDate is a JSON number; a string or boolean is refused (PyJWT alone accepts "9999999999").
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    # An integer beyond a double's range (JSON allows 10**400) is refused too, not left to raise OverflowError.
+    number = float(value) if isinstance(value, float) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = None
+    if number is None or not math.isfinite(number):
         raise InvalidToken(
             Reason.CLAIM_INVALID,
             f"The token's '{name}' claim is invalid.",
-            f"claim {name!r} must be a JSON number (NumericDate), got {type(value).__name__}",
+            f"claim {name!r} must be a finite JSON number (NumericDate), got {type(value).__name__}",
         )
-    return float(value)
+    return number
 
 
 def human_duration(seconds: float) -> str:
@@ -154,7 +161,7 @@ def human_duration(seconds: float) -> str:
 def check_claims(
     claims: Mapping[str, Any], *, issuer: str, audiences: tuple[str, ...], leeway: float, now: float
 ) -> float:
-    """Validate ``iss``, ``aud``, ``exp``, ``nbf``, ``iat``; return ``exp``."""
+    """Validate ``iss``, ``aud``, ``sub``, ``jti``, ``exp``, ``nbf``, ``iat``; return ``exp``."""
     iss = claims.get("iss")
     if iss != issuer:
         hint = ""
@@ -183,6 +190,15 @@ def check_claims(
             "The token is for a different application (audience mismatch).",
             f"audience {token_auds!r} is not one of {list(audiences)!r}",
         )
+
+    for name in ("sub", "jti"):
+        # RFC 7519 sections 4.1.2 and 4.1.7: strings when present (PyJWT refuses anything else too).
+        if name in claims and not isinstance(claims[name], str):
+            raise InvalidToken(
+                Reason.CLAIM_INVALID,
+                f"The token's '{name}' claim is invalid.",
+                f"claim {name!r} must be a string, got {type(claims[name]).__name__}",
+            )
 
     exp = _number(claims, "exp")
     if exp is None:
