@@ -7,7 +7,7 @@ claims, a size cap before any parsing), and it keeps the per-token cost close to
 the RSA verification itself. PyJWT is the oracle in the differential tests.
 
 Order of work: size and shape, header (``alg`` must be RS256, ``kid`` required,
-``crit`` refused, ``jku``/``x5u``/``jwk``/``x5c`` ignored), key lookup,
+``crit`` and ``b64`` refused, ``jku``/``x5u``/``jwk``/``x5c`` ignored), key lookup,
 signature, and only then the payload, which is never parsed before its
 signature verifies.
 """
@@ -113,9 +113,10 @@ def check_header(header: Mapping[str, Any]) -> str:
             "The token's signing algorithm is not allowed.",
             f"alg {alg!r} is not RS256, the only algorithm accepted",
         )
-    if "crit" in header:
+    if "crit" in header or "b64" in header:
         # RFC 7515 section 4.1.11: a recipient that does not understand the listed extensions must reject.
-        raise _malformed("the header has a 'crit' parameter; no JWS extensions are supported")
+        # RFC 7797's "b64" changes what is signed and must itself be listed in "crit": refused as well.
+        raise _malformed("the header has a 'crit' or 'b64' parameter; no JWS extensions are supported")
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid or len(kid) > 256:
         raise InvalidToken(
