@@ -7,7 +7,7 @@ claims, a size cap before any parsing), and it keeps the per-token cost close to
 the RSA verification itself. PyJWT is the oracle in the differential tests.
 
 Order of work: size and shape, header (``alg`` must be RS256, ``kid`` required,
-``crit`` refused, ``jku``/``x5u``/``jwk``/``x5c`` ignored), key lookup,
+``crit`` and ``b64`` refused, ``jku``/``x5u``/``jwk``/``x5c`` ignored), key lookup,
 signature, and only then the payload, which is never parsed before its
 signature verifies.
 """
@@ -116,9 +116,10 @@ def check_header(header: Mapping[str, Any]) -> str:
             "The token's signing algorithm is not allowed.",
             f"alg {alg!r} is not RS256, the only algorithm accepted",
         )
-    if "crit" in header:
+    if "crit" in header or "b64" in header:
         # RFC 7515 section 4.1.11: a recipient that does not understand the listed extensions must reject.
-        raise _malformed("the header has a 'crit' parameter; no JWS extensions are supported")
+        # RFC 7797's "b64" changes what is signed and must itself be listed in "crit": refused as well.
+        raise _malformed("the header has a 'crit' or 'b64' parameter; no JWS extensions are supported")
     kid = header.get("kid")
     if not isinstance(kid, str) or not kid or len(kid) > 256:
         raise InvalidToken(
@@ -162,7 +163,7 @@ def human_duration(seconds: float) -> str:
 def check_claims(
     claims: Mapping[str, Any], *, issuer: str, audiences: tuple[str, ...], leeway: float, now: float
 ) -> float:
-    """Validate ``iss``, ``aud``, ``exp``, ``nbf``, ``iat``; return ``exp``."""
+    """Validate ``iss``, ``aud``, ``sub``, ``jti``, ``exp``, ``nbf``, ``iat``; return ``exp``."""
     iss = claims.get("iss")
     if iss != issuer:
         hint = ""
@@ -191,6 +192,15 @@ def check_claims(
             "The token is for a different application (audience mismatch).",
             f"audience {token_auds!r} is not one of {list(audiences)!r}",
         )
+
+    for name in ("sub", "jti"):
+        # RFC 7519 sections 4.1.2 and 4.1.7: strings when present (PyJWT refuses anything else too).
+        if name in claims and not isinstance(claims[name], str):
+            raise InvalidToken(
+                Reason.CLAIM_INVALID,
+                f"The token's '{name}' claim is invalid.",
+                f"claim {name!r} must be a string, got {type(claims[name]).__name__}",
+            )
 
     exp = _number(claims, "exp")
     if exp is None:
