@@ -297,7 +297,9 @@ def _time_claim(name: str) -> st.SearchStrategy[Any]:
         st.floats(-1e8, 1e8, allow_nan=False),
         st.sampled_from([edge - 2 * EDGE_MARGIN, edge + 2 * EDGE_MARGIN, 0, 3600]),
     ).filter(lambda offset: abs(offset - edge) > EDGE_MARGIN)
-    odd = st.sampled_from(["1700000000", "", True, False, None, [], {}, 10**400, -(2**1100), 1e308])
+    odd: st.SearchStrategy[object] = st.sampled_from(
+        ["1700000000", "", True, False, None, [], {}, 10**400, -(2**1100), 1e308]
+    )
     return st.one_of(offsets.map(lambda offset: ("offset", offset)), odd.map(lambda value: ("value", value)))
 
 
