@@ -132,7 +132,8 @@ def _strict_segment(segment: str) -> bytes | None:
 
 def _strict_json(raw: bytes) -> dict[str, Any] | None:
     try:
-        value = json.loads(raw, parse_constant=_no_constants)
+        # UTF-8 only (RFC 7519 section 7.2); json.loads on bytes would also take UTF-16 and UTF-32.
+        value = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
     except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None

@@ -362,8 +362,17 @@ async def test_malformed_tokens_are_refused_before_any_key_lookup(
 
 @pytest.mark.parametrize(
     "payload",
-    [b"[" * 5000 + b"]" * 5000, b'{"exp": NaN}', b'{"exp": Infinity}', b"not json", b"[1, 2]", b"\xff\xfe"],
-    ids=["deeply-nested", "nan", "infinity", "not-json", "array", "not-utf8"],
+    [
+        b"[" * 5000 + b"]" * 5000,
+        b'{"exp": NaN}',
+        b'{"exp": Infinity}',
+        b"not json",
+        b"[1, 2]",
+        b"\xff\xfe",
+        '{"email": "a@example.com"}'.encode("utf-16"),
+        b'\xef\xbb\xbf{"email": "a@example.com"}',
+    ],
+    ids=["deeply-nested", "nan", "infinity", "not-json", "array", "not-utf8", "utf-16", "utf-8-bom"],
 )
 async def test_signed_but_malformed_payload_is_refused(shared_issuer: LocalIssuer, payload: bytes) -> None:
     token = resign(shared_issuer, {"alg": "RS256", "kid": shared_issuer.signing_kid}, b64(payload))

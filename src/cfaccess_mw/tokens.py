@@ -14,13 +14,13 @@ signature verifies.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import re
+import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -57,22 +57,55 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# A canonical encoding leaves the unused low bits of its last character zero (RFC 4648 section 3.5):
+# after 2 characters of a group 4 bits are unused, after 3 characters 2 bits.
+_CANONICAL_LAST = {
+    2: frozenset("AQgw"),
+    3: frozenset("AEIMQUYcgkosw048"),
+}
+
+
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_PADS = (b"", b"", b"==", b"=")
+# binascii's strict mode (3.11+) refuses anything outside the alphabet in C; 3.10 checks with the regex.
+_STRICT_BINASCII = sys.version_info >= (3, 11)
+
+
 def b64url_decode(segment: str, what: str) -> bytes:
     """Strict base64url (RFC 7515 section 2): alphabet only, no padding, canonical trailing bits."""
-    if not _B64URL.fullmatch(segment):
+    remainder = len(segment) % 4
+    if (
+        not segment
+        or not segment.isascii()
+        or "+" in segment
+        or "/" in segment
+        or "=" in segment
+        or (not _STRICT_BINASCII and not _B64URL.fullmatch(segment))
+    ):
         raise _malformed(f"the {what} is not base64url (empty, padded or with other characters)")
+    if remainder == 1:
+        raise _malformed(f"the {what} is not valid base64url (its length is impossible)")
+    data = segment.encode("ascii").translate(_TO_STANDARD) + _PADS[remainder]
     try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
-        raise _malformed(f"the {what} is not valid base64url") from None
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != segment.encode("ascii"):
+        if sys.version_info >= (3, 11):
+            raw = binascii.a2b_base64(data, strict_mode=True)
+        else:  # pragma: no cover - Python 3.10, whose alphabet check was the regex above
+            raw = binascii.a2b_base64(data)
+    except binascii.Error:
+        raise _malformed(f"the {what} is not base64url (empty, padded or with other characters)") from None
+    if remainder and segment[-1] not in _CANONICAL_LAST[remainder]:
         raise _malformed(f"the {what} is not canonical base64url")
     return raw
 
 
+# One decoder for every token: json.loads(..., parse_constant=...) would build a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
+        # RFC 7519 section 7.2: the JSON is UTF-8 (json.loads on bytes would also take UTF-16 and UTF-32).
+        value = _DECODER.decode(raw.decode("utf-8"))
     except (ValueError, RecursionError):
         raise _malformed(f"the {what} is not valid JSON") from None
     if not isinstance(value, dict):
@@ -163,7 +196,10 @@ def human_duration(seconds: float) -> str:
 def check_claims(
     claims: Mapping[str, Any], *, issuer: str, audiences: tuple[str, ...], leeway: float, now: float
 ) -> float:
-    """Validate ``iss``, ``aud``, ``sub``, ``jti``, ``exp``, ``nbf``, ``iat``; return ``exp``."""
+    """Validate ``iss``, ``aud``, ``sub``, ``jti``, ``exp``, ``nbf``, ``iat``; return ``exp``.
+
+    Written for the common case to take few steps: every token that passes runs all of it.
+    """
     iss = claims.get("iss")
     if iss != issuer:
         hint = ""
@@ -179,28 +215,31 @@ def check_claims(
         )
 
     aud = claims.get("aud")
-    token_auds = [aud] if isinstance(aud, str) else aud
-    if not isinstance(token_auds, list) or not token_auds or not all(isinstance(a, str) for a in token_auds):
+    token_auds = [aud] if type(aud) is str else aud
+    if type(token_auds) is not list or not token_auds or any(type(a) is not str for a in token_auds):
         raise InvalidToken(
             Reason.AUDIENCE_MISMATCH,
             "The token's audience is missing or invalid.",
             f"claim 'aud' must be a string or a list of strings, got {aud!r}",
         )
-    if not any(a in audiences for a in token_auds):
+    for a in token_auds:
+        if a in audiences:
+            break
+    else:
         raise InvalidToken(
             Reason.AUDIENCE_MISMATCH,
             "The token is for a different application (audience mismatch).",
             f"audience {token_auds!r} is not one of {list(audiences)!r}",
         )
 
-    for name in ("sub", "jti"):
-        # RFC 7519 sections 4.1.2 and 4.1.7: strings when present (PyJWT refuses anything else too).
-        if name in claims and not isinstance(claims[name], str):
-            raise InvalidToken(
-                Reason.CLAIM_INVALID,
-                f"The token's '{name}' claim is invalid.",
-                f"claim {name!r} must be a string, got {type(claims[name]).__name__}",
-            )
+    # RFC 7519 sections 4.1.2 and 4.1.7: strings when present (PyJWT refuses anything else too).
+    if ("sub" in claims and type(claims["sub"]) is not str) or ("jti" in claims and type(claims["jti"]) is not str):
+        name = "sub" if "sub" in claims and type(claims["sub"]) is not str else "jti"
+        raise InvalidToken(
+            Reason.CLAIM_INVALID,
+            f"The token's '{name}' claim is invalid.",
+            f"claim {name!r} must be a string, got {type(claims[name]).__name__}",
+        )
 
     exp = _number(claims, "exp")
     if exp is None:
@@ -208,33 +247,52 @@ def check_claims(
     if now > exp + leeway:
         ago = human_duration(now - exp)
         raise InvalidToken(Reason.TOKEN_EXPIRED, f"The token expired {ago} ago.", f"expired {ago} ago (exp={int(exp)})")
+    latest = now + leeway
     for name in ("nbf", "iat"):
-        value = _number(claims, name)
-        if value is not None and value > now + leeway:
-            ahead = human_duration(value - now)
-            raise InvalidToken(
-                Reason.TOKEN_NOT_YET_VALID,
-                "The token is not valid yet.",
-                f"claim {name!r} is {ahead} in the future (leeway {leeway:g}s; check the clock)",
-            )
+        if name in claims:
+            value = _number(claims, name)
+            if value is not None and value > latest:
+                ahead = human_duration(value - now)
+                raise InvalidToken(
+                    Reason.TOKEN_NOT_YET_VALID,
+                    "The token is not valid yet.",
+                    f"claim {name!r} is {ahead} in the future (leeway {leeway:g}s; check the clock)",
+                )
     return exp
 
 
-@dataclass(frozen=True)
-class _Cached:
-    claims: Mapping[str, Any]
-    kid: str
-    exp: float
+class VerifiedToken:
+    """A verified token's read-only claims, its key id and expiry, and a slot for the caller's memo.
+
+    The middleware keeps what it derives from the claims (the normalised email, the
+    principal) in ``memo``, so a repeated token costs neither RSA nor re-deriving.
+    """
+
+    __slots__ = ("claims", "exp", "kid", "memo")
+
+    def __init__(self, claims: Mapping[str, Any], kid: str, exp: float) -> None:
+        self.claims = claims
+        self.kid = kid
+        self.exp = exp
+        self.memo: Any = None
+
+    def __repr__(self) -> str:
+        return f"VerifiedToken(kid={self.kid!r}, exp={self.exp!r})"
+
+
+#: How many distinct token headers to remember. Cloudflare's header segment is the same for every token
+#: signed by one key, so a handful covers a key rotation; more only serves someone making them up.
+HEADER_CACHE_SIZE = 16
 
 
 class TokenVerifier:
     """Verifies tokens for one Access application; caches verified tokens until they expire.
 
-    The cache is a bounded dict keyed by the exact token text, holding the
-    verified claims. An entry is used only while the token has not expired and
-    its signing key is still published, so a repeated token (a browser session
-    sends the same one until it expires) costs no RSA work and a removed key
-    still stops its tokens.
+    The cache is bounded and keyed by the exact token text. An entry is used only
+    while the token has not expired and its signing key is still published, so a
+    repeated token (a browser session sends the same one until it expires) costs
+    no RSA work, and a withdrawn key still stops its tokens. Oldest entries are
+    evicted first.
     """
 
     def __init__(
@@ -253,22 +311,32 @@ class TokenVerifier:
         self.leeway = leeway
         self.cache_size = cache_size
         self._clock = clock
-        self._cache: dict[str, _Cached] = {}
+        self._cache: OrderedDict[str, VerifiedToken] = OrderedDict()
+        self._headers: OrderedDict[str, str] = OrderedDict()  # header segment -> kid, for headers that passed
 
     def __repr__(self) -> str:
         return f"TokenVerifier(issuer={self.issuer!r}, audiences={list(self.audiences)!r})"
 
     async def verify(self, token: str) -> Mapping[str, Any]:
         """Verified claims of ``token`` (read-only), or :class:`InvalidToken` saying which check failed."""
+        return (await self.verify_token(token)).claims
+
+    async def verify_token(self, token: str) -> VerifiedToken:
+        """Like :meth:`verify`, returning the cache entry (with its ``memo`` slot)."""
         now = self._clock()
         cached = self._cache.get(token)
         if cached is not None:
             if now <= cached.exp + self.leeway and self.keys.has_kid(cached.kid):
-                return cached.claims
+                return cached
             del self._cache[token]  # expired or its key was withdrawn: verify afresh for the precise reason
 
         header_b64, payload_b64, signature_b64 = split_token(token)
-        kid = check_header(_json_object(b64url_decode(header_b64, "header"), "header"))
+        kid = self._headers.get(header_b64)
+        if kid is None:
+            kid = check_header(_json_object(b64url_decode(header_b64, "header"), "header"))
+            if len(self._headers) >= HEADER_CACHE_SIZE:
+                self._headers.popitem(last=False)
+            self._headers[header_b64] = kid
         signature = b64url_decode(signature_b64, "signature")
         key = await self.keys.get_key(kid)
         try:
@@ -281,12 +349,12 @@ class TokenVerifier:
             ) from None
         claims = _json_object(b64url_decode(payload_b64, "payload"), "payload")
         exp = check_claims(claims, issuer=self.issuer, audiences=self.audiences, leeway=self.leeway, now=now)
-        frozen = MappingProxyType(claims)
+        verified = VerifiedToken(MappingProxyType(claims), kid, exp)
         if self.cache_size:
             if len(self._cache) >= self.cache_size:
-                del self._cache[next(iter(self._cache))]  # oldest first; dicts keep insertion order
-            self._cache[token] = _Cached(frozen, kid, exp)
-        return frozen
+                self._cache.popitem(last=False)
+            self._cache[token] = verified
+        return verified
 
     @property
     def cached_tokens(self) -> int:
