@@ -200,3 +200,17 @@ def _logs_never_carry_secrets() -> Iterator[None]:
     leaked = sum(1 for secret in REGISTERED_SECRETS if secret in text)
     if leaked:
         pytest.fail(f"{leaked} registered secret(s) appeared in the logs of this test", pytrace=False)
+
+
+@pytest.fixture(params=["audited", "quiet"])
+def audit_mode(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run a test both with the audit logger listening (the suite's default, DEBUG everywhere) and with it
+    quiet, which is production's default and takes the middleware's path that does not wrap ``send``."""
+    audit = logging.getLogger("cfaccess_mw.audit")
+    old_level = audit.level
+    if request.param == "quiet":
+        audit.setLevel(logging.WARNING)
+    try:
+        yield request.param
+    finally:
+        audit.setLevel(old_level)

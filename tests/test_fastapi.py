@@ -27,7 +27,7 @@ def roles(principal: Principal) -> list[str]:
 
 
 @pytest.fixture
-def client(shared_issuer: LocalIssuer) -> Any:
+def client(shared_issuer: LocalIssuer, audit_mode: str) -> Any:
     app = FastAPI()
 
     @app.get("/me")

@@ -491,7 +491,7 @@ def test_websocket_is_refused_before_accept(
 # --- errors raised by the app ----------------------------------------------------------------
 
 
-def test_auth_error_raised_by_the_app_becomes_a_json_refusal(shared_issuer: LocalIssuer) -> None:
+def test_auth_error_raised_by_the_app_becomes_a_json_refusal(shared_issuer: LocalIssuer, audit_mode: str) -> None:
     async def endpoint(request: Any) -> PlainTextResponse:
         raise Forbidden(Reason.INSUFFICIENT_SCOPE, "Admins only.")
 
@@ -571,14 +571,18 @@ async def test_other_scope_types_pass_through(shared_issuer: LocalIssuer) -> Non
 
 
 @pytest.mark.anyio
-async def test_auth_error_after_the_response_started_is_not_swallowed(shared_issuer: LocalIssuer) -> None:
+async def test_auth_error_after_the_response_started_is_not_swallowed(
+    shared_issuer: LocalIssuer, audit_mode: str
+) -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         raise Forbidden(Reason.INSUFFICIENT_SCOPE, "too late")
 
     sent: list[Any] = []
 
-    async def send(message: Any) -> None:
+    async def send(message: Any) -> None:  # refuses a second response start, as ASGI servers do
+        if message["type"] == "http.response.start" and any(m["type"] == message["type"] for m in sent):
+            raise RuntimeError("response already started")
         sent.append(message)
 
     middleware = CloudflareAccessMiddleware(app, settings=full_settings(shared_issuer))
@@ -728,3 +732,51 @@ def test_acceptance_is_audited_even_when_the_app_fails_or_sends_nothing(shared_i
         ("accepted", None, "operator"),
         ("accepted", None, "operator"),
     ]
+
+
+# --- what is remembered with a repeated token ---------------------------------------------------
+
+
+def test_repeated_token_still_looks_the_user_up_every_time(
+    shared_issuer: LocalIssuer, make_client: ClientFactory, audit_mode: str
+) -> None:
+    users: dict[str, dict[str, str]] = {"erin@example.com": {"role": "admin"}}
+
+    def roles(principal: Any) -> list[str]:
+        return [principal.user["role"]] if principal.kind == "user" else []
+
+    client = make_client(full_settings(shared_issuer), user_lookup=users.get, extra_scopes=roles)
+    token = jwt_header(shared_issuer.identity_token("erin@example.com"))
+    assert client.get("/admin", headers=token).status_code == 200
+    users["erin@example.com"]["role"] = "member"  # demoted in place: the same user object
+    assert client.get("/admin", headers=token).status_code == 403
+    users["erin@example.com"] = {"role": "admin"}  # replaced by a new object
+    assert client.get("/", headers=token).json()["scopes"] == ["authenticated", "user", "admin"]
+    del users["erin@example.com"]  # deleted: the same token is refused at once
+    response = client.get("/", headers=token)
+    assert response.status_code == 403
+    assert error_of(response)["reason"] == "unknown_user"
+
+
+def test_repeated_token_reuses_the_principal_while_the_user_is_the_same(
+    shared_issuer: LocalIssuer, audit_mode: str
+) -> None:
+    seen: list[object] = []
+
+    async def remember(request: Any) -> PlainTextResponse:
+        seen.append(request.user)
+        return PlainTextResponse("ok")
+
+    users = {"erin@example.com": {"role": "admin"}}
+    app = Starlette(routes=[Route("/", remember)])
+    app.add_middleware(CloudflareAccessMiddleware, settings=full_settings(shared_issuer), user_lookup=users.get)
+    token = jwt_header(shared_issuer.identity_token("erin@example.com"))
+    with TestClient(app, client=REMOTE_PEER) as client:
+        client.get("/", headers=token)
+        client.get("/", headers=token)
+        users["erin@example.com"] = {"role": "member"}
+        client.get("/", headers=token)
+    first, second, third = seen
+    assert second is first
+    assert third is not first
+    assert third.user == {"role": "member"}  # type: ignore[attr-defined]

@@ -43,14 +43,29 @@ UserLookup = Callable[[str], Any]
 #: Longest Bearer key considered; longer ones are refused without hashing.
 MAX_API_KEY_LENGTH = 512
 COOKIE_NAME = "CF_Authorization"
-# Lower-case ASCII letters only: str.lower() would fold the Kelvin sign into "k" and let one address pose as another.
+_CREDENTIAL_HEADERS = frozenset((b"cf-access-jwt-assertion", b"authorization", b"cookie"))
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-_LOCAL = Principal("local", name="local")
 
 
 def _is_async_callable(fn: object) -> bool:
     call = type(fn).__call__ if not inspect.isroutine(fn) and callable(fn) else None
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
+def _fixed(principal: Principal) -> tuple[Principal, AuthCredentials]:
+    return principal, AuthCredentials(principal.scopes)
+
+
+class _Identity:
+    """What a verified token's claims yield, kept with the token: the email to look up (``None`` for a
+    service), and the principal and credentials built last time."""
+
+    __slots__ = ("credentials", "email", "principal")
+
+    def __init__(self, email: str | None) -> None:
+        self.email = email
+        self.principal: Principal | None = None
+        self.credentials: AuthCredentials | None = None
 
 
 def _access_cookie(cookie: str) -> str | None:
@@ -106,9 +121,12 @@ class CloudflareAccessMiddleware:
         self.extra_scopes = extra_scopes
         self._lookup_is_async = _is_async_callable(user_lookup)
         self._trust_loopback = self.settings.exposure_mode is ExposureMode.LOCAL
+        self._allow_cookie = self.settings.allow_cookie
         self._public_paths = self.settings.public_paths
         self._services = {t.client_id: t.name for t in self.settings.service_tokens}
-        self._api_key_principals = {k.name: Principal("api_key", name=k.name) for k in self.settings.api_keys}
+        # The api_key and local principals never change: built once, with their credentials.
+        self._api_key_principals = {k.name: _fixed(Principal("api_key", name=k.name)) for k in self.settings.api_keys}
+        self._local = _fixed(Principal("local", name="local"))
         self.jwks: JWKSClient | None = None
         self.verifier: TokenVerifier | None = None
         if self.settings.jwt_enabled:
@@ -136,10 +154,9 @@ class CloudflareAccessMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope_type = scope["type"]
-        if scope_type == "lifespan":
-            await self.app(scope, self._receive_with_startup(receive), send)
-            return
-        if scope_type not in ("http", "websocket"):
+        if scope_type != "http" and scope_type != "websocket":
+            if scope_type == "lifespan":
+                receive = self._receive_with_startup(receive)
             await self.app(scope, receive, send)
             return
         if self._public_paths and self._is_public(_route_path(scope)):
@@ -148,43 +165,28 @@ class CloudflareAccessMiddleware:
             await self._call_app(scope, receive, send)
             return
         try:
-            principal = await self.authenticate(scope)
+            principal, credentials = await self._authenticate(scope)
         except AuthError as err:
             await self._refuse(scope, send, err)
             return
         scope["user"] = principal
-        scopes = principal.scopes
-        if self.extra_scopes is not None:
-            scopes = [*scopes, *self.extra_scopes(principal)]
-        scope["auth"] = AuthCredentials(scopes)
-        await self._call_app(scope, receive, send, principal)
+        scope["auth"] = credentials
+        if self.audit_hook is not None or audit_logger.isEnabledFor(logging.INFO):
+            await self._call_app_audited(scope, receive, send, principal)
+        else:
+            await self._call_app(scope, receive, send)
 
     # --- the decision ------------------------------------------------------------------------
 
     async def authenticate(self, scope: Scope) -> Principal:
         """The principal for this request, or an :class:`AuthError` saying why not."""
-        jwt_header, authorization, cookie = self._read_headers(scope)
-        if self.verifier is not None:
-            if jwt_header is None and cookie is not None:
-                jwt_header = _access_cookie(cookie)
-            if jwt_header is not None:
-                return await self._principal_from_claims(await self.verifier.verify(jwt_header))
-        if authorization is not None:
-            scheme, _, credential = authorization.partition(" ")
-            if scheme.lower() == "bearer":
-                return self._principal_from_api_key(credential.strip())
-        if self._trust_loopback and peer_is_loopback(scope):
-            return _LOCAL
-        raise Unauthorized(
-            Reason.NO_CREDENTIALS,
-            "Authentication required: send a Cloudflare Access token or an API key.",
-            "no Cf-Access-Jwt-Assertion and no Bearer key" + ("" if self._trust_loopback else " (reverse-proxy mode)"),
-        )
+        return (await self._authenticate(scope))[0]
 
-    def _read_headers(self, scope: Scope) -> tuple[str | None, str | None, str | None]:
+    async def _authenticate(self, scope: Scope) -> tuple[Principal, AuthCredentials]:
         jwt_header = authorization = cookie = None
-        want_cookie = self.settings.allow_cookie
-        for name, value in scope["headers"]:
+        for name, value in scope["headers"]:  # one pass; a credential header sent twice is ambiguous
+            if name not in _CREDENTIAL_HEADERS:  # most headers: one set lookup each
+                continue
             if name == b"cf-access-jwt-assertion":
                 if jwt_header is not None:
                     raise InvalidToken(
@@ -201,11 +203,69 @@ class CloudflareAccessMiddleware:
                         "Authorization appears more than once",
                     )
                 authorization = value.decode("latin-1")
-            elif want_cookie and name == b"cookie":
+            elif name == b"cookie" and self._allow_cookie:
                 cookie = value.decode("latin-1") if cookie is None else f"{cookie}; {value.decode('latin-1')}"
-        return jwt_header, authorization, cookie
+        if self.verifier is not None:
+            if jwt_header is None and cookie is not None:
+                jwt_header = _access_cookie(cookie)
+            if jwt_header is not None:
+                return await self._from_token(jwt_header)
+        if authorization is not None:
+            scheme, _, credential = authorization.partition(" ")
+            if scheme.lower() == "bearer":
+                return self._principal_from_api_key(credential.strip())
+        if self._trust_loopback and peer_is_loopback(scope):
+            return self._local if self.extra_scopes is None else self._with_credentials(self._local[0])
+        raise Unauthorized(
+            Reason.NO_CREDENTIALS,
+            "Authentication required: send a Cloudflare Access token or an API key.",
+            "no Cf-Access-Jwt-Assertion and no Bearer key" + ("" if self._trust_loopback else " (reverse-proxy mode)"),
+        )
 
-    async def _principal_from_claims(self, claims: Mapping[str, Any]) -> Principal:
+    def _with_credentials(self, principal: Principal) -> tuple[Principal, AuthCredentials]:
+        """The principal with its ``request.auth`` (its kind as a scope, plus any ``extra_scopes``)."""
+        if self.extra_scopes is not None:
+            return principal, AuthCredentials([*principal.scopes, *self.extra_scopes(principal)])
+        return principal, AuthCredentials(principal.scopes)
+
+    async def _from_token(self, token: str) -> tuple[Principal, AuthCredentials]:
+        """Verify the token, then admit its user or service; what the claims yield is kept with the token."""
+        assert self.verifier is not None
+        verified = await self.verifier.verify_token(token)
+        identity: _Identity | None = verified.memo
+        if identity is None:
+            identity = verified.memo = self._identity(verified.claims)
+        if identity.email is None:  # an allowed service token: nothing about it changes per request
+            assert identity.principal is not None
+            assert identity.credentials is not None
+            return identity.principal, identity.credentials
+        # A user is looked up on every request: one deleted a second ago must be refused now.
+        user = await self._lookup(identity.email)
+        if user is True:
+            logger.error("cfaccess_mw: user_lookup returned True; it must return the user object or None")
+            raise AuthUnavailable(
+                Reason.USER_LOOKUP_FAILED,
+                "The user directory is unavailable; try again shortly.",
+                "user_lookup returned True instead of a user object",
+            )
+        if not user:  # None, and the False, 0 or "" a yes/no lookup would return
+            raise Forbidden(
+                Reason.UNKNOWN_USER,
+                "This account is not a user of this application; ask an administrator to add it.",
+                f"no user with email {identity.email!r}",
+            )
+        principal = identity.principal
+        if principal is None or principal.user is not user:
+            principal = Principal("user", email=identity.email, user=user, claims=verified.claims)
+            identity.principal, identity.credentials = self._with_credentials(principal)
+            return identity.principal, identity.credentials
+        if self.extra_scopes is not None:
+            return self._with_credentials(principal)
+        assert identity.credentials is not None
+        return principal, identity.credentials
+
+    def _identity(self, claims: Mapping[str, Any]) -> _Identity:
+        """Who verified claims name: a normalised email, or an allowed service (refusals are not remembered)."""
         if "email" in claims:
             email = claims["email"]
             if not isinstance(email, str) or not email.strip():
@@ -216,22 +276,10 @@ class CloudflareAccessMiddleware:
                     if isinstance(email, str)
                     else f"claim 'email' is a {type(email).__name__}",
                 )
-            email = email.strip().translate(_ASCII_LOWER)
-            user = await self._lookup(email)
-            if user is True:
-                logger.error("cfaccess_mw: user_lookup returned True; it must return the user object or None")
-                raise AuthUnavailable(
-                    Reason.USER_LOOKUP_FAILED,
-                    "The user directory is unavailable; try again shortly.",
-                    "user_lookup returned True instead of a user object",
-                )
-            if not user:  # None, and the False, 0 or "" a yes/no lookup would return
-                raise Forbidden(
-                    Reason.UNKNOWN_USER,
-                    "This account is not a user of this application; ask an administrator to add it.",
-                    f"no user with email {email!r}",
-                )
-            return Principal("user", email=email, user=user, claims=claims)
+            email = email.strip()
+            # ASCII letters only: str.lower() would fold the Kelvin sign into "k" and let one address pose as
+            # another. For an ASCII address (nearly all) lower() is exactly that, and much faster than translate.
+            return _Identity(email.lower() if email.isascii() else email.translate(_ASCII_LOWER))
         client_id = claims.get("common_name")
         if isinstance(client_id, str) and client_id:
             name = self._services.get(client_id)
@@ -241,7 +289,11 @@ class CloudflareAccessMiddleware:
                     "This service token is not allowed for this application.",
                     f"service token client ID {client_id!r} is not in CFACCESS_SERVICE_TOKENS",
                 )
-            return Principal("service", name=name, claims=claims)
+            identity = _Identity(None)
+            identity.principal, identity.credentials = self._with_credentials(
+                Principal("service", name=name, claims=claims)
+            )
+            return identity
         raise InvalidToken(
             Reason.CLAIM_INVALID,
             "The token names neither a user nor a service token.",
@@ -267,11 +319,12 @@ class CloudflareAccessMiddleware:
                 f"user_lookup raised {type(exc).__name__}",
             ) from None
 
-    def _principal_from_api_key(self, key: str) -> Principal:
+    def _principal_from_api_key(self, key: str) -> tuple[Principal, AuthCredentials]:
         if key and len(key) <= MAX_API_KEY_LENGTH:
             match = self.settings.find_api_key(hashlib.sha256(key.encode("latin-1")).digest())
             if match is not None:
-                return self._api_key_principals[match.name]
+                principal, credentials = self._api_key_principals[match.name]
+                return (principal, credentials) if self.extra_scopes is None else self._with_credentials(principal)
         raise Unauthorized(Reason.API_KEY_INVALID, "The API key is not valid.", "no configured API key matches")
 
     def _is_public(self, path: str) -> bool:
@@ -293,22 +346,34 @@ class CloudflareAccessMiddleware:
 
         return receive_and_prefetch
 
-    async def _call_app(self, scope: Scope, receive: Receive, send: Send, principal: Principal | None = None) -> None:
-        """Run the app; an :class:`AuthError` it raises (e.g. from a FastAPI dependency) becomes our refusal.
+    async def _call_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; an :class:`AuthError` it raises (a FastAPI dependency's) becomes our refusal.
 
-        The acceptance of ``principal`` is audited when the app starts its answer
-        (with its status), so a request that a dependency then refuses yields one
-        event, the refusal, not two.
+        Dependencies raise before the app answers. Should the app raise one after it
+        started its answer, our refusal cannot be sent (an ASGI server refuses a
+        second response start) and the original error propagates.
+        """
+        try:
+            await self.app(scope, receive, send)
+        except AuthError as err:
+            try:
+                await self._refuse(scope, send, err)
+            except Exception:
+                raise err from None
+
+    async def _call_app_audited(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
+        """:meth:`_call_app`, auditing the acceptance when the app starts its answer, with its status.
+
+        So a request that a dependency then refuses yields one event, the refusal,
+        not two. Only taken when someone listens: wrapping ``send`` costs time.
         """
         started = False
-        audit = principal is not None and (self.audit_hook is not None or audit_logger.isEnabledFor(logging.INFO))
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
             if not started:
                 started = True
-                if audit:
-                    await self._audit(scope, "accepted", message.get("status"), principal=principal)
+                await self._audit(scope, "accepted", message.get("status"), principal=principal)
             await send(message)
 
         try:
@@ -319,10 +384,10 @@ class CloudflareAccessMiddleware:
             await self._refuse(scope, send, err)
             return
         except Exception:
-            if audit and not started:
+            if not started:
                 await self._audit(scope, "accepted", None, principal=principal)
             raise
-        if audit and not started:
+        if not started:
             await self._audit(scope, "accepted", None, principal=principal)
 
     async def _refuse(self, scope: Scope, send: Send, err: AuthError) -> None:
