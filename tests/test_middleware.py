@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from starlette.applications import Starlette
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
@@ -25,7 +25,7 @@ from cfaccess_mw import (
 from cfaccess_mw.keys import JWKSClient
 from cfaccess_mw.testing import LocalIssuer
 
-from .conftest import LOOPBACK_PEER, REMOTE_PEER, ClientFactory, error_of, jwt_header
+from .conftest import LOOPBACK_PEER, REMOTE_PEER, ClientFactory, error_of, find_user, jwt_header
 
 API_KEY = "k_live_9fJ2-example-api-key-for-tests"
 CI_CLIENT_ID = "0123456789abcdef0123456789abcdef.access"
@@ -570,24 +570,28 @@ async def test_other_scope_types_pass_through(shared_issuer: LocalIssuer) -> Non
     assert seen == ["custom"]
 
 
+@pytest.mark.parametrize("scope_type", ["http", "websocket"])
 @pytest.mark.anyio
-async def test_auth_error_after_the_response_started_is_not_swallowed(
-    shared_issuer: LocalIssuer, audit_mode: str
+async def test_auth_error_after_the_answer_started_propagates_and_sends_nothing_more(
+    shared_issuer: LocalIssuer, audit_mode: str, scope_type: str
 ) -> None:
+    started = {
+        "http": {"type": "http.response.start", "status": 200, "headers": []},
+        "websocket": {"type": "websocket.accept"},
+    }[scope_type]
+
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send(started)
         raise Forbidden(Reason.INSUFFICIENT_SCOPE, "too late")
 
     sent: list[Any] = []
 
-    async def send(message: Any) -> None:  # refuses a second response start, as ASGI servers do
-        if message["type"] == "http.response.start" and any(m["type"] == message["type"] for m in sent):
-            raise RuntimeError("response already started")
+    async def send(message: Any) -> None:  # accepts anything, like a compressing middleware in between would
         sent.append(message)
 
     middleware = CloudflareAccessMiddleware(app, settings=full_settings(shared_issuer))
     scope = {
-        "type": "http",
+        "type": scope_type,
         "method": "GET",
         "path": "/",
         "headers": [(b"authorization", f"Bearer {API_KEY}".encode())],
@@ -595,7 +599,7 @@ async def test_auth_error_after_the_response_started_is_not_swallowed(
     }
     with pytest.raises(Forbidden):
         await middleware(scope, None, send)  # type: ignore[arg-type]
-    assert [m["type"] for m in sent] == ["http.response.start"]
+    assert sent == [started]  # no refusal spliced into an answer already under way
 
 
 # --- found in review -------------------------------------------------------------------------
@@ -780,3 +784,69 @@ def test_repeated_token_reuses_the_principal_while_the_user_is_the_same(
     assert second is first
     assert third is not first
     assert third.user == {"role": "member"}  # type: ignore[attr-defined]
+
+
+def test_request_auth_is_never_shared_between_requests(shared_issuer: LocalIssuer, audit_mode: str) -> None:
+    async def escalate(request: Any) -> JSONResponse:
+        scopes = list(request.auth.scopes)
+        request.auth.scopes.append("sudo")  # an app granting a scope for this request only
+        return JSONResponse(scopes)
+
+    settings = full_settings(shared_issuer, exposure_mode="local")
+    app = Starlette(routes=[Route("/", escalate)])
+    app.add_middleware(CloudflareAccessMiddleware, settings=settings, user_lookup=find_user)
+    credentials = {
+        "api_key": {"Authorization": f"Bearer {API_KEY}"},
+        "service": jwt_header(shared_issuer.service_token(CI_CLIENT_ID)),
+        "user": jwt_header(shared_issuer.identity_token("alice@example.com")),
+        "local": {},
+    }
+    for kind, headers in credentials.items():
+        peer = LOOPBACK_PEER if kind == "local" else REMOTE_PEER
+        with TestClient(app, client=peer) as client:
+            for _ in range(2):
+                assert client.get("/", headers=headers).json() == ["authenticated", kind]
+
+
+def test_extra_scopes_are_asked_on_every_request_for_every_kind(shared_issuer: LocalIssuer) -> None:
+    granted: set[str] = {"service", "api_key", "user"}
+
+    def roles(principal: Any) -> list[str]:
+        return ["deploy"] if principal.kind in granted else []
+
+    async def show(request: Any) -> JSONResponse:
+        return JSONResponse(request.auth.scopes)
+
+    app = Starlette(routes=[Route("/", show)])
+    app.add_middleware(
+        CloudflareAccessMiddleware, settings=full_settings(shared_issuer), user_lookup=find_user, extra_scopes=roles
+    )
+    credentials = {
+        "service": jwt_header(shared_issuer.service_token(CI_CLIENT_ID)),
+        "api_key": {"Authorization": f"Bearer {API_KEY}"},
+        "user": jwt_header(shared_issuer.identity_token("alice@example.com")),
+    }
+    with TestClient(app, client=REMOTE_PEER) as client:
+        for kind, headers in credentials.items():
+            assert client.get("/", headers=headers).json() == ["authenticated", kind, "deploy"]
+            granted.discard(kind)  # the role is revoked: the same credential loses it at once
+            assert client.get("/", headers=headers).json() == ["authenticated", kind]
+
+
+@pytest.mark.anyio
+async def test_header_names_as_bytearray_are_read(shared_issuer: LocalIssuer) -> None:
+    reached: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["user"].kind)
+
+    middleware = CloudflareAccessMiddleware(app, settings=full_settings(shared_issuer))
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "headers": [(bytearray(b"authorization"), bytearray(f"Bearer {API_KEY}".encode()))],
+        "client": REMOTE_PEER,
+    }
+    await middleware(scope, None, None)  # type: ignore[arg-type]
+    assert reached == ["api_key"]

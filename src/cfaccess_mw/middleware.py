@@ -43,7 +43,6 @@ UserLookup = Callable[[str], Any]
 #: Longest Bearer key considered; longer ones are refused without hashing.
 MAX_API_KEY_LENGTH = 512
 COOKIE_NAME = "CF_Authorization"
-_CREDENTIAL_HEADERS = frozenset((b"cf-access-jwt-assertion", b"authorization", b"cookie"))
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -52,20 +51,15 @@ def _is_async_callable(fn: object) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
-def _fixed(principal: Principal) -> tuple[Principal, AuthCredentials]:
-    return principal, AuthCredentials(principal.scopes)
-
-
 class _Identity:
     """What a verified token's claims yield, kept with the token: the email to look up (``None`` for a
-    service), and the principal and credentials built last time."""
+    service) and the principal built last time (immutable, so requests may share it)."""
 
-    __slots__ = ("credentials", "email", "principal")
+    __slots__ = ("email", "principal")
 
-    def __init__(self, email: str | None) -> None:
+    def __init__(self, email: str | None, principal: Principal | None = None) -> None:
         self.email = email
-        self.principal: Principal | None = None
-        self.credentials: AuthCredentials | None = None
+        self.principal = principal
 
 
 def _access_cookie(cookie: str) -> str | None:
@@ -124,9 +118,9 @@ class CloudflareAccessMiddleware:
         self._allow_cookie = self.settings.allow_cookie
         self._public_paths = self.settings.public_paths
         self._services = {t.client_id: t.name for t in self.settings.service_tokens}
-        # The api_key and local principals never change: built once, with their credentials.
-        self._api_key_principals = {k.name: _fixed(Principal("api_key", name=k.name)) for k in self.settings.api_keys}
-        self._local = _fixed(Principal("local", name="local"))
+        # The api_key and local principals never change (and are immutable): built once.
+        self._api_key_principals = {k.name: Principal("api_key", name=k.name) for k in self.settings.api_keys}
+        self._local = Principal("local", name="local")
         self.jwks: JWKSClient | None = None
         self.verifier: TokenVerifier | None = None
         if self.settings.jwt_enabled:
@@ -162,31 +156,23 @@ class CloudflareAccessMiddleware:
         if self._public_paths and self._is_public(_route_path(scope)):
             scope["user"] = UnauthenticatedUser()
             scope["auth"] = AuthCredentials()
-            await self._call_app(scope, receive, send)
+            await self._call_app(scope, receive, send, None)
             return
         try:
-            principal, credentials = await self._authenticate(scope)
+            principal = await self.authenticate(scope)
         except AuthError as err:
             await self._refuse(scope, send, err)
             return
         scope["user"] = principal
-        scope["auth"] = credentials
-        if self.audit_hook is not None or audit_logger.isEnabledFor(logging.INFO):
-            await self._call_app_audited(scope, receive, send, principal)
-        else:
-            await self._call_app(scope, receive, send)
+        scope["auth"] = self._credentials(principal)
+        await self._call_app(scope, receive, send, principal)
 
     # --- the decision ------------------------------------------------------------------------
 
     async def authenticate(self, scope: Scope) -> Principal:
         """The principal for this request, or an :class:`AuthError` saying why not."""
-        return (await self._authenticate(scope))[0]
-
-    async def _authenticate(self, scope: Scope) -> tuple[Principal, AuthCredentials]:
         jwt_header = authorization = cookie = None
         for name, value in scope["headers"]:  # one pass; a credential header sent twice is ambiguous
-            if name not in _CREDENTIAL_HEADERS:  # most headers: one set lookup each
-                continue
             if name == b"cf-access-jwt-assertion":
                 if jwt_header is not None:
                     raise InvalidToken(
@@ -215,30 +201,29 @@ class CloudflareAccessMiddleware:
             if scheme.lower() == "bearer":
                 return self._principal_from_api_key(credential.strip())
         if self._trust_loopback and peer_is_loopback(scope):
-            return self._local if self.extra_scopes is None else self._with_credentials(self._local[0])
+            return self._local
         raise Unauthorized(
             Reason.NO_CREDENTIALS,
             "Authentication required: send a Cloudflare Access token or an API key.",
             "no Cf-Access-Jwt-Assertion and no Bearer key" + ("" if self._trust_loopback else " (reverse-proxy mode)"),
         )
 
-    def _with_credentials(self, principal: Principal) -> tuple[Principal, AuthCredentials]:
-        """The principal with its ``request.auth`` (its kind as a scope, plus any ``extra_scopes``)."""
-        if self.extra_scopes is not None:
-            return principal, AuthCredentials([*principal.scopes, *self.extra_scopes(principal)])
-        return principal, AuthCredentials(principal.scopes)
+    def _credentials(self, principal: Principal) -> AuthCredentials:
+        """``request.auth`` for this request: a new object each time, since apps may add to its scopes."""
+        if self.extra_scopes is None:
+            return AuthCredentials(principal.scopes)
+        return AuthCredentials([*principal.scopes, *self.extra_scopes(principal)])
 
-    async def _from_token(self, token: str) -> tuple[Principal, AuthCredentials]:
+    async def _from_token(self, token: str) -> Principal:
         """Verify the token, then admit its user or service; what the claims yield is kept with the token."""
         assert self.verifier is not None
         verified = await self.verifier.verify_token(token)
         identity: _Identity | None = verified.memo
         if identity is None:
             identity = verified.memo = self._identity(verified.claims)
-        if identity.email is None:  # an allowed service token: nothing about it changes per request
+        if identity.email is None:  # an allowed service token: its principal does not change
             assert identity.principal is not None
-            assert identity.credentials is not None
-            return identity.principal, identity.credentials
+            return identity.principal
         # A user is looked up on every request: one deleted a second ago must be refused now.
         user = await self._lookup(identity.email)
         if user is True:
@@ -256,13 +241,8 @@ class CloudflareAccessMiddleware:
             )
         principal = identity.principal
         if principal is None or principal.user is not user:
-            principal = Principal("user", email=identity.email, user=user, claims=verified.claims)
-            identity.principal, identity.credentials = self._with_credentials(principal)
-            return identity.principal, identity.credentials
-        if self.extra_scopes is not None:
-            return self._with_credentials(principal)
-        assert identity.credentials is not None
-        return principal, identity.credentials
+            principal = identity.principal = Principal("user", email=identity.email, user=user, claims=verified.claims)
+        return principal
 
     def _identity(self, claims: Mapping[str, Any]) -> _Identity:
         """Who verified claims name: a normalised email, or an allowed service (refusals are not remembered)."""
@@ -289,11 +269,7 @@ class CloudflareAccessMiddleware:
                     "This service token is not allowed for this application.",
                     f"service token client ID {client_id!r} is not in CFACCESS_SERVICE_TOKENS",
                 )
-            identity = _Identity(None)
-            identity.principal, identity.credentials = self._with_credentials(
-                Principal("service", name=name, claims=claims)
-            )
-            return identity
+            return _Identity(None, Principal("service", name=name, claims=claims))
         raise InvalidToken(
             Reason.CLAIM_INVALID,
             "The token names neither a user nor a service token.",
@@ -319,12 +295,11 @@ class CloudflareAccessMiddleware:
                 f"user_lookup raised {type(exc).__name__}",
             ) from None
 
-    def _principal_from_api_key(self, key: str) -> tuple[Principal, AuthCredentials]:
+    def _principal_from_api_key(self, key: str) -> Principal:
         if key and len(key) <= MAX_API_KEY_LENGTH:
             match = self.settings.find_api_key(hashlib.sha256(key.encode("latin-1")).digest())
             if match is not None:
-                principal, credentials = self._api_key_principals[match.name]
-                return (principal, credentials) if self.extra_scopes is None else self._with_credentials(principal)
+                return self._api_key_principals[match.name]
         raise Unauthorized(Reason.API_KEY_INVALID, "The API key is not valid.", "no configured API key matches")
 
     def _is_public(self, path: str) -> bool:
@@ -346,34 +321,25 @@ class CloudflareAccessMiddleware:
 
         return receive_and_prefetch
 
-    async def _call_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _call_app(self, scope: Scope, receive: Receive, send: Send, principal: Principal | None) -> None:
         """Run the app; an :class:`AuthError` it raises (a FastAPI dependency's) becomes our refusal.
 
-        Dependencies raise before the app answers. Should the app raise one after it
-        started its answer, our refusal cannot be sent (an ASGI server refuses a
-        second response start) and the original error propagates.
-        """
-        try:
-            await self.app(scope, receive, send)
-        except AuthError as err:
-            try:
-                await self._refuse(scope, send, err)
-            except Exception:
-                raise err from None
-
-    async def _call_app_audited(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
-        """:meth:`_call_app`, auditing the acceptance when the app starts its answer, with its status.
-
-        So a request that a dependency then refuses yields one event, the refusal,
-        not two. Only taken when someone listens: wrapping ``send`` costs time.
+        Only while the app has not started its answer: after that a refusal would be
+        spliced into a response already under way (a compressing middleware in between
+        would even deliver it as part of a 200), so the error propagates and the server
+        drops the connection. The acceptance of ``principal`` is audited when the app
+        starts its answer, with its status, so a request that a dependency then refuses
+        yields one event, the refusal, not two.
         """
         started = False
+        audit = principal is not None and (self.audit_hook is not None or audit_logger.isEnabledFor(logging.INFO))
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
             if not started:
                 started = True
-                await self._audit(scope, "accepted", message.get("status"), principal=principal)
+                if audit:
+                    await self._audit(scope, "accepted", message.get("status"), principal=principal)
             await send(message)
 
         try:
@@ -384,10 +350,10 @@ class CloudflareAccessMiddleware:
             await self._refuse(scope, send, err)
             return
         except Exception:
-            if not started:
+            if audit and not started:
                 await self._audit(scope, "accepted", None, principal=principal)
             raise
-        if not started:
+        if audit and not started:
             await self._audit(scope, "accepted", None, principal=principal)
 
     async def _refuse(self, scope: Scope, send: Send, err: AuthError) -> None:
