@@ -159,6 +159,7 @@ def test_find_api_key_matches_only_the_exact_digest() -> None:
     ("env", "variable"),
     [
         ({**BASE, "CFACCESS_TOKEN_CACHE_SIZE": "\u00b2"}, "CFACCESS_TOKEN_CACHE_SIZE"),
+        ({**BASE, "CFACCESS_TOKEN_CACHE_SIZE": "100001"}, "CFACCESS_TOKEN_CACHE_SIZE"),
         ({**BASE, "CFACCESS_AUD": "myteam.cloudflareaccess.com"}, "CFACCESS_AUD"),
         ({**BASE, "CFACCESS_AUD": "abc"}, "CFACCESS_AUD"),
         ({"CFACCESS_EXPOSURE_MODE": "local", "CFACCESS_SERVICE_TOKENS": "ci=a.access"}, "CFACCESS_SERVICE_TOKENS"),
@@ -168,6 +169,7 @@ def test_find_api_key_matches_only_the_exact_digest() -> None:
     ],
     ids=[
         "superscript-digit",
+        "cache-too-large",
         "aud-is-domain",
         "aud-short",
         "service-tokens-without-team",

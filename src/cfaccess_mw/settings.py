@@ -26,6 +26,8 @@ from .errors import ConfigError
 logger = logging.getLogger("cfaccess_mw")
 
 ENV_PREFIX = "CFACCESS_"
+#: A cached token costs about 3 KB (benchmarks/README.md): the cap keeps a typo from costing gigabytes.
+MAX_TOKEN_CACHE_SIZE = 100_000
 
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -235,8 +237,8 @@ class Settings:
                 raise _fail(name, f"must be between {low} and {high} seconds, got {value}")
             set_(self, name, float(value))
         size = self.token_cache_size
-        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= 1_000_000:
-            raise _fail("token_cache_size", f"must be a whole number from 0 to 1000000, got {size!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_TOKEN_CACHE_SIZE:
+            raise _fail("token_cache_size", f"must be a whole number from 0 to {MAX_TOKEN_CACHE_SIZE}, got {size!r}")
 
     @staticmethod
     def _check_certs_url(url: str) -> str:
