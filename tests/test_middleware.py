@@ -850,3 +850,13 @@ async def test_header_names_as_bytearray_are_read(shared_issuer: LocalIssuer) ->
     }
     await middleware(scope, None, None)  # type: ignore[arg-type]
     assert reached == ["api_key"]
+
+
+def test_failing_extra_scopes_is_503_not_500(shared_issuer: LocalIssuer, make_client: ClientFactory) -> None:
+    def broken(principal: Any) -> list[str]:
+        raise KeyError("role")
+
+    client = make_client(full_settings(shared_issuer), extra_scopes=broken)
+    response = client.get("/", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert response.status_code == 503
+    assert error_of(response)["reason"] == "user_lookup_failed"

@@ -160,11 +160,12 @@ class CloudflareAccessMiddleware:
             return
         try:
             principal = await self.authenticate(scope)
+            credentials = self._credentials(principal)
         except AuthError as err:
             await self._refuse(scope, send, err)
             return
         scope["user"] = principal
-        scope["auth"] = self._credentials(principal)
+        scope["auth"] = credentials
         await self._call_app(scope, receive, send, principal)
 
     # --- the decision ------------------------------------------------------------------------
@@ -212,7 +213,16 @@ class CloudflareAccessMiddleware:
         """``request.auth`` for this request: a new object each time, since apps may add to its scopes."""
         if self.extra_scopes is None:
             return AuthCredentials(principal.scopes)
-        return AuthCredentials([*principal.scopes, *self.extra_scopes(principal)])
+        try:
+            extra = list(self.extra_scopes(principal))
+        except Exception as exc:
+            logger.error("cfaccess_mw: extra_scopes raised %s", type(exc).__name__)
+            raise AuthUnavailable(
+                Reason.USER_LOOKUP_FAILED,
+                "The user directory is unavailable; try again shortly.",
+                f"extra_scopes raised {type(exc).__name__}",
+            ) from None
+        return AuthCredentials([*principal.scopes, *extra])
 
     async def _from_token(self, token: str) -> Principal:
         """Verify the token, then admit its user or service; what the claims yield is kept with the token."""
