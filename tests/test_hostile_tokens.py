@@ -269,7 +269,9 @@ TOKEN_CASES = [
     Case("header-deeply-nested", lambda i: f"{b64(b'[' * 6000 + b']' * 6000)}.e30.{b64(b'sig')}", reasons=M),
     Case("payload-not-json-signed", lambda i: signed(i, b"not json"), reasons=M),
     Case("payload-array-signed", lambda i: signed(i, b"[1, 2]"), reasons=M),
-    Case("payload-deeply-nested-signed", lambda i: signed(i, nested(1500)), reasons=M),
+    # Python 3.12 and older stop at 1,000 levels (malformed); 3.13 parses this depth (bounded by the 16 KiB cap),
+    # and the claims, which carry no issuer, are refused instead. Either way: 401, the app never reached.
+    Case("payload-deeply-nested-signed", lambda i: signed(i, nested(1500)), reasons=(*M, "issuer_mismatch")),
     Case("payload-not-utf8-signed", lambda i: signed(i, b"\xff\xfe\xfd"), reasons=M),
     Case("one-megabyte", lambda i: "e30." + "A" * 1_000_000 + ".c2ln", reasons=("token_too_large",)),
     Case("bearer-prefix-inside-token-header", edited(lambda t: f"Bearer {t}"), reasons=M),
