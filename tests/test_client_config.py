@@ -347,3 +347,8 @@ def test_the_cloudflared_provider_repr_hides_its_token() -> None:
     provider = CloudflaredToken("https://app.example.com")
     assert "empty" in repr(provider)
     assert "token=" not in repr(provider)
+
+
+def test_secrets_are_refused_for_plain_http_to_a_name_that_only_looks_local() -> None:
+    with pytest.raises(ClientConfigError, match="must be https://"):
+        AccessAuth(api_key="k", base_url="http://127.evil.example/api")

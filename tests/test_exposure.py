@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cfaccess_mw.exposure import is_loopback_host, peer_is_loopback
+from cfaccess_mw.exposure import is_loopback_host, is_loopback_url_host, peer_is_loopback
 
 
 @pytest.mark.parametrize(
@@ -44,3 +44,19 @@ def test_is_loopback_host(host: str, loopback: bool) -> None:
 )
 def test_peer_is_loopback(scope: dict[str, object], loopback: bool) -> None:
     assert peer_is_loopback(scope) is loopback
+
+
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [
+        ("localhost", True),
+        ("127.0.0.1", True),
+        ("127.3.4.5", True),
+        ("::1", True),
+        ("127.evil.example", False),  # a name that merely starts like a loopback address
+        ("localhost.evil.example", False),
+        ("10.0.0.1", False),
+    ],
+)
+def test_is_loopback_url_host(host: str, local: bool) -> None:
+    assert is_loopback_url_host(host) is local

@@ -44,6 +44,7 @@ import anyio.to_thread
 import httpx
 
 from .errors import CfAccessError, ConfigError
+from .exposure import is_loopback_url_host
 from .tokens import decode_unverified
 
 if sys.version_info >= (3, 11):
@@ -213,15 +214,11 @@ def _check_url(url: object, where: str, has_secrets: bool) -> httpx.URL:
         raise ClientConfigError(where, "is not a URL; expected e.g. https://app.example.com") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ClientConfigError(where, "must be an http:// or https:// URL with a host")
-    if parsed.scheme == "http" and has_secrets and not _is_loopback(parsed.host):
+    if parsed.scheme == "http" and has_secrets and not is_loopback_url_host(parsed.host):
         raise ClientConfigError(
             where, "must be https:// (plain http:// would send the configured secrets in clear text)"
         )
     return parsed
-
-
-def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _host_of(url: str) -> str:

@@ -31,6 +31,15 @@ def is_loopback_host(host: str) -> bool:
     return address.is_loopback
 
 
+def is_loopback_url_host(host: str) -> bool:
+    """Whether a URL's host names this machine: ``localhost`` or a loopback address (not ``127.evil.example``).
+
+    For URLs we are told to fetch or send secrets to (a certs URL, a client's API
+    URL), where plain ``http://`` is acceptable only if the traffic never leaves the host.
+    """
+    return host == "localhost" or is_loopback_host(host)
+
+
 def peer_is_loopback(scope: Mapping[str, Any]) -> bool:
     """Whether the ASGI peer is loopback; a missing ``client`` (unix socket, some servers) is not."""
     client = scope.get("client")

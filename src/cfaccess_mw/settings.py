@@ -11,7 +11,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-import ipaddress
 import logging
 import math
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .exposure import is_loopback_url_host
 
 logger = logging.getLogger("cfaccess_mw")
 
@@ -109,15 +109,6 @@ class ServiceToken:
 
 def _fail(field_name: str, problem: str) -> ConfigError:
     return ConfigError(ENV_NAMES.get(field_name, field_name), problem)
-
-
-def _is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _normalise_domain(value: str) -> str:
@@ -252,7 +243,7 @@ class Settings:
             raise _fail("certs_url", "must not carry a user name or password (it would be logged)")
         if parts.scheme == "https" and host:
             return url.strip()
-        if parts.scheme == "http" and host and _is_loopback_host(host):
+        if parts.scheme == "http" and host and is_loopback_url_host(host):
             return url.strip()
         raise _fail("certs_url", "must be an https:// URL (plain http:// is allowed only for a loopback host)")
 
