@@ -68,7 +68,6 @@ _CANONICAL_LAST = {
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _PADS = (b"", b"", b"==", b"=")
 # binascii's strict mode (3.11+) refuses anything outside the alphabet in C; 3.10 checks with the regex.
-_STRICT_BINASCII = sys.version_info >= (3, 11)
 
 
 def b64url_decode(segment: str, what: str) -> bytes:
@@ -80,7 +79,7 @@ def b64url_decode(segment: str, what: str) -> bytes:
         or "+" in segment
         or "/" in segment
         or "=" in segment
-        or (not _STRICT_BINASCII and not _B64URL.fullmatch(segment))
+        or (sys.version_info < (3, 11) and not _B64URL.fullmatch(segment))
     ):
         raise _malformed(f"the {what} is not base64url (empty, padded or with other characters)")
     if remainder == 1:
