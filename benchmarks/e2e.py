@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def child_env() -> dict[str, str]:
-    """This worktree's ``src`` and ``benchmarks`` first on the path, whatever the venv has installed."""
+    """This worktree's package and ``benchmarks`` first on the path, whatever the venv has installed."""
     env = os.environ.copy()
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return env
 
 

@@ -2,7 +2,7 @@
 
     fuzz/run.sh            # ~20 s, what CI runs when atheris installs
     fuzz/run.sh 3600       # an hour; a crashing input is written to fuzz/artifacts/crash-<sha1>
-    PYTHONPATH=src python fuzz/fuzz_tokens.py fuzz/artifacts/crash-<sha1>   # replay one input
+    PYTHONPATH=. python fuzz/fuzz_tokens.py fuzz/artifacts/crash-<sha1>   # replay one input
 
 fuzz/seeds/ holds the starting corpus (a signed claims set, an alg-none token, and
 the signed ``exp`` of 10**400 that was a 500 before the fix), copied to a temporary

@@ -16,5 +16,5 @@ mkdir -p fuzz/artifacts
 corpus="$(mktemp -d)"  # libFuzzer adds to its first corpus directory: keep fuzz/seeds as committed
 trap 'rm -rf "$corpus"' EXIT
 cp fuzz/seeds/* "$corpus"/
-PYTHONPATH=src "$python" fuzz/fuzz_tokens.py "$corpus" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+PYTHONPATH=. "$python" fuzz/fuzz_tokens.py "$corpus" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
   -artifact_prefix=fuzz/artifacts/ -print_final_stats=1

@@ -21,11 +21,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-import cfaccess_mw
 from cfaccess_mw import ApiKey, AuditEvent, CloudflareAccessMiddleware, ExposureMode, Reason, ServiceToken, Settings
 from cfaccess_mw.testing import LocalIssuer
 
-README = Path(cfaccess_mw.__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[1] / "README.md"
 PEER = ("198.51.100.7", 40123)
 BASE_URL = "http://app.example"
 API_KEY = "audit-test-api-key-0123456789"

@@ -23,8 +23,8 @@ from cfaccess_mw import cli
 from cfaccess_mw.settings import Settings
 from cfaccess_mw.testing import LocalIssuer
 
-SRC = Path(cfaccess_mw.__file__).resolve().parents[1]
-ROOT = SRC.parent
+SRC = Path(cfaccess_mw.__file__).resolve().parents[1]  # the folder holding the package under test
+ROOT = Path(__file__).resolve().parents[1]
 CLIENT_ID = "0123456789abcdef.access"
 
 
