@@ -15,7 +15,6 @@ Per request, in order, and never falling from a failed method to a weaker one:
 from __future__ import annotations
 
 import hashlib
-import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -23,7 +22,6 @@ from typing import Any
 
 import httpx
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,21 +32,14 @@ from .keys import JWKSClient
 from .principals import Principal
 from .settings import ExposureMode, Settings
 from .tokens import TokenVerifier
+from .users import UserDirectory, UserLookup
 
 logger = logging.getLogger("cfaccess_mw")
-
-UserLookup = Callable[[str], Any]
-"""``lookup(email) -> user or None``, sync or async. Must only find existing users, never create one."""
 
 #: Longest Bearer key considered; longer ones are refused without hashing.
 MAX_API_KEY_LENGTH = 512
 COOKIE_NAME = "CF_Authorization"
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-def _is_async_callable(fn: object) -> bool:
-    call = type(fn).__call__ if not inspect.isroutine(fn) and callable(fn) else None
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
 class _Identity:
@@ -88,12 +79,15 @@ class CloudflareAccessMiddleware:
 
     ``app.add_middleware(CloudflareAccessMiddleware, user_lookup=find_user)`` reads
     ``CFACCESS_*`` from the environment; pass ``settings=Settings(...)`` to be
-    explicit. ``audit_hook(event)`` (sync or async) sees every decision.
+    explicit. ``user_lookup(email)`` (sync or async; see :mod:`cfaccess_mw.users`) returns the app's user or
+    ``None``; :meth:`forget_user` drops a user the cache remembers. ``audit_hook(event)`` (sync or async) sees
+    every decision.
     ``extra_scopes(principal)`` adds app-defined scopes (roles, say) to
     ``request.auth.scopes`` for ``@requires`` and :func:`cfaccess_mw.fastapi.require`.
     ``jwks`` shares one key cache between several apps (it must fetch the
     settings' certs URL). ``transport`` and ``clock`` are for tests: an httpx
-    transport for the certs fetch and a wall clock for token times.
+    transport for the certs fetch and a wall clock for token times; ``user_cache_clock`` (monotonic) for the
+    user cache.
     """
 
     def __init__(
@@ -107,13 +101,19 @@ class CloudflareAccessMiddleware:
         jwks: JWKSClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        user_cache_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
         self.settings = settings if settings is not None else Settings.from_env()
         self.user_lookup = user_lookup
         self.audit_hook = audit_hook
         self.extra_scopes = extra_scopes
-        self._lookup_is_async = _is_async_callable(user_lookup)
+        self.users = UserDirectory(
+            user_lookup,
+            cache_seconds=self.settings.user_cache_seconds,
+            cache_size=self.settings.user_cache_size,
+            timer=user_cache_clock,
+        )
         self._trust_loopback = self.settings.exposure_mode is ExposureMode.LOCAL
         self._allow_cookie = self.settings.allow_cookie
         self._public_paths = self.settings.public_paths
@@ -234,16 +234,9 @@ class CloudflareAccessMiddleware:
         if identity.email is None:  # an allowed service token: its principal does not change
             assert identity.principal is not None
             return identity.principal
-        # A user is looked up on every request: one deleted a second ago must be refused now.
-        user = await self._lookup(identity.email)
-        if user is True:
-            logger.error("cfaccess_mw: user_lookup returned True; it must return the user object or None")
-            raise AuthUnavailable(
-                Reason.USER_LOOKUP_FAILED,
-                "The user directory is unavailable; try again shortly.",
-                "user_lookup returned True instead of a user object",
-            )
-        if not user:  # None, and the False, 0 or "" a yes/no lookup would return
+        # Looked up on every request unless CFACCESS_USER_CACHE_SECONDS lets a found user be remembered.
+        user = await self.users.find(identity.email)
+        if user is None:  # None, and the False, 0 or "" a yes/no lookup would return
             raise Forbidden(
                 Reason.UNKNOWN_USER,
                 "This account is not a user of this application; ask an administrator to add it.",
@@ -286,25 +279,6 @@ class CloudflareAccessMiddleware:
             "the token has no 'email' claim and no usable 'common_name' claim",
         )
 
-    async def _lookup(self, email: str) -> Any:
-        if self.user_lookup is None:
-            return None
-        try:
-            if self._lookup_is_async:
-                return await self.user_lookup(email)
-            user = await run_in_threadpool(self.user_lookup, email)
-            if inspect.isawaitable(user):
-                user = await user
-            return user
-        except Exception as exc:
-            # The type only: a database error's text can carry a connection string with its password.
-            logger.error("cfaccess_mw: user_lookup raised %s", type(exc).__name__)
-            raise AuthUnavailable(
-                Reason.USER_LOOKUP_FAILED,
-                "The user directory is unavailable; try again shortly.",
-                f"user_lookup raised {type(exc).__name__}",
-            ) from None
-
     def _principal_from_api_key(self, key: str) -> Principal:
         if key and len(key) <= MAX_API_KEY_LENGTH:
             match = self.settings.find_api_key(hashlib.sha256(key.encode("latin-1")).digest())
@@ -319,6 +293,14 @@ class CloudflareAccessMiddleware:
                 padded = path + "/"
                 return "/../" not in padded and "/./" not in padded
         return False
+
+    def forget_user(self, email: str) -> None:
+        """Drop ``email``'s user from the user cache (call it when the app deletes or disables the user)."""
+        self.users.forget(email)
+
+    def forget_all_users(self) -> None:
+        """Drop every user from the user cache."""
+        self.users.forget_all()
 
     # --- around the app ----------------------------------------------------------------------
 
