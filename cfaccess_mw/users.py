@@ -41,7 +41,8 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cachetools import TTLCache
@@ -75,19 +76,23 @@ def _lookup_failed(detail: str) -> AuthUnavailable:
     return AuthUnavailable(Reason.USER_LOOKUP_FAILED, _UNAVAILABLE, detail)
 
 
+#: What a lookup may never answer with (one isinstance on the hot path; :func:`_not_a_value` says which).
+_NOT_VALUES = (types.AsyncGeneratorType, types.GeneratorType, types.CoroutineType, Awaitable)
+
+
 def _not_a_value(result: object) -> tuple[str, str] | None:
     """``(what result is, the likely mistake)`` when it is not a value, else ``None``. Async generators first:
     to ``inspect`` they are neither awaitable nor generators; generators before awaitables, since a
     generator-based coroutine is both."""
+    if not isinstance(result, _NOT_VALUES):  # Awaitable covers Futures, Tasks and anything with __await__
+        return None
     if inspect.isasyncgen(result):
         return "an async generator", "an 'async def' with 'yield' (a FastAPI dependency?) passed as the lookup"
     if inspect.isgenerator(result):
         return "a generator", "a function with 'yield' (a FastAPI dependency?) passed as the lookup"
     if inspect.iscoroutine(result):
         return "a coroutine", "an 'await' missing inside the lookup"
-    if inspect.isawaitable(result):
-        return f"an awaitable ({type(result).__name__})", "an 'await' missing inside the lookup"
-    return None
+    return f"an awaitable ({type(result).__name__})", "an 'await' missing inside the lookup"
 
 
 async def _dispose(result: Any) -> None:
