@@ -42,8 +42,8 @@ import logging
 import threading
 import time
 import types
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from cachetools import TTLCache
 from starlette.concurrency import run_in_threadpool
@@ -76,16 +76,16 @@ def _lookup_failed(detail: str) -> AuthUnavailable:
     return AuthUnavailable(Reason.USER_LOOKUP_FAILED, _UNAVAILABLE, detail)
 
 
-#: What a lookup may never answer with (one isinstance on the hot path; :func:`_not_a_value` says which).
-_NOT_VALUES = (types.AsyncGeneratorType, types.GeneratorType, types.CoroutineType, Awaitable)
+#: Generators and async generators: what a ``yield`` function returns. Everything else a lookup may never answer
+#: with has ``__await__`` (coroutines, Futures, Tasks, any awaitable), looked up on the type in :meth:`find`:
+#: ``isinstance(result, Awaitable)`` would cost an ABC check on every request.
+_GENERATORS = (types.AsyncGeneratorType, types.GeneratorType)
 
 
-def _not_a_value(result: object) -> tuple[str, str] | None:
-    """``(what result is, the likely mistake)`` when it is not a value, else ``None``. Async generators first:
-    to ``inspect`` they are neither awaitable nor generators; generators before awaitables, since a
+def _describe(result: object) -> tuple[str, str]:
+    """What a result that is not a value is (a generator or an awaitable), and the likely mistake. Async generators first:
+    to ``inspect`` they are neither awaitable nor generators; generators before coroutines, since a
     generator-based coroutine is both."""
-    if not isinstance(result, _NOT_VALUES):  # Awaitable covers Futures, Tasks and anything with __await__
-        return None
     if inspect.isasyncgen(result):
         return "an async generator", "an 'async def' with 'yield' (a FastAPI dependency?) passed as the lookup"
     if inspect.isgenerator(result):
@@ -163,32 +163,13 @@ class UserDirectory:
             # The type only: a database error's text can carry a connection string with its password.
             logger.error("cfaccess_mw: user_lookup raised %s", type(exc).__name__)
             raise _lookup_failed(f"user_lookup raised {type(exc).__name__}") from None
-        user = await self._judge(result)
-        if user is not None and cache is not None:
-            with self._lock:
-                if generation == self._generation:  # no forget() ran while the lookup did
-                    cache[email] = user
-        return user
-
-    async def _judge(self, result: Any) -> Any:
-        """``result`` if it is a user, ``None`` if it says "no such user"; a 503 for anything else."""
+        # Judged inline: this runs on every request without the cache, so the common case costs two checks.
         if result is None:
             return None
-        mistake = _not_a_value(result)
-        if mistake is not None:
-            what, likely = mistake
-            await _dispose(result)
-            logger.error(
-                "cfaccess_mw: user_lookup returned %s, not a user; it must return the user object or None (%s?)",
-                what,
-                likely,
-            )
-            raise _lookup_failed(f"user_lookup returned {what} instead of a user object or None")
-        if result is True:
-            logger.error("cfaccess_mw: user_lookup returned True; it must return the user object or None")
-            raise _lookup_failed("user_lookup returned True instead of a user object")
+        if result is True or isinstance(result, _GENERATORS) or hasattr(type(result), "__await__"):
+            await self._refuse(result)
         try:
-            found = bool(result)
+            unknown = not result
         except Exception as exc:  # a DataFrame, an ORM proxy: their truth is not a yes or no
             logger.error(
                 "cfaccess_mw: user_lookup's result (a %s) cannot be tested for truth: bool() raised %s",
@@ -196,7 +177,28 @@ class UserDirectory:
                 type(exc).__name__,
             )
             raise _lookup_failed(f"bool() of user_lookup's result raised {type(exc).__name__}") from None
-        return result if found else None
+        if unknown:  # the False, 0 or "" of a yes/no lookup: no such user
+            return None
+        if cache is not None:
+            with self._lock:
+                if generation == self._generation:  # no forget() ran while the lookup did
+                    cache[email] = result
+        return result
+
+    @staticmethod
+    async def _refuse(result: Any) -> NoReturn:
+        """A 503 for a result that is not a user: ``True``, a generator or an awaitable (closed first)."""
+        if result is True:
+            logger.error("cfaccess_mw: user_lookup returned True; it must return the user object or None")
+            raise _lookup_failed("user_lookup returned True instead of a user object")
+        what, likely = _describe(result)
+        await _dispose(result)
+        logger.error(
+            "cfaccess_mw: user_lookup returned %s, not a user; it must return the user object or None (%s?)",
+            what,
+            likely,
+        )
+        raise _lookup_failed(f"user_lookup returned {what} instead of a user object or None")
 
     def forget(self, email: str) -> None:
         """Drop one remembered user (call it when the app deletes or disables that user); safe from any thread."""
