@@ -83,9 +83,9 @@ _GENERATORS = (types.AsyncGeneratorType, types.GeneratorType)
 
 
 def _describe(result: object) -> tuple[str, str]:
-    """What a result that is not a value is (a generator or an awaitable), and the likely mistake. Async generators first:
-    to ``inspect`` they are neither awaitable nor generators; generators before coroutines, since a
-    generator-based coroutine is both."""
+    """What a result that is not a value is (a generator or an awaitable), and the likely mistake. Async
+    generators first: to ``inspect`` they are neither awaitable nor generators; generators before coroutines,
+    since a generator-based coroutine is both."""
     if inspect.isasyncgen(result):
         return "an async generator", "an 'async def' with 'yield' (a FastAPI dependency?) passed as the lookup"
     if inspect.isgenerator(result):
