@@ -28,7 +28,7 @@ import starlette
 
 from cfaccess_mw.testing import LocalIssuer
 
-from . import apps, common, e2e, inprocess, jwks
+from . import apps, common, e2e, inprocess, jwks, versus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,6 +115,7 @@ async def _inprocess_sections(args: argparse.Namespace, report: Report, peers: d
         sessions = [minter.identity_token(common.USERS[i % len(common.USERS)]) for i in range(n_sessions)]
         keys = groups["starlette"][1].app.jwks
         hit = await inprocess.session_hit_rate(team, keys, sessions, pool, cache_size, FLOOD_PER_SESSION_REQUEST)
+        versus_cases = await versus.run(args.versus, team, same, args.rounds, args.batch) if args.versus else None
         crypto = inprocess.crypto_floor(
             team, issuer.signing_kid, issuer.private_key().public_key(), same, args.rounds, args.batch
         )
@@ -153,6 +154,14 @@ async def _inprocess_sections(args: argparse.Namespace, report: Report, peers: d
     fresh_added = common.added_us(by_name["(b) fresh token"], bare)
     _user_paths_table(report, groups)
     _session_table(report, hit)
+    if versus_cases is not None:
+        report.h(f"1d. Before and after in one process: the package at `{args.versus}` against this tree's")
+        report.table(*versus.table(versus_cases))
+        report.note(
+            "Both packages loaded side by side (`benchmarks/versus.py`), the same apps built with each, timed in "
+            "the same interleaved rounds; each row is added over its bare app and a multiple of that bare request."
+        )
+        report.data["versus"] = {c.name: c.samples for c in versus_cases}
 
     report.h(f"2. The crypto floor: the same token, µs per call (best of {args.rounds} interleaved rounds)")
     rows = []
@@ -521,6 +530,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-memory", action="store_true", help="skip the memory section")
     parser.add_argument("--json", type=Path, help="also write every sample to this file")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "--versus", metavar="REF", help="also time the package at this git revision against this tree's (e.g. main)"
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     args.rounds = 5 if quick else 15
