@@ -1,6 +1,7 @@
 """cfaccess_mw: verify Cloudflare Access at the origin of a Starlette or FastAPI app, fail closed."""
 
 from .audit import AuditEvent
+from .authenticator import Authenticated, Authenticator
 from .endpoints import AuthConfigEndpoint
 from .errors import AuthError, AuthUnavailable, ConfigError, Forbidden, InvalidToken, Reason, Unauthorized
 from .middleware import CloudflareAccessMiddleware
@@ -13,6 +14,8 @@ __all__ = [
     "AuthConfigEndpoint",
     "AuthError",
     "AuthUnavailable",
+    "Authenticated",
+    "Authenticator",
     "CloudflareAccessMiddleware",
     "ConfigError",
     "ExposureMode",

@@ -7,7 +7,7 @@
 
 ``check`` and ``explain`` read the same variables as the middleware and run the
 middleware's own code (:meth:`Settings.from_env`, :class:`JWKSClient`,
-:meth:`CloudflareAccessMiddleware.authenticate`), so what they say is what a
+:meth:`Authenticator.identify`), so what they say is what a
 request would get.
 
 Exit status: 0 all is well; 1 a check failed (the token is refused or malformed,
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NoReturn
 
+from .authenticator import Authenticator
 from .errors import AuthError, ConfigError, InvalidToken, Reason
 from .keys import JWKSClient
 from .middleware import CloudflareAccessMiddleware
@@ -280,10 +281,6 @@ def _hint(err: AuthError, settings: Settings, claims: Mapping[str, Any]) -> str:
     return "this is not a token Cloudflare Access would send; copy the Cf-Access-Jwt-Assertion header as received"
 
 
-async def _no_app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover - never called
-    raise RuntimeError("explain never calls the app")
-
-
 async def _any_user(email: str) -> str:
     """The CLI has no user store: every email counts as found, and the report says so."""
     return email
@@ -291,10 +288,11 @@ async def _any_user(email: str) -> str:
 
 async def _authenticate(settings: Settings, token: str) -> tuple[Principal | None, AuthError | None, list[str]]:
     """Run the middleware's own decision on a request carrying ``token`` and nothing else."""
-    middleware = CloudflareAccessMiddleware(_no_app, settings=settings, user_lookup=_any_user)
-    assert middleware.jwks is not None  # jwt_enabled
-    if not await middleware.jwks.refresh():
-        raise CliError(f"cannot fetch the signing keys from {settings.certs_url}: {middleware.jwks.last_failure}")
+    authenticator = Authenticator(settings, user_lookup=_any_user)
+    jwks = authenticator.jwks
+    assert jwks is not None  # jwt_enabled
+    if not await jwks.refresh():
+        raise CliError(f"cannot fetch the signing keys from {settings.certs_url}: {jwks.last_failure}")
     scope: dict[str, Any] = {
         "type": "http",
         "method": "GET",
@@ -303,10 +301,10 @@ async def _authenticate(settings: Settings, token: str) -> tuple[Principal | Non
         "client": None,
     }
     try:
-        principal = await middleware.authenticate(scope)
+        principal = await authenticator.identify(scope)
     except AuthError as err:
-        return None, err, middleware.jwks.kids
-    return principal, None, middleware.jwks.kids
+        return None, err, jwks.kids
+    return principal, None, jwks.kids
 
 
 async def cmd_explain(args: argparse.Namespace) -> int:

@@ -49,6 +49,7 @@ ENV_NAMES = {
     "jwks_refresh_cooldown_seconds": "CFACCESS_JWKS_REFRESH_COOLDOWN_SECONDS",
     "token_cache_size": "CFACCESS_TOKEN_CACHE_SIZE",
     "allow_cookie": "CFACCESS_ALLOW_COOKIE",
+    "local_hosts": "CFACCESS_LOCAL_HOSTS",
 }
 _FILE_VARS = {"CFACCESS_API_KEYS_FILE"}
 
@@ -149,6 +150,7 @@ class Settings:
     jwks_refresh_cooldown_seconds: float = 10.0
     token_cache_size: int = 4096
     allow_cookie: bool = False
+    local_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -160,7 +162,7 @@ class Settings:
 
         if self.team_domain is not None:
             set_(self, "team_domain", _normalise_domain(self.team_domain))
-        for name in ("audiences", "api_keys", "service_tokens", "public_paths"):
+        for name in ("audiences", "api_keys", "service_tokens", "public_paths", "local_hosts"):
             if isinstance(getattr(self, name), (str, bytes)):
                 raise _fail(name, f"{name} must be a tuple, not a single string")
         audiences = tuple(aud.lower() if isinstance(aud, str) else aud for aud in self.audiences)
@@ -214,6 +216,11 @@ class Settings:
         )
         set_(self, "service_tokens", tuple(self.service_tokens))
         set_(self, "public_paths", tuple(self._check_path(p) for p in self.public_paths))
+        set_(self, "local_hosts", tuple(self._check_local_host(h) for h in self.local_hosts))
+        if self.local_hosts and mode is not ExposureMode.LOCAL:
+            raise _fail(
+                "local_hosts", "names hosts the local operator uses: only meaningful with CFACCESS_EXPOSURE_MODE=local"
+            )
 
         for name, low, high in (
             ("leeway_seconds", 0, 300),
@@ -257,6 +264,14 @@ class Settings:
         if any(s in ("", ".", "..") for s in segments):
             raise _fail("public_paths", f"{path!r} must not contain empty, '.' or '..' segments")
         return "/" + "/".join(segments)
+
+    @staticmethod
+    def _check_local_host(host: object) -> str:
+        name = host.strip().lower() if isinstance(host, str) else ""
+        labels = name.split(".")
+        if not name or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+            raise _fail("local_hosts", f"{host!r} is not a host name (no scheme, port or path; e.g. devbox.lan)")
+        return name
 
     @staticmethod
     def _check_unique(field_name: str, names: list[str], values: list[object], what: str, value_what: str) -> None:
@@ -326,6 +341,7 @@ class Settings:
         kwargs["api_keys"] = tuple(_read_api_keys(get("api_keys"), env.get("CFACCESS_API_KEYS_FILE")))
         kwargs["service_tokens"] = tuple(_parse_service_tokens(get("service_tokens")))
         kwargs["public_paths"] = tuple(_split(get("public_paths")))
+        kwargs["local_hosts"] = tuple(_split(get("local_hosts")))
         kwargs["leeway_seconds"] = number("leeway_seconds", 30.0)
         kwargs["jwks_cache_seconds"] = number("jwks_cache_seconds", 300.0)
         kwargs["jwks_timeout_seconds"] = number("jwks_timeout_seconds", 5.0)

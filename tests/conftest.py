@@ -27,6 +27,8 @@ from cfaccess_mw.testing import LocalIssuer
 
 REMOTE_PEER = ("203.0.113.7", 51000)  # TEST-NET-3: never loopback
 LOOPBACK_PEER = ("127.0.0.1", 51000)
+#: What a program on this host addressing the app sends as Host (TestClient's default "testserver" is not local).
+LOCAL_BASE_URL = "http://localhost:8000"
 
 USERS: dict[str, dict[str, str]] = {
     "alice@example.com": {"name": "Alice", "role": "admin"},
@@ -108,7 +110,8 @@ def make_client() -> Iterator[ClientFactory]:
     clients: list[TestClient] = []
 
     def factory(settings: Settings, peer: tuple[str, int] | None = REMOTE_PEER, **options: Any) -> TestClient:
-        client = TestClient(build_app(settings, **options), client=peer)  # type: ignore[arg-type]
+        app = build_app(settings, **options)
+        client = TestClient(app, base_url=LOCAL_BASE_URL, client=peer)  # type: ignore[arg-type]
         client.__enter__()
         clients.append(client)
         return client

@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 from cfaccess_mw import ApiKey, ServiceToken, Settings
 from cfaccess_mw.testing import LocalIssuer, new_rsa_key, public_jwk
 
+from .conftest import LOCAL_BASE_URL
 from .hostile import Endpoint, assert_refused, b64, b64json, counting_app, hmac_signed, raw_call, rs256
 
 API_KEY = "hk_" + "7Qm2xZ9vLp4Rt8Wn3Yc6Bd1Fg5Hj0Ks2"
@@ -415,7 +416,7 @@ def test_trust_comes_from_the_socket_peer_and_the_mode(
     hostile_issuer: LocalIssuer, mode: str, peer: tuple[str, int], headers: dict[str, str], status: int
 ) -> None:
     app, endpoint = counting_app(hostile_settings(hostile_issuer, exposure_mode=mode))
-    with TestClient(app, client=peer) as client:
+    with TestClient(app, base_url=LOCAL_BASE_URL, client=peer) as client:
         response = client.get("/", headers=headers)
     if status == 200:
         assert response.status_code == 200
