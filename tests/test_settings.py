@@ -192,3 +192,21 @@ def test_aud_tag_is_lower_cased() -> None:
 def test_a_single_string_for_a_tuple_field_is_refused(field: str) -> None:
     with pytest.raises(ConfigError, match="not a single string"):
         Settings(team_domain="t.cloudflareaccess.com", **{"audiences": (AUD,), field: AUD})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("certs_url", ["http://127.0.0.1:9/certs", "http://[::1]:9/certs", "http://localhost:9/certs"])
+def test_a_zero_refetch_cooldown_is_allowed_for_a_loopback_certs_url(certs_url: str) -> None:
+    env = {**BASE, "CFACCESS_CERTS_URL": certs_url, "CFACCESS_JWKS_REFRESH_COOLDOWN_SECONDS": "0"}
+    assert Settings.from_env(env).jwks_refresh_cooldown_seconds == 0.0
+
+
+@pytest.mark.parametrize(
+    "certs_url", [None, "https://certs.example.com/cdn-cgi/access/certs"], ids=["cloudflare", "https-mirror"]
+)
+def test_a_zero_refetch_cooldown_is_refused_for_a_real_certs_endpoint(certs_url: str | None) -> None:
+    env = {**BASE, "CFACCESS_JWKS_REFRESH_COOLDOWN_SECONDS": "0"}
+    if certs_url is not None:
+        env["CFACCESS_CERTS_URL"] = certs_url
+    with pytest.raises(ConfigError, match="loopback CFACCESS_CERTS_URL") as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == "CFACCESS_JWKS_REFRESH_COOLDOWN_SECONDS"
