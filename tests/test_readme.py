@@ -271,13 +271,15 @@ def auth_config_line(framework: str) -> str:
 def test_auth_config_endpoint_mounts_in_fastapi_as_the_readme_shows(shared_issuer: LocalIssuer) -> None:
     settings = shared_issuer.settings(public_paths=("/auth/config",))
     app = fastapi_app(settings)
-    exec(auth_config_line("FastAPI"), {"app": app, "settings": settings, "AuthConfigEndpoint": AuthConfigEndpoint})
+    namespace = {"app": app, "settings": settings, "AuthConfigEndpoint": AuthConfigEndpoint, "Route": Route}
+    exec(auth_config_line("FastAPI"), namespace)
 
     with TestClient(app, client=REMOTE_PEER) as client:
         response = client.get("/auth/config")
 
     assert response.status_code == 200
     assert response.json()["logout_url"] == f"https://{shared_issuer.team_domain}/cdn-cgi/access/logout"
+    assert "/auth/config" not in app.openapi()["paths"]
 
 
 def test_the_readmes_requires_example_refuses_in_json(shared_issuer: LocalIssuer) -> None:
