@@ -159,3 +159,8 @@ def test_an_endpoint_without_a_request_argument_is_refused_at_decoration() -> No
 
     with pytest.raises(TypeError, match='no "request" or "websocket" argument'):
         requires("admin")(endpoint)
+
+
+def test_a_decorated_endpoint_called_without_a_request_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="not a Request or WebSocket"):
+        report("not a request")  # type: ignore[arg-type]

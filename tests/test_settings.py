@@ -255,3 +255,10 @@ def test_a_bad_strict_value_is_refused() -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({**BASE, "CFACCESS_STRICT": "sure"})
     assert caught.value.variable == "CFACCESS_STRICT"
+
+
+def test_strict_false_keeps_unknown_variables_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="cfaccess_mw"):
+        Settings.from_env({**BASE, "CFACCESS_STRICT": "false", "CFACCESS_PUBLIC_PATH": "/healthz"})
+
+    assert "ignoring unknown setting CFACCESS_PUBLIC_PATH" in caplog.text
