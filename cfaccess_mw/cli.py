@@ -1,9 +1,10 @@
 """``cfaccess-mw``: answers for the person who deploys an app behind Cloudflare Access.
 
-    cfaccess-mw check               validate the CFACCESS_* variables, fetch the signing keys, print the policy
+    cfaccess-mw check [--strict]    validate the CFACCESS_* variables, fetch the signing keys, print the policy
     cfaccess-mw explain TOKEN|-     decode a token, then say which check (if any) refuses it, and why
     cfaccess-mw new-api-key NAME    a new random API key, shown once, and its CFACCESS_API_KEYS entry
     cfaccess-mw demo                the middleware against a local stand-in for Cloudflare, in-process
+    cfaccess-mw --version           the installed version
 
 ``check`` and ``explain`` read the same variables as the middleware and run the
 middleware's own code (:meth:`Settings.from_env`, :class:`JWKSClient`,
@@ -15,7 +16,8 @@ the certs endpoint cannot be used); 2 usage or configuration error (the message
 names the variable); 70 a bug. A failure always ends with one line on stderr that
 starts with ``cfaccess-mw:``, never a traceback. Warnings (an unknown
 ``CFACCESS_*`` variable, a key the certs endpoint lists but that cannot be used)
-go to stderr as ``cfaccess-mw: warning: ...``.
+go to stderr as ``cfaccess-mw: warning: ...``; ``check --strict`` (or
+``CFACCESS_STRICT=true``) makes an unknown variable an error instead, exit 2.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NoReturn
 
+from . import __version__
 from .authenticator import Authenticator
 from .errors import AuthError, ConfigError, InvalidToken, Reason
 from .keys import JWKSClient
@@ -199,7 +202,7 @@ async def _fetch_keys(settings: Settings) -> JWKSClient:
 
 async def cmd_check(args: argparse.Namespace) -> int:
     """Validate the configuration and the certs endpoint; print the effective policy."""
-    settings = Settings.from_env()
+    settings = Settings.from_env(strict=True if args.strict else None)
     _print_policy(settings)
     if settings.jwt_enabled:
         jwks = await _fetch_keys(settings)
@@ -500,9 +503,16 @@ def build_parser() -> argparse.ArgumentParser:
         "variables as the middleware.",
         epilog="Exit status: 0 ok; 1 a check failed; 2 usage or configuration error.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     check = commands.add_parser("check", help="validate CFACCESS_*, fetch the signing keys, print the policy")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="an unknown CFACCESS_* variable (a typo such as CFACCESS_PUBLIC_PATH) is an error, exit 2, not a "
+        "warning; CFACCESS_STRICT=true does the same for the app itself",
+    )
     check.set_defaults(func=cmd_check)
 
     explain = commands.add_parser("explain", help="decode a token and say which check refuses it")

@@ -8,6 +8,7 @@ environment variable a deployer would fix.
 
 from __future__ import annotations
 
+import difflib
 import enum
 import hashlib
 import hmac
@@ -52,6 +53,10 @@ ENV_NAMES = {
     "local_hosts": "CFACCESS_LOCAL_HOSTS",
 }
 _FILE_VARS = {"CFACCESS_API_KEYS_FILE"}
+#: Read by from_env itself: unknown CFACCESS_* names become errors instead of warnings.
+STRICT_VARIABLE = "CFACCESS_STRICT"
+#: The httpx client's variables (cfaccess_mw.client), not the middleware's.
+CLIENT_PREFIX = "CFACCESS_CLIENT_"
 
 
 class ExposureMode(str, enum.Enum):
@@ -222,17 +227,23 @@ class Settings:
                 "local_hosts", "names hosts the local operator uses: only meaningful with CFACCESS_EXPOSURE_MODE=local"
             )
 
+        # A cooldown of 0 refetches for every unknown key id: what a test wants right after rotating its local
+        # issuer's key, and a load generator against a real certs endpoint. So 0 only for a loopback certs URL.
+        loopback_certs = self.certs_url is not None and is_loopback_url_host(urlsplit(self.certs_url).hostname or "")
         for name, low, high in (
             ("leeway_seconds", 0, 300),
             ("jwks_cache_seconds", 10, 86400),
             ("jwks_timeout_seconds", 0.1, 60),
-            ("jwks_refresh_cooldown_seconds", 1, 60),
+            ("jwks_refresh_cooldown_seconds", 0 if loopback_certs else 1, 60),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise _fail(name, f"must be a number, got {value!r}")
             if not low <= value <= high:
-                raise _fail(name, f"must be between {low} and {high} seconds, got {value}")
+                hint = ""
+                if name == "jwks_refresh_cooldown_seconds" and 0 <= value < low:
+                    hint = " (below 1 only for tests, with a loopback CFACCESS_CERTS_URL)"
+                raise _fail(name, f"must be between {low} and {high} seconds, got {value}{hint}")
             set_(self, name, float(value))
         size = self.token_cache_size
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_TOKEN_CACHE_SIZE:
@@ -308,13 +319,28 @@ class Settings:
     # --- from the environment -----------------------------------------------------------------
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate every ``CFACCESS_*`` variable; raise :class:`ConfigError` naming the bad one."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, strict: bool | None = None) -> Settings:
+        """Read and validate every ``CFACCESS_*`` variable; raise :class:`ConfigError` naming the bad one.
+
+        An unknown ``CFACCESS_*`` name is usually a typo that silently drops a setting
+        (``CFACCESS_PUBLIC_PATH`` leaves ``/healthz`` behind auth). It is logged as a warning, or,
+        with ``strict`` (default: the ``CFACCESS_STRICT`` variable), refused like any bad value.
+        """
         env = os.environ if environ is None else environ
-        known = set(ENV_NAMES.values()) | _FILE_VARS
-        for name in sorted(env):
-            if name.startswith(ENV_PREFIX) and name not in known and not name.startswith("CFACCESS_CLIENT_"):
-                logger.warning("cfaccess_mw: ignoring unknown setting %s (a typo?)", name)
+        if strict is None:
+            raw_strict = env.get(STRICT_VARIABLE, "").strip()
+            strict = _boolean(STRICT_VARIABLE, raw_strict) if raw_strict else False
+        unknown = unknown_variables(env)
+        if unknown and strict:
+            name, suggestion = unknown[0]
+            others = f"; also unknown: {', '.join(n for n, _ in unknown[1:])}" if len(unknown) > 1 else ""
+            guess = f"; did you mean {suggestion}?" if suggestion else ""
+            raise ConfigError(
+                name, f"not a setting cfaccess_mw reads{guess}{others} (unknown names are errors in strict mode)"
+            )
+        for name, suggestion in unknown:
+            guess = f" did you mean {suggestion}?" if suggestion else ""
+            logger.warning("cfaccess_mw: ignoring unknown setting %s (a typo?%s)", name, guess)
 
         def get(field_name: str) -> str | None:
             value = env.get(ENV_NAMES[field_name])
@@ -357,6 +383,35 @@ class Settings:
         return cls(**kwargs)  # type: ignore[arg-type]
 
 
+def known_variables() -> frozenset[str]:
+    """Every ``CFACCESS_*`` name the middleware reads (the client's ``CFACCESS_CLIENT_*`` are its own)."""
+    return frozenset({*ENV_NAMES.values(), *_FILE_VARS, STRICT_VARIABLE})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``CFACCESS_*`` names in ``environ`` that nothing reads, each with the known name it most resembles."""
+    known = known_variables()
+    unknown = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known and not name.startswith(CLIENT_PREFIX):
+            unknown.append((name, _nearest(name, known)))
+    return unknown
+
+
+def _nearest(name: str, known: Iterable[str]) -> str | None:
+    """The known name ``name`` most likely misspells: close in spelling, else the only one it starts or ends.
+
+    The shared ``CFACCESS_`` prefix is left out of the comparison, or every name would look alike.
+    """
+    typed = name[len(ENV_PREFIX) :]
+    suffixes = {k[len(ENV_PREFIX) :]: k for k in known}
+    close = difflib.get_close_matches(typed, suffixes, n=1, cutoff=0.7)
+    if close:
+        return suffixes[close[0]]
+    stems = [k for s, k in suffixes.items() if len(typed) >= 3 and (s.startswith(typed) or typed.startswith(s))]
+    return stems[0] if len(stems) == 1 else None
+
+
 def _split(value: str | None) -> Iterable[str]:
     if value is None:
         return []
@@ -364,6 +419,7 @@ def _split(value: str | None) -> Iterable[str]:
 
 
 def _boolean(field_name: str, raw: str) -> bool:
+    """``true``/``false`` and friends; ``field_name`` is a Settings field or a variable name."""
     lowered = raw.lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
