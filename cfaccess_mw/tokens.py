@@ -42,11 +42,17 @@ _SHA256 = SHA256()
 
 
 class KeySource(Protocol):
-    """What the verifier needs from a key store (implemented by :class:`~cfaccess_mw.keys.JWKSClient`)."""
+    """What the verifier needs from a key store (implemented by :class:`~cfaccess_mw.keys.JWKSClient`).
+
+    ``cached_key`` answers without waiting (it runs for every cached token) and
+    must return the same object for as long as the key material behind ``kid``
+    is unchanged: a cached token is valid only while it returns the very object
+    the token was verified with.
+    """
 
     async def get_key(self, kid: str) -> RSAPublicKey: ...
 
-    def has_kid(self, kid: str) -> bool: ...
+    def cached_key(self, kid: str) -> RSAPublicKey | None: ...
 
 
 def _malformed(detail: str) -> InvalidToken:
@@ -261,18 +267,21 @@ def check_claims(
 
 
 class VerifiedToken:
-    """A verified token's read-only claims, its key id and expiry, and a slot for the caller's memo.
+    """A verified token's read-only claims, its key id, expiry and key, and a slot for the caller's memo.
 
     The middleware keeps what it derives from the claims (the normalised email, the
     principal) in ``memo``, so a repeated token costs neither RSA nor re-deriving.
+    ``key`` is the key object the signature verified with: the cache serves the
+    token only while the key source still returns that very object.
     """
 
-    __slots__ = ("claims", "exp", "kid", "memo")
+    __slots__ = ("claims", "exp", "key", "kid", "memo")
 
-    def __init__(self, claims: Mapping[str, Any], kid: str, exp: float) -> None:
+    def __init__(self, claims: Mapping[str, Any], kid: str, exp: float, key: RSAPublicKey) -> None:
         self.claims = claims
         self.kid = kid
         self.exp = exp
+        self.key = key
         self.memo: Any = None
 
     def __repr__(self) -> str:
@@ -288,10 +297,11 @@ class TokenVerifier:
     """Verifies tokens for one Access application; caches verified tokens until they expire.
 
     The cache is bounded and keyed by the exact token text. An entry is used only
-    while the token has not expired and its signing key is still published, so a
-    repeated token (a browser session sends the same one until it expires) costs
-    no RSA work, and a withdrawn key still stops its tokens. Oldest entries are
-    evicted first.
+    while the token has not expired and the key source still holds the very key
+    object it was verified with, so a repeated token (a browser session sends the
+    same one until it expires) costs no RSA work, while a withdrawn key stops its
+    tokens and a key republished under the same ``kid`` with other material makes
+    them verify again. Oldest entries are evicted first.
     """
 
     def __init__(
@@ -325,9 +335,9 @@ class TokenVerifier:
         now = self._clock()
         cached = self._cache.get(token)
         if cached is not None:
-            if now <= cached.exp + self.leeway and self.keys.has_kid(cached.kid):
+            if now <= cached.exp + self.leeway and self.keys.cached_key(cached.kid) is cached.key:
                 return cached
-            del self._cache[token]  # expired or its key was withdrawn: verify afresh for the precise reason
+            del self._cache[token]  # expired, or its key withdrawn or changed: verify afresh for the precise reason
 
         header_b64, payload_b64, signature_b64 = split_token(token)
         kid = self._headers.get(header_b64)
@@ -348,7 +358,7 @@ class TokenVerifier:
             ) from None
         claims = _json_object(b64url_decode(payload_b64, "payload"), "payload")
         exp = check_claims(claims, issuer=self.issuer, audiences=self.audiences, leeway=self.leeway, now=now)
-        verified = VerifiedToken(MappingProxyType(claims), kid, exp)
+        verified = VerifiedToken(MappingProxyType(claims), kid, exp, key)
         if self.cache_size:
             if len(self._cache) >= self.cache_size:
                 self._cache.popitem(last=False)

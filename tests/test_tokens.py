@@ -18,6 +18,8 @@ from cfaccess_mw.keys import JWKSClient
 from cfaccess_mw.testing import LocalIssuer, new_rsa_key, public_jwk
 from cfaccess_mw.tokens import MAX_TOKEN_LENGTH, TokenVerifier, decode_unverified, human_duration
 
+from .conftest import Clock
+
 pytestmark = pytest.mark.anyio
 
 
@@ -43,11 +45,16 @@ def make_verifier(issuer: LocalIssuer, now: float | None = None, **options: Any)
 
 def resign(issuer: LocalIssuer, header: dict[str, Any], payload_segment: str) -> str:
     """A token with an arbitrary payload segment, correctly RS256-signed by the issuer's key."""
+    return resign_with(issuer.private_key(), header, payload_segment)
+
+
+def resign_with(key: Any, header: dict[str, Any], payload_segment: str) -> str:
+    """A token with an arbitrary payload segment, RS256-signed by ``key``."""
     from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
     from cryptography.hazmat.primitives.hashes import SHA256
 
     signing_input = f"{b64json(header)}.{payload_segment}"
-    signature = issuer.private_key().sign(signing_input.encode(), PKCS1v15(), SHA256())
+    signature = key.sign(signing_input.encode(), PKCS1v15(), SHA256())
     return f"{signing_input}.{b64(signature)}"
 
 
@@ -399,3 +406,65 @@ def test_decode_unverified_reads_header_and_claims(shared_issuer: LocalIssuer) -
 )
 def test_human_duration(seconds: float, text: str) -> None:
     assert human_duration(seconds) == text
+
+
+# --- the cache follows the keys, and keeps the sessions in use (issue 10 finding 6) ------
+
+
+def monotonic_verifier(issuer: LocalIssuer, clock: Clock, **options: Any) -> TokenVerifier:
+    keys = JWKSClient(issuer.certs_url, cache_seconds=60, cooldown_seconds=10, clock=clock)
+    return TokenVerifier(issuer=issuer.issuer, audiences=(issuer.audience,), keys=keys, **options)
+
+
+async def settle(verifier: TokenVerifier) -> None:
+    keys = verifier.keys
+    assert isinstance(keys, JWKSClient)
+    await keys.settle()
+
+
+async def test_cached_token_is_verified_again_when_its_kid_is_republished_with_other_material(
+    issuer: LocalIssuer,
+) -> None:
+    clock = Clock()
+    verifier = monotonic_verifier(issuer, clock)
+    kid = issuer.signing_kid
+    token = issuer.identity_token("alice@example.com")
+    await verifier.verify(token)
+    impostor = new_rsa_key()
+    document = json.dumps({"keys": [public_jwk(kid, impostor)]}).encode()
+    issuer.responder = lambda: (200, {}, document)  # the same kid, other key material
+    clock.now += 61
+    await verifier.verify(token)  # still the old key: served, and a background refresh starts
+    await settle(verifier)
+    err = await refused(verifier, token)
+    assert err.reason is Reason.BAD_SIGNATURE
+    claims = issuer.base_claims() | {"email": "bob@example.com"}
+    signed_by_new = resign_with(impostor, {"alg": "RS256", "kid": kid}, b64json(claims))
+    assert (await verifier.verify(signed_by_new))["email"] == "bob@example.com"
+
+
+async def test_cache_only_traffic_refreshes_the_keys_and_a_withdrawn_key_stops_its_tokens(issuer: LocalIssuer) -> None:
+    clock = Clock()
+    verifier = monotonic_verifier(issuer, clock)
+    token = issuer.identity_token("alice@example.com")
+    first = await verifier.verify(token)
+    issuer.rotate(keep_old=False)  # Cloudflare withdraws the key
+    clock.now += 61  # the key set outlives its lifetime while only this cached token arrives
+    assert await verifier.verify(token) is first  # served from the cache, without waiting for the refresh
+    await settle(verifier)
+    assert issuer.fetch_count == 2
+    err = await refused(verifier, token)
+    assert err.reason is Reason.UNKNOWN_KEY
+
+
+async def test_a_routine_refresh_keeps_cached_tokens(issuer: LocalIssuer) -> None:
+    clock = Clock()
+    verifier = monotonic_verifier(issuer, clock)
+    token = issuer.identity_token("alice@example.com")
+    first = await verifier.verify_token(token)
+    for _ in range(3):
+        clock.now += 61
+        await verifier.verify_token(token)
+        await settle(verifier)
+    assert issuer.fetch_count == 4
+    assert await verifier.verify_token(token) is first  # never verified again: the key object was kept
