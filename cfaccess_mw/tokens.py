@@ -301,7 +301,9 @@ class TokenVerifier:
     object it was verified with, so a repeated token (a browser session sends the
     same one until it expires) costs no RSA work, while a withdrawn key stops its
     tokens and a key republished under the same ``kid`` with other material makes
-    them verify again. Oldest entries are evicted first.
+    them verify again. The least recently used entry is evicted first, so a burst
+    of one-off tokens (a crawler, a fleet of CI jobs) does not push out the
+    sessions in use.
     """
 
     def __init__(
@@ -336,6 +338,7 @@ class TokenVerifier:
         cached = self._cache.get(token)
         if cached is not None:
             if now <= cached.exp + self.leeway and self.keys.cached_key(cached.kid) is cached.key:
+                self._cache.move_to_end(token)
                 return cached
             del self._cache[token]  # expired, or its key withdrawn or changed: verify afresh for the precise reason
 
@@ -361,7 +364,7 @@ class TokenVerifier:
         verified = VerifiedToken(MappingProxyType(claims), kid, exp, key)
         if self.cache_size:
             if len(self._cache) >= self.cache_size:
-                self._cache.popitem(last=False)
+                self._cache.popitem(last=False)  # the least recently used
             self._cache[token] = verified
         return verified
 

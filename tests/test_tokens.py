@@ -408,7 +408,7 @@ def test_human_duration(seconds: float, text: str) -> None:
     assert human_duration(seconds) == text
 
 
-# --- the cache follows the keys, and keeps the sessions in use (issue 10 finding 6) ------
+# --- the cache follows the keys, and keeps the sessions in use (issue 10 finding 6, issue 11 part 3) ------
 
 
 def monotonic_verifier(issuer: LocalIssuer, clock: Clock, **options: Any) -> TokenVerifier:
@@ -468,3 +468,17 @@ async def test_a_routine_refresh_keeps_cached_tokens(issuer: LocalIssuer) -> Non
         await settle(verifier)
     assert issuer.fetch_count == 4
     assert await verifier.verify_token(token) is first  # never verified again: the key object was kept
+
+
+async def test_an_active_session_survives_a_burst_of_one_off_tokens_larger_than_the_cache(
+    shared_issuer: LocalIssuer,
+) -> None:
+    verifier = make_verifier(shared_issuer, cache_size=8)
+    session = shared_issuer.identity_token("alice@example.com")
+    entry = await verifier.verify_token(session)
+    for n in range(24):  # three times the cache: a crawler, or a fleet of CI jobs each with its own token
+        await verifier.verify_token(shared_issuer.identity_token(f"ci-{n}@example.com"))
+        if n % 4 == 3:  # the browser session keeps sending its token meanwhile
+            assert await verifier.verify_token(session) is entry
+    assert verifier.cached_tokens == 8
+    assert await verifier.verify_token(session) is entry, "still cached: the one-off tokens were evicted first"
