@@ -15,6 +15,7 @@ signature verifies.
 from __future__ import annotations
 
 import binascii
+import copy
 import json
 import re
 import sys
@@ -22,7 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
@@ -266,6 +267,77 @@ def check_claims(
     return exp
 
 
+def _read_only(*args: Any, **kwargs: Any) -> NoReturn:
+    raise TypeError("token claims are read-only; change a copy (list(...), dict(...)) instead")
+
+
+class ReadOnlyList(list[Any]):
+    """A JSON array from verified claims: equal to, serialised as and ``isinstance`` of ``list``, but read-only.
+
+    A list, not a tuple, so code written against the JSON types (``claims["aud"] ==
+    [...]``, ``json.dumps``) keeps working. Copies (``list(x)``, ``copy.copy``,
+    ``copy.deepcopy``) are ordinary, mutable lists.
+    """
+
+    __slots__ = ()
+    append = extend = insert = pop = remove = clear = sort = reverse = _read_only
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only
+
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        return copy.deepcopy(list(self), memo)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return list, (list(self),)
+
+
+class ReadOnlyDict(dict[str, Any]):
+    """A JSON object nested in verified claims: equal to, serialised as and ``isinstance`` of ``dict``, read-only."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = pop = popitem = clear = update = setdefault = _read_only
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return copy.deepcopy(dict(self), memo)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return dict, (dict(self),)
+
+
+_CONTAINERS = frozenset((list, dict))
+
+
+def _frozen(value: Any) -> Any:
+    kind = type(value)
+    if kind is list:
+        for item in value:
+            if type(item) in _CONTAINERS:
+                return ReadOnlyList([_frozen(item) for item in value])
+        return ReadOnlyList(value)  # the common case (``aud``, a list of groups): no copy item by item
+    if kind is dict:
+        return ReadOnlyDict({name: _frozen(item) for name, item in value.items()})
+    return value
+
+
+def freeze_claims(claims: dict[str, Any]) -> Mapping[str, Any]:
+    """Verified claims made read-only all the way down, once per verification (not per cache hit).
+
+    The claims are shared by every request that presents the same token, so a
+    request that changed them (``claims["groups"].append(...)``) would change what
+    the next one sees. The top level becomes a ``MappingProxyType``; nested arrays
+    and objects become :class:`ReadOnlyList` and :class:`ReadOnlyDict`.
+    """
+    for name, value in claims.items():
+        if type(value) in _CONTAINERS:
+            claims[name] = _frozen(value)  # replacing a value while iterating is allowed (no key is added)
+    return MappingProxyType(claims)
+
+
 class VerifiedToken:
     """A verified token's read-only claims, its key id, expiry and key, and a slot for the caller's memo.
 
@@ -361,7 +433,11 @@ class TokenVerifier:
             ) from None
         claims = _json_object(b64url_decode(payload_b64, "payload"), "payload")
         exp = check_claims(claims, issuer=self.issuer, audiences=self.audiences, leeway=self.leeway, now=now)
-        verified = VerifiedToken(MappingProxyType(claims), kid, exp, key)
+        try:
+            frozen = freeze_claims(claims)
+        except RecursionError:  # only a signed payload nested deeper than the interpreter recurses gets here
+            raise _malformed("the payload is nested too deeply") from None
+        verified = VerifiedToken(frozen, kid, exp, key)
         if self.cache_size:
             if len(self._cache) >= self.cache_size:
                 self._cache.popitem(last=False)  # the least recently used

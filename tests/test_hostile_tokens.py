@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 from cfaccess_mw import ApiKey, ServiceToken, Settings
 from cfaccess_mw.testing import LocalIssuer, new_rsa_key, public_jwk
 
+from .conftest import find_user
 from .hostile import Endpoint, assert_refused, b64, b64json, counting_app, hmac_signed, raw_call, rs256
 
 API_KEY = "hk_" + "7Qm2xZ9vLp4Rt8Wn3Yc6Bd1Fg5Hj0Ks2"
@@ -506,3 +507,50 @@ def test_other_authorization_schemes_are_not_credentials(
 ) -> None:
     response = target.client.get("/", headers={"Authorization": f"{scheme} {API_KEY}"})
     assert_refused(response.status_code, response.json(), target.endpoint, 401, ("no_credentials",))
+
+
+# --- claims shared by a session's requests (issue 10 finding 7) -------------------------------------
+
+
+def test_a_request_cannot_change_the_claims_the_next_request_of_the_session_sees(hostile_issuer: LocalIssuer) -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from cfaccess_mw import CloudflareAccessMiddleware
+
+    async def meddle(request: Request) -> JSONResponse:
+        claims = request.user.claims
+        seen = {"groups": list(claims["groups"]), "org": dict(claims["org"]), "aud": list(claims["aud"])}
+        changed = []
+        changes: list[tuple[str, Callable[[], object]]] = [
+            ("groups", lambda: claims["groups"].append("admins")),
+            ("org", lambda: claims["org"].update(role="owner")),
+            ("org.teams", lambda: claims["org"]["teams"].append("red")),
+            ("aud", lambda: claims["aud"].append("0" * 64)),
+        ]
+        for name, change in changes:
+            try:
+                change()
+            except TypeError:
+                continue
+            changed.append(name)
+        return JSONResponse({"seen": seen, "changed": changed})
+
+    app = Starlette(routes=[Route("/", meddle)])
+    app.add_middleware(CloudflareAccessMiddleware, settings=hostile_settings(hostile_issuer), user_lookup=find_user)
+    token = hostile_issuer.identity_token(ALICE, groups=["staff"], org={"teams": ["blue"]})
+    with TestClient(app, client=REMOTE) as client:
+        first = client.get("/", headers={"Cf-Access-Jwt-Assertion": token}).json()
+        second = client.get("/", headers={"Cf-Access-Jwt-Assertion": token}).json()
+    assert first["changed"] == []
+    assert (
+        second["seen"]
+        == first["seen"]
+        == {
+            "groups": ["staff"],
+            "org": {"teams": ["blue"]},
+            "aud": [hostile_issuer.audience],
+        }
+    )

@@ -482,3 +482,67 @@ async def test_an_active_session_survives_a_burst_of_one_off_tokens_larger_than_
             assert await verifier.verify_token(session) is entry
     assert verifier.cached_tokens == 8
     assert await verifier.verify_token(session) is entry, "still cached: the one-off tokens were evicted first"
+
+
+# --- claims are read-only all the way down (issue 10 finding 7) ---------------------------------------
+
+
+async def test_claims_are_read_only_all_the_way_down(shared_issuer: LocalIssuer) -> None:
+    import copy
+
+    verifier = make_verifier(shared_issuer)
+    custom: dict[str, Any] = {"groups": ["staff"], "org": {"teams": ["blue"], "level": 3}}
+    token = shared_issuer.identity_token("alice@example.com", **custom)
+    claims = await verifier.verify(token)
+    attempts: list[Callable[[], object]] = [
+        lambda: claims["groups"].append("admins"),
+        lambda: claims["groups"].extend(["admins"]),
+        lambda: claims["groups"].insert(0, "admins"),
+        lambda: claims["groups"].__setitem__(0, "admins"),
+        lambda: claims["groups"].__iadd__(["admins"]),
+        lambda: claims["groups"].clear(),
+        lambda: claims["aud"].pop(),
+        lambda: claims["org"].__setitem__("level", 9),
+        lambda: claims["org"].update(level=9),
+        lambda: claims["org"].setdefault("admin", True),
+        lambda: claims["org"].pop("level"),
+        lambda: claims["org"]["teams"].append("red"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(TypeError):
+            attempt()
+    again = await verifier.verify(token)  # the cache hit every later request of this session gets
+    assert again["groups"] == ["staff"]
+    assert again["org"] == {"teams": ["blue"], "level": 3}
+    assert again["aud"] == [shared_issuer.audience]
+    assert isinstance(again["groups"], list)
+    assert json.loads(json.dumps(dict(again))) == {**dict(again), **custom}
+    mine = copy.deepcopy(dict(again))  # a copy is the app's own, and ordinary
+    mine["groups"].append("admins")
+    mine["org"]["teams"].append("red")
+    assert again["groups"] == ["staff"]
+    assert again["org"]["teams"] == ["blue"]
+
+
+async def test_a_signed_payload_too_deep_to_make_read_only_is_malformed(shared_issuer: LocalIssuer) -> None:
+    import inspect
+    import sys
+
+    # Python 3.11's JSON parser counts against the recursion limit and refuses first; from 3.12 it does not,
+    # and making the claims read-only is what runs out. Either way: 401 malformed, never an exception.
+    depth = 200
+    deep = b'{"a":' * depth + b"1" + b"}" * depth
+    claims = json.dumps(shared_issuer.base_claims() | {"email": "a@example.com"}).encode()
+    payload = claims[:-1] + b', "deep": ' + deep + b"}"
+    token = resign(shared_issuer, {"alg": "RS256", "kid": shared_issuer.signing_kid}, b64(payload))
+    verifier = make_verifier(shared_issuer)
+    await verifier.verify(token)  # fine at the usual recursion limit ...
+    verifier = make_verifier(shared_issuer)
+    await verifier.keys.refresh()  # type: ignore[attr-defined]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + depth // 2)
+    try:
+        err = await refused(verifier, token)  # ... refused, never a crash, when it cannot be parsed or frozen
+    finally:
+        sys.setrecursionlimit(limit)
+    assert err.reason is Reason.TOKEN_MALFORMED
