@@ -58,8 +58,8 @@ class _Keys:
     async def get_key(self, kid: str) -> RSAPublicKey:
         return self.key
 
-    def has_kid(self, kid: str) -> bool:
-        return kid == self.kid
+    def cached_key(self, kid: str) -> RSAPublicKey | None:
+        return self.key if kid == self.kid else None
 
 
 async def floor_and_peers(

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
+import anyio
 import httpx
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import cookie_parser
@@ -214,7 +215,10 @@ class Authenticator:
             await self.jwks.refresh()
 
     async def aclose(self) -> None:
-        """Release what the authenticator holds. Nothing outlives a request today; kept for adapters to call."""
+        """Let a background key refresh finish (bounded by the fetch timeout), so shutdown is quiet."""
+        if self.jwks is not None:
+            with anyio.move_on_after(self.settings.jwks_timeout_seconds + 1):
+                await self.jwks.settle()
 
     # --- the decision --------------------------------------------------------------------------
 

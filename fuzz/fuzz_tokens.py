@@ -43,6 +43,7 @@ ISSUER = "https://fuzz-team.cloudflareaccess.com"
 AUDIENCE = "a" * 64
 NOW = 1_700_000_000.0
 PRIVATE = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+PUBLIC = PRIVATE.public_key()
 HEADER = base64.urlsafe_b64encode(json.dumps({"alg": "RS256", "kid": KID}).encode()).rstrip(b"=").decode()
 
 
@@ -50,10 +51,10 @@ class MemoryKeys:
     async def get_key(self, kid: str) -> rsa.RSAPublicKey:
         if kid != KID:
             raise InvalidToken(Reason.UNKNOWN_KEY, "unknown key")
-        return PRIVATE.public_key()
+        return PUBLIC
 
-    def has_kid(self, kid: str) -> bool:
-        return kid == KID
+    def cached_key(self, kid: str) -> rsa.RSAPublicKey | None:
+        return PUBLIC if kid == KID else None
 
 
 VERIFIER = TokenVerifier(issuer=ISSUER, audiences=(AUDIENCE,), keys=MemoryKeys(), cache_size=0, clock=lambda: NOW)
