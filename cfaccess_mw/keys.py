@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 
 import anyio
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
 
 from .errors import AuthUnavailable, InvalidToken, Reason
@@ -39,6 +40,11 @@ MAX_JWKS_BYTES = 1 << 20  # Cloudflare's document is about 3 KB; 1 MiB is genero
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 8192  # bounds the work one verification can cost
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+#: A key a token can be verified with: RSA (RS256) for Cloudflare, or P-256 (ES256) for the other presets.
+PublicKey = RSAPublicKey | EllipticCurvePublicKey
+#: One JWK to ``(kid, key)``, or ``ValueError`` saying why it is unusable (:func:`parse_jwk` is Cloudflare's).
+JWKParser = Callable[[object], tuple[str, PublicKey]]
 
 
 class JWKSFetchError(Exception):
@@ -76,7 +82,7 @@ def parse_jwk(jwk: object) -> tuple[str, RSAPublicKey]:
     return kid, RSAPublicNumbers(e, n).public_key()
 
 
-def parse_jwks(document: object) -> tuple[dict[str, RSAPublicKey], list[str]]:
+def parse_jwks(document: object, parse: JWKParser = parse_jwk) -> tuple[dict[str, PublicKey], list[str]]:
     """A certs document to ``({kid: key}, [problems])``; unusable keys are skipped, not fatal.
 
     A ``kid`` that appears twice is dropped altogether: with two keys under one
@@ -84,13 +90,13 @@ def parse_jwks(document: object) -> tuple[dict[str, RSAPublicKey], list[str]]:
     """
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise JWKSFetchError("document has no 'keys' list")
-    keys: dict[str, RSAPublicKey] = {}
+    keys: dict[str, PublicKey] = {}
     problems: list[str] = []
     seen: set[str] = set()
     duplicates: set[str] = set()
     for jwk in document["keys"]:
         try:
-            kid, key = parse_jwk(jwk)
+            kid, key = parse(jwk)
         except (ValueError, TypeError) as exc:
             problems.append(str(exc))
             continue
@@ -102,7 +108,8 @@ def parse_jwks(document: object) -> tuple[dict[str, RSAPublicKey], list[str]]:
         del keys[kid]
         problems.append(f"kid {kid!r} appears more than once; ignoring it")
     if not keys:
-        raise JWKSFetchError("no usable RS256 keys" + (f" ({'; '.join(problems)})" if problems else ""))
+        usable = "no usable RS256 keys" if parse is parse_jwk else "no usable keys"
+        raise JWKSFetchError(usable + (f" ({'; '.join(problems)})" if problems else ""))
     return keys, problems
 
 
@@ -123,15 +130,17 @@ class JWKSClient:
         max_bytes: int = MAX_JWKS_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        parse: JWKParser = parse_jwk,
     ) -> None:
         self.url = url
+        self._parse = parse  # which keys this client adopts; anything else in the document is skipped
         self.cache_seconds = cache_seconds
         self.cooldown_seconds = cooldown_seconds
         self.timeout = timeout
         self.max_bytes = max_bytes
         self._transport = transport
         self._clock = clock
-        self._keys: Mapping[str, RSAPublicKey] = {}
+        self._keys: Mapping[str, PublicKey] = {}
         self._fetched_at = -math.inf  # last success
         self._attempted_at = -math.inf  # last attempt, success or not
         self._generation = 0  # bumped after every attempt; waiters use it to skip a second fetch
@@ -158,7 +167,7 @@ class JWKSClient:
         """Whether ``kid`` is in the cached key set (no I/O; used to expire cached tokens of removed keys)."""
         return kid in self._keys
 
-    async def get_key(self, kid: str) -> RSAPublicKey:
+    async def get_key(self, kid: str) -> PublicKey:
         """The public key for ``kid``, fetching if the cache is stale or does not know it.
 
         Raises :class:`InvalidToken` (``unknown_key``) when the endpoint does not list
@@ -214,7 +223,7 @@ class JWKSClient:
             self._generation += 1
         return bool(self._keys)
 
-    def _record_success(self, keys: dict[str, RSAPublicKey], problems: list[str], listed: set[str]) -> None:
+    def _record_success(self, keys: dict[str, PublicKey], problems: list[str], listed: set[str]) -> None:
         # A cached key whose kid the document still lists, but in a form we cannot use (a wrong kty, alg or use,
         # listed twice), has not been withdrawn: keep the last good copy rather than refuse its tokens.
         kept = sorted(kid for kid in self._keys if kid in listed and kid not in keys)
@@ -243,7 +252,7 @@ class JWKSClient:
             logger.debug("certs endpoint %s still failing: %s", self.url, why)
         self._last_failure = why
 
-    async def _fetch(self) -> tuple[dict[str, RSAPublicKey], list[str], set[str]]:
+    async def _fetch(self) -> tuple[dict[str, PublicKey], list[str], set[str]]:
         """The usable keys, the problems with the rest, and every kid the document lists (usable or not)."""
         self.fetch_count += 1
         try:
@@ -257,7 +266,7 @@ class JWKSClient:
             document = json.loads(body)
         except (ValueError, RecursionError):
             raise JWKSFetchError("response is not JSON") from None
-        keys, problems = parse_jwks(document)
+        keys, problems = parse_jwks(document, self._parse)
         listed = {jwk["kid"] for jwk in document["keys"] if isinstance(jwk, dict) and isinstance(jwk.get("kid"), str)}
         return keys, problems, listed
 
