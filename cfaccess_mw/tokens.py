@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.hashes import SHA256
 
 from .errors import InvalidToken, Reason
+from .keys import PublicKey
 
 #: Longest token accepted, in characters. Cloudflare's tokens are about 1 KB; a 16 KiB cap
 #: bounds the work an attacker can ask for before any signature check.
@@ -44,9 +45,16 @@ _SHA256 = SHA256()
 class KeySource(Protocol):
     """What the verifier needs from a key store (implemented by :class:`~cfaccess_mw.keys.JWKSClient`)."""
 
-    async def get_key(self, kid: str) -> RSAPublicKey: ...
+    async def get_key(self, kid: str) -> PublicKey: ...
 
     def has_kid(self, kid: str) -> bool: ...
+
+
+class TokenProfile(Protocol):
+    """Another proxy's rules for a fresh token (:class:`~cfaccess_mw.providers.PresetProfile`): header,
+    encoding, key and claims. The verifier keeps the cache; the profile does everything the cache does not."""
+
+    async def verify(self, token: str, keys: KeySource, now: float) -> VerifiedToken: ...
 
 
 def _malformed(detail: str) -> InvalidToken:
@@ -303,8 +311,10 @@ class TokenVerifier:
         leeway: float = 30.0,
         cache_size: int = 4096,
         clock: Callable[[], float] = time.time,
+        profile: TokenProfile | None = None,
     ) -> None:
         self.issuer = issuer
+        self.profile = profile  # None: Cloudflare's rules, below
         self.audiences = audiences
         self.keys = keys
         self.leeway = leeway
@@ -329,6 +339,8 @@ class TokenVerifier:
                 return cached
             del self._cache[token]  # expired or its key was withdrawn: verify afresh for the precise reason
 
+        if self.profile is not None:  # another proxy's preset (providers.py); cached exactly like a Cloudflare token
+            return self._remember(token, await self.profile.verify(token, self.keys, now))
         header_b64, payload_b64, signature_b64 = split_token(token)
         kid = self._headers.get(header_b64)
         if kid is None:
@@ -338,6 +350,10 @@ class TokenVerifier:
             self._headers[header_b64] = kid
         signature = b64url_decode(signature_b64, "signature")
         key = await self.keys.get_key(kid)
+        if not isinstance(key, RSAPublicKey):  # a key source shared with an ES256 preset: never for Cloudflare
+            raise InvalidToken(
+                Reason.ALGORITHM_NOT_ALLOWED, "The token's signing key is not allowed.", f"key {kid!r} is not RSA"
+            )
         try:
             key.verify(signature, f"{header_b64}.{payload_b64}".encode("ascii"), _PADDING, _SHA256)
         except InvalidSignature:
@@ -349,6 +365,14 @@ class TokenVerifier:
         claims = _json_object(b64url_decode(payload_b64, "payload"), "payload")
         exp = check_claims(claims, issuer=self.issuer, audiences=self.audiences, leeway=self.leeway, now=now)
         verified = VerifiedToken(MappingProxyType(claims), kid, exp)
+        if self.cache_size:
+            if len(self._cache) >= self.cache_size:
+                self._cache.popitem(last=False)
+            self._cache[token] = verified
+        return verified
+
+    def _remember(self, token: str, verified: VerifiedToken) -> VerifiedToken:
+        """Cache a preset's verified token (the same bounded, oldest-first cache as Cloudflare's, above)."""
         if self.cache_size:
             if len(self._cache) >= self.cache_size:
                 self._cache.popitem(last=False)
