@@ -124,8 +124,11 @@ def parse_ec_jwk(jwk: dict[str, object], kid: str) -> EllipticCurvePublicKey:
         raise ValueError(f"kid {kid!r}: contains private key material")
     x = _coordinate(jwk.get("x"), f"kid {kid!r}: x")
     y = _coordinate(jwk.get("y"), f"kid {kid!r}: y")
-    # cryptography refuses a point that is not on the curve (an invalid-curve attack needs one).
-    return EllipticCurvePublicNumbers(x, y, SECP256R1()).public_key()
+    try:
+        # cryptography refuses a point that is not on the curve (an invalid-curve attack needs one).
+        return EllipticCurvePublicNumbers(x, y, SECP256R1()).public_key()
+    except ValueError:
+        raise ValueError(f"kid {kid!r}: the point is not on P-256") from None
 
 
 def parse_p256_pem(pem: bytes, kid: str) -> EllipticCurvePublicKey:

@@ -294,14 +294,20 @@ class AlbKeySource:
         )
 
 
-def build_key_source(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> KeyStore:
-    """The key source a non-Cloudflare preset reads, from validated settings."""
+def build_key_source(
+    settings: Settings,
+    transport: httpx.AsyncBaseTransport | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> KeyStore:
+    """The key source a non-Cloudflare preset reads, from validated settings (``clock`` for tests)."""
     preset = PRESETS[settings.provider]
     cooldown = settings.jwks_refresh_cooldown_seconds
     timeout = settings.jwks_timeout_seconds
     if preset.keys is KeyKind.PEM_PER_KID:
         assert settings.certs_url is not None
-        return AlbKeySource(settings.certs_url, cooldown_seconds=cooldown, timeout=timeout, transport=transport)
+        return AlbKeySource(
+            settings.certs_url, cooldown_seconds=cooldown, timeout=timeout, transport=transport, clock=clock
+        )
     parse = jwk_parser(settings.algorithms)
     cache = settings.jwks_cache_seconds
     if preset.keys is KeyKind.OIDC_DISCOVERY and settings.certs_url is None:
@@ -312,6 +318,7 @@ def build_key_source(settings: Settings, transport: httpx.AsyncBaseTransport | N
             cooldown_seconds=cooldown,
             timeout=timeout,
             transport=transport,
+            clock=clock,
         )
     assert settings.certs_url is not None
     return JWKSClient(
@@ -321,5 +328,6 @@ def build_key_source(settings: Settings, transport: httpx.AsyncBaseTransport | N
         timeout=timeout,
         max_bytes=MAX_JWKS_BYTES,
         transport=transport,
+        clock=clock,
         parse=parse,
     )

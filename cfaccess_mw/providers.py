@@ -276,6 +276,8 @@ def check_preset_settings(settings: Settings) -> dict[str, Any]:
         if issuers and issuers != (IAP_ISSUER,):
             raise _fail("issuers", f"Google IAP's issuer is always {IAP_ISSUER}; leave CFACCESS_ISSUER unset")
         issuers = (IAP_ISSUER,)
+        if settings.certs_url is None:
+            values["certs_url"] = preset.default_certs_url
         if not audiences:
             raise ConfigError(
                 "CFACCESS_AUD",

@@ -87,9 +87,7 @@ HEADER = {"alg": "ES256", "kid": KID, "typ": "JWT"}
 
 
 def ours(token: str) -> dict[str, Any] | None:
-    verifier = TokenVerifier(
-        issuer=ISSUER, audiences=(CLIENT_ID,), keys=PublishedKeys(), cache_size=0, profile=PROFILE
-    )
+    verifier = TokenVerifier(issuer=ISSUER, audiences=(CLIENT_ID,), keys=PublishedKeys(), cache_size=0, profile=PROFILE)
     step = verifier.verify(token)
     try:
         step.send(None)

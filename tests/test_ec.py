@@ -128,7 +128,7 @@ def _b64(data: bytes) -> str:
 )
 def test_unusable_ec_jwks_are_refused(change: dict[str, Any]) -> None:
     jwk = {**public_jwk("k1", KEY), **change}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="kid 'k1'"):
         parse_ec_jwk(jwk, "k1")
 
 
@@ -185,5 +185,5 @@ def test_a_p256_pem_parses() -> None:
     ids=["p384", "secp256k1", "rsa", "garbage", "empty", "oversized"],
 )
 def test_unusable_pems_are_refused(pem: bytes) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="kid 'k'"):
         parse_p256_pem(pem, "k")
