@@ -39,7 +39,9 @@ from .audit import AuditEvent, AuditHook, Outcome, audit_logger, emit, request_f
 from .errors import AuthError, AuthUnavailable, Forbidden, InvalidToken, Reason, Unauthorized
 from .exposure import LocalAddressing
 from .keys import JWKSClient
+from .keysources import KeyStore, build_key_source
 from .principals import Principal
+from .providers import PRESETS, Provider, build_profile, token_header
 from .settings import ExposureMode, Settings
 from .tokens import TokenVerifier
 
@@ -99,6 +101,21 @@ def _access_cookie(cookie: str) -> str | None:
             f"{COOKIE_NAME} cookie appears {names.count(COOKIE_NAME)} times",
         )
     return cookie_parser(cookie).get(COOKIE_NAME)
+
+
+def _bearer_id_token(value: str) -> tuple[str | None, str | None]:
+    """The oidc preset reading ``Authorization``: ``(ID token, None)`` or ``(None, header)`` for the API-key path.
+
+    Decided by shape alone, before anything is verified, so a credential takes exactly
+    one path and a failure on it never falls through to the other: a Bearer credential
+    with a ``.`` is a JWT (an ID token), anything else an API key (``new-api-key``
+    makes keys without dots).
+    """
+    scheme, _, credential = value.partition(" ")
+    credential = credential.strip()
+    if scheme.lower() == "bearer" and "." in credential:
+        return credential, None
+    return None, value
 
 
 def route_path(scope: Mapping[str, Any]) -> str:
@@ -161,7 +178,7 @@ class Authenticator:
         user_lookup: UserLookup | None = None,
         audit_hook: AuditHook | None = None,
         extra_scopes: ExtraScopes | None = None,
-        jwks: JWKSClient | None = None,
+        jwks: KeyStore | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -178,9 +195,27 @@ class Authenticator:
         # The api_key and local principals never change (and are immutable): built once.
         self._api_key_principals = {k.name: Principal("api_key", name=k.name) for k in self.settings.api_keys}
         self._local = Principal("local", name="local")
-        self.jwks: JWKSClient | None = None
+        self.jwks: KeyStore | None = None
         self.verifier: TokenVerifier | None = None
-        if self.settings.jwt_enabled:
+        # Which proxy signs the token, and the header it arrives in (providers.py; Cloudflare's by default).
+        self._cloudflare = self.settings.provider is Provider.CLOUDFLARE
+        self._proxy = PRESETS[self.settings.provider].label
+        self._token_header = token_header(self.settings).encode("latin-1")
+        self._token_in_authorization = self._token_header == b"authorization"  # the oidc preset's default
+        if self.settings.jwt_enabled and not self._cloudflare:
+            self.jwks = jwks or build_key_source(self.settings, transport)
+            self.verifier = TokenVerifier(
+                issuer=str(self.settings.issuer),
+                audiences=self.settings.audiences,
+                keys=self.jwks,
+                leeway=self.settings.leeway_seconds,
+                cache_size=self.settings.token_cache_size,
+                clock=clock,
+                profile=build_profile(self.settings),
+            )
+            if user_lookup is None:
+                logger.warning("cfaccess_mw: no user_lookup given, so every %s user gets 403", self._proxy)
+        elif self.settings.jwt_enabled:
             assert self.settings.certs_url is not None
             assert self.settings.issuer is not None
             if jwks is not None and jwks.url != self.settings.certs_url:
@@ -244,12 +279,12 @@ class Authenticator:
         scope = scope_of(source)
         jwt_header = authorization = cookie = None
         for name, value in scope["headers"]:  # one pass; a credential header sent twice is ambiguous
-            if name == b"cf-access-jwt-assertion":
+            if name == self._token_header:  # b"cf-access-jwt-assertion" unless another proxy's preset
                 if jwt_header is not None:
                     raise InvalidToken(
                         Reason.TOKEN_MALFORMED,
                         "The access token header was sent more than once.",
-                        "Cf-Access-Jwt-Assertion appears more than once",
+                        f"{self._token_header.decode()} appears more than once",
                     )
                 jwt_header = value.decode("latin-1")
             elif name == b"authorization":
@@ -262,6 +297,8 @@ class Authenticator:
                 authorization = value.decode("latin-1")
             elif name == b"cookie" and self._allow_cookie:
                 cookie = value.decode("latin-1") if cookie is None else f"{cookie}; {value.decode('latin-1')}"
+        if self._token_in_authorization and jwt_header is not None:
+            jwt_header, authorization = _bearer_id_token(jwt_header)
         if self.verifier is not None:
             if jwt_header is None and cookie is not None:
                 jwt_header = _access_cookie(cookie)
@@ -277,13 +314,13 @@ class Authenticator:
                 return self._local
             raise Unauthorized(
                 Reason.NO_CREDENTIALS,
-                "Authentication required: send a Cloudflare Access token or an API key.",
-                f"no Cf-Access-Jwt-Assertion and no Bearer key; not the local operator: {refused}",
+                f"Authentication required: send a {self._proxy} token or an API key.",
+                f"no {self._token_header.decode()} token and no Bearer key; not the local operator: {refused}",
             )
         raise Unauthorized(
             Reason.NO_CREDENTIALS,
-            "Authentication required: send a Cloudflare Access token or an API key.",
-            "no Cf-Access-Jwt-Assertion and no Bearer key (reverse-proxy mode)",
+            f"Authentication required: send a {self._proxy} token or an API key.",
+            f"no {self._token_header.decode()} token and no Bearer key (reverse-proxy mode)",
         )
 
     def scopes_for(self, principal: Principal) -> list[str]:
@@ -344,7 +381,7 @@ class Authenticator:
         """Who verified claims name: a normalised email, or an allowed service (refusals are not remembered)."""
         if "email" in claims:
             return _Identity(normalise_email(claims["email"]))
-        client_id = claims.get("common_name")
+        client_id = claims.get("common_name") if self._cloudflare else None  # service tokens are Cloudflare's
         if isinstance(client_id, str) and client_id:
             name = self._services.get(client_id)
             if name is None:

@@ -40,10 +40,12 @@ from . import __version__
 from .authenticator import Authenticator
 from .errors import AuthError, ConfigError, InvalidToken, Reason
 from .keys import JWKSClient
+from .keysources import KeyStore, build_key_source
 from .middleware import CloudflareAccessMiddleware
 from .principals import Principal
+from .providers import Provider, build_profile, decode_unverified_for, describe_preset, preset_hint, token_header
 from .settings import ApiKey, ExposureMode, Settings
-from .tokens import check_claims, decode_unverified, human_duration
+from .tokens import check_claims, human_duration
 
 PROG = "cfaccess-mw"
 EXIT_OK = 0
@@ -53,7 +55,12 @@ EXIT_BUG = 70
 
 #: The most ``explain`` reads from stdin; the middleware itself refuses tokens over 16 KiB.
 MAX_INPUT_BYTES = 1 << 20
-_PASTED_PREFIX = re.compile(r"^(?:cf-access-jwt-assertion\s*:|cf_authorization\s*=|cf-access-token\s*:)", re.IGNORECASE)
+_PASTED_PREFIX = re.compile(
+    r"^(?:cf-access-jwt-assertion\s*:|cf_authorization\s*=|cf-access-token\s*:"
+    r"|x-goog-iap-jwt-assertion\s*:|x-pomerium-jwt-assertion\s*:|x-amzn-oidc-data\s*:"
+    r"|(?:authorization\s*:\s*)?bearer\s)",
+    re.IGNORECASE,
+)
 
 
 class CliError(Exception):
@@ -148,7 +155,10 @@ def _print_policy(settings: Settings) -> None:
     )
     _out("Effective policy (from CFACCESS_* variables):")
     _row("exposure mode", f"{mode.value}: {trust}")
-    if settings.jwt_enabled:
+    if settings.provider is not Provider.CLOUDFLARE:
+        for label, value in describe_preset(settings):
+            _row(label, value)
+    elif settings.jwt_enabled:
         _row("team domain", str(settings.team_domain))
         _row("issuer", str(settings.issuer))
         _row(f"audiences ({len(settings.audiences)})", ", ".join(settings.audiences))
@@ -187,7 +197,12 @@ def _advice(settings: Settings) -> list[str]:
     return notes
 
 
-async def _fetch_keys(settings: Settings) -> JWKSClient:
+async def _fetch_keys(settings: Settings) -> KeyStore:
+    if settings.provider is not Provider.CLOUDFLARE:
+        source = build_key_source(settings)
+        if not await source.refresh():
+            raise CliError(f"cannot fetch the signing keys from {source.url}: {source.last_failure}")
+        return source
     assert settings.certs_url is not None  # jwt_enabled
     jwks = JWKSClient(
         settings.certs_url,
@@ -206,10 +221,15 @@ async def cmd_check(args: argparse.Namespace) -> int:
     _print_policy(settings)
     if settings.jwt_enabled:
         jwks = await _fetch_keys(settings)
-        _row(f"signing keys ({len(jwks.kids)})", ", ".join(jwks.kids))
+        if settings.provider is Provider.AWS_ALB:
+            _row("signing keys", f"fetched one per kid from {jwks.url}/<kid> when a token first names it")
+        else:
+            _row(f"signing keys ({len(jwks.kids)})", f"{', '.join(jwks.kids)} from {jwks.url}")
     for note in _advice(settings):
         _out(f"note: {note}")
-    if settings.jwt_enabled:
+    if settings.provider is Provider.AWS_ALB:
+        _out("OK: configuration is valid (ALB keys are fetched per kid; explain a real token to test the endpoint).")
+    elif settings.jwt_enabled:
         _out("OK: configuration is valid and the certs endpoint serves usable keys.")
     else:
         _out("OK: configuration is valid (API keys and, in local mode, loopback only; no Access tokens).")
@@ -251,6 +271,8 @@ def _print_token(header: Mapping[str, Any], claims: Mapping[str, Any], now: floa
 def _hint(err: AuthError, settings: Settings, claims: Mapping[str, Any]) -> str:
     """What a deployer can do about a refusal, given the unverified claims."""
     reason = err.reason
+    if settings.provider is not Provider.CLOUDFLARE:
+        return preset_hint(reason, settings, claims)
     if reason is Reason.AUDIENCE_MISMATCH:
         return (
             "CFACCESS_AUD must list the Application Audience (AUD) Tag of the Access application in front of "
@@ -296,11 +318,13 @@ async def _authenticate(settings: Settings, token: str) -> tuple[Principal | Non
     assert jwks is not None  # jwt_enabled
     if not await jwks.refresh():
         raise CliError(f"cannot fetch the signing keys from {settings.certs_url}: {jwks.last_failure}")
+    header = token_header(settings)
+    value = f"Bearer {token}" if header == "authorization" else token
     scope: dict[str, Any] = {
         "type": "http",
         "method": "GET",
         "path": "/",
-        "headers": [(b"cf-access-jwt-assertion", token.encode("ascii"))],
+        "headers": [(header.encode("latin-1"), value.encode("ascii", errors="replace"))],
         "client": None,
     }
     try:
@@ -315,7 +339,9 @@ async def cmd_explain(args: argparse.Namespace) -> int:
     token = _read_token(args.token)
     now = time.time()
     try:
-        header, claims = decode_unverified(token)
+        # Read before the settings (a token is worth showing even when they are broken), so with ALB's padding
+        # allowed; whether this preset allows it is the verdict's business below.
+        header, claims = decode_unverified_for(Provider.AWS_ALB, token)
     except InvalidToken as exc:
         raise CliError(f"not a readable token ({exc.reason}): {exc.detail}") from None
     _print_token(header, claims, now)
@@ -328,8 +354,9 @@ async def cmd_explain(args: argparse.Namespace) -> int:
         )
     principal, err, kids = await _authenticate(settings, token)
     _out("Checked as the middleware would, against:")
-    _row("issuer", str(settings.issuer))
-    _row("audiences", ", ".join(settings.audiences))
+    _row("provider", f"{settings.provider} (token from {token_header(settings)})")
+    _row("issuer", ", ".join(settings.issuers) or str(settings.issuer))
+    _row("audiences", ", ".join(settings.audiences) or "none (checked: signer and client)")
     _row(f"signing keys ({len(kids)})", f"{', '.join(kids)} from {settings.certs_url}")
     _row("leeway", _seconds(settings.leeway_seconds))
     _out()
@@ -348,13 +375,16 @@ async def cmd_explain(args: argparse.Namespace) -> int:
     if err.reason in (Reason.UNKNOWN_KEY, Reason.BAD_SIGNATURE, Reason.ALGORITHM_NOT_ALLOWED):
         # The middleware stops at the signature; the claims may explain why (another team's token, say).
         try:
-            check_claims(
-                claims,
-                issuer=str(settings.issuer),
-                audiences=settings.audiences,
-                leeway=settings.leeway_seconds,
-                now=now,
-            )
+            if settings.provider is not Provider.CLOUDFLARE:
+                build_profile(settings).check_claims(claims, now)
+            else:
+                check_claims(
+                    claims,
+                    issuer=str(settings.issuer),
+                    audiences=settings.audiences,
+                    leeway=settings.leeway_seconds,
+                    now=now,
+                )
         except InvalidToken as claim_err:
             _out(f"  also, in the unverified claims: {claim_err.detail}")
     raise CliError(f"token refused ({err.status_code} {err.reason}): {err.detail}")

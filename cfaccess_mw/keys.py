@@ -62,6 +62,7 @@ from typing import Any
 
 import anyio
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
 
 from .errors import AuthUnavailable, InvalidToken, Reason
@@ -84,6 +85,12 @@ def _running_trio(trio: ModuleType) -> bool:
     except RuntimeError:
         return False
     return True
+
+
+#: A key a token can be verified with: RSA (RS256) for Cloudflare, or P-256 (ES256) for the other presets.
+PublicKey = RSAPublicKey | EllipticCurvePublicKey
+#: One JWK to ``(kid, key)``, or ``ValueError`` saying why it is unusable (:func:`parse_jwk` is Cloudflare's).
+JWKParser = Callable[[object], tuple[str, PublicKey]]
 
 
 class JWKSFetchError(Exception):
@@ -121,7 +128,7 @@ def parse_jwk(jwk: object) -> tuple[str, RSAPublicKey]:
     return kid, RSAPublicNumbers(e, n).public_key()
 
 
-def parse_jwks(document: object) -> tuple[dict[str, RSAPublicKey], list[str]]:
+def parse_jwks(document: object, parse: JWKParser = parse_jwk) -> tuple[dict[str, PublicKey], list[str]]:
     """A certs document to ``({kid: key}, [problems])``; unusable keys are skipped, not fatal.
 
     A ``kid`` that appears twice is dropped altogether: with two keys under one
@@ -129,13 +136,13 @@ def parse_jwks(document: object) -> tuple[dict[str, RSAPublicKey], list[str]]:
     """
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise JWKSFetchError("document has no 'keys' list")
-    keys: dict[str, RSAPublicKey] = {}
+    keys: dict[str, PublicKey] = {}
     problems: list[str] = []
     seen: set[str] = set()
     duplicates: set[str] = set()
     for jwk in document["keys"]:
         try:
-            kid, key = parse_jwk(jwk)
+            kid, key = parse(jwk)
         except (ValueError, TypeError) as exc:
             problems.append(str(exc))
             continue
@@ -147,7 +154,8 @@ def parse_jwks(document: object) -> tuple[dict[str, RSAPublicKey], list[str]]:
         del keys[kid]
         problems.append(f"kid {kid!r} appears more than once; ignoring it")
     if not keys:
-        raise JWKSFetchError("no usable RS256 keys" + (f" ({'; '.join(problems)})" if problems else ""))
+        usable = "no usable RS256 keys" if parse is parse_jwk else "no usable keys"
+        raise JWKSFetchError(usable + (f" ({'; '.join(problems)})" if problems else ""))
     return keys, problems
 
 
@@ -168,15 +176,17 @@ class JWKSClient:
         max_bytes: int = MAX_JWKS_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        parse: JWKParser = parse_jwk,
     ) -> None:
         self.url = url
+        self._parse = parse  # which keys this client adopts; anything else in the document is skipped
         self.cache_seconds = cache_seconds
         self.cooldown_seconds = cooldown_seconds
         self.timeout = timeout
         self.max_bytes = max_bytes
         self._transport = transport
         self._clock = clock
-        self._keys: Mapping[str, RSAPublicKey] = {}
+        self._keys: Mapping[str, PublicKey] = {}
         self._fetched_at = -math.inf  # last success
         self._attempted_at = -math.inf  # end of the last attempt, success or not
         self._kid_fetch_at = -math.inf  # last fetch caused by an unknown kid (the cooldown's allowance)
@@ -212,7 +222,7 @@ class JWKSClient:
         """Whether ``kid`` is in the cached key set (no I/O)."""
         return kid in self._keys
 
-    def cached_key(self, kid: str) -> RSAPublicKey | None:
+    def cached_key(self, kid: str) -> PublicKey | None:
         """The cached key object for ``kid``, or ``None``; never waits.
 
         Called for every token, cached or not: when the key set is due for a refresh,
@@ -224,7 +234,7 @@ class JWKSClient:
             self._refresh_in_background()
         return self._keys.get(kid)
 
-    async def get_key(self, kid: str) -> RSAPublicKey:
+    async def get_key(self, kid: str) -> PublicKey:
         """The public key for ``kid``, fetching when the cache does not know it (see the module's rules).
 
         A known key is returned at once, even when due for a refresh (which then runs
@@ -395,7 +405,7 @@ class JWKSClient:
             self._schedule()
         return bool(self._keys)
 
-    def _record_success(self, keys: dict[str, RSAPublicKey], problems: list[str], listed: set[str]) -> None:
+    def _record_success(self, keys: dict[str, PublicKey], problems: list[str], listed: set[str]) -> None:
         # A cached key whose kid the document still lists, but in a form we cannot use (a wrong kty, alg or use,
         # listed twice), has not been withdrawn: keep the last good copy rather than refuse its tokens.
         kept = sorted(kid for kid in self._keys if kid in listed and kid not in keys)
@@ -441,7 +451,7 @@ class JWKSClient:
             logger.debug("certs endpoint %s still failing: %s", self.url, why)
         self._last_failure = why
 
-    async def _fetch(self) -> tuple[dict[str, RSAPublicKey], list[str], set[str]]:
+    async def _fetch(self) -> tuple[dict[str, PublicKey], list[str], set[str]]:
         """The usable keys, the problems with the rest, and every kid the document lists (usable or not)."""
         self.fetch_count += 1
         try:
@@ -455,7 +465,7 @@ class JWKSClient:
             document = json.loads(body)
         except (ValueError, RecursionError):
             raise JWKSFetchError("response is not JSON") from None
-        keys, problems = parse_jwks(document)
+        keys, problems = parse_jwks(document, self._parse)
         listed = {jwk["kid"] for jwk in document["keys"] if isinstance(jwk, dict) and isinstance(jwk.get("kid"), str)}
         return keys, problems, listed
 

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
 from .errors import AuthError, AuthUnavailable, ConfigError, Reason, send_error
-from .keys import JWKSClient
+from .keysources import KeyStore
 from .principals import Principal
 from .settings import Settings
 from .tokens import TokenVerifier
@@ -60,7 +60,7 @@ class CloudflareAccessMiddleware:
         user_lookup: UserLookup | None = None,
         audit_hook: AuditHook | None = None,
         extra_scopes: ExtraScopes | None = None,
-        jwks: JWKSClient | None = None,
+        jwks: KeyStore | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -103,7 +103,7 @@ class CloudflareAccessMiddleware:
         return self.authenticator.settings
 
     @property
-    def jwks(self) -> JWKSClient | None:
+    def jwks(self) -> KeyStore | None:
         return self.authenticator.jwks
 
     @property

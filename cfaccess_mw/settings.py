@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .exposure import is_loopback_url_host
+from .providers import VARIABLES as PROVIDER_VARIABLES
+from .providers import Provider, check_preset_settings, parse_provider
 
 logger = logging.getLogger("cfaccess_mw")
 
@@ -51,6 +53,7 @@ ENV_NAMES = {
     "token_cache_size": "CFACCESS_TOKEN_CACHE_SIZE",
     "allow_cookie": "CFACCESS_ALLOW_COOKIE",
     "local_hosts": "CFACCESS_LOCAL_HOSTS",
+    **PROVIDER_VARIABLES,  # CFACCESS_PROVIDER and the presets' own settings (providers.py)
 }
 _FILE_VARS = {"CFACCESS_API_KEYS_FILE"}
 #: Read by from_env itself: unknown CFACCESS_* names become errors instead of warnings.
@@ -156,6 +159,13 @@ class Settings:
     token_cache_size: int = 4096
     allow_cookie: bool = False
     local_hosts: tuple[str, ...] = ()
+    # Another proxy than Cloudflare (providers.py): which, and the settings only its preset reads.
+    provider: Provider = Provider.CLOUDFLARE
+    issuers: tuple[str, ...] = ()
+    algorithms: tuple[str, ...] = ()
+    token_header: str | None = None
+    aws_alb_arns: tuple[str, ...] = ()
+    aws_client_id: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -164,6 +174,11 @@ class Settings:
         except ValueError:
             raise _fail("exposure_mode", f"{self.exposure_mode!r} is not one of: local, reverse-proxy") from None
         set_(self, "exposure_mode", mode)
+        provider = parse_provider(self.provider)
+        set_(self, "provider", provider)
+        cloudflare = provider is Provider.CLOUDFLARE  # the checks below marked so are Cloudflare's own
+        for name, value in check_preset_settings(self).items():
+            set_(self, name, value)
 
         if self.team_domain is not None:
             set_(self, "team_domain", _normalise_domain(self.team_domain))
@@ -171,7 +186,7 @@ class Settings:
             if isinstance(getattr(self, name), (str, bytes)):
                 raise _fail(name, f"{name} must be a tuple, not a single string")
         audiences = tuple(aud.lower() if isinstance(aud, str) else aud for aud in self.audiences)
-        for aud in audiences:
+        for aud in audiences if cloudflare else ():
             if not isinstance(aud, str) or not _HEX64.fullmatch(aud):
                 raise _fail(
                     "audiences",
@@ -180,12 +195,12 @@ class Settings:
                 )
         if len(set(audiences)) != len(audiences):
             raise _fail("audiences", "lists the same AUD tag twice")
-        set_(self, "audiences", audiences)
+        set_(self, "audiences", audiences if cloudflare else self.audiences)
 
-        if (self.team_domain is None) != (not audiences):
+        if cloudflare and (self.team_domain is None) != (not audiences):
             missing = "audiences" if self.team_domain else "team_domain"
             raise _fail(missing, "CFACCESS_TEAM_DOMAIN and CFACCESS_AUD must be set together")
-        if mode is ExposureMode.REVERSE_PROXY and self.team_domain is None:
+        if cloudflare and mode is ExposureMode.REVERSE_PROXY and self.team_domain is None:
             raise _fail(
                 "team_domain",
                 "required in reverse-proxy mode (with CFACCESS_AUD): behind a proxy only a verified "
@@ -197,7 +212,7 @@ class Settings:
             set_(self, "certs_url", self._check_certs_url(self.certs_url))
         elif self.team_domain is not None:
             set_(self, "certs_url", f"https://{self.team_domain}/cdn-cgi/access/certs")
-        if self.certs_url is not None and self.team_domain is None:
+        if cloudflare and self.certs_url is not None and self.team_domain is None:
             raise _fail("certs_url", "only makes sense with CFACCESS_TEAM_DOMAIN and CFACCESS_AUD")
         if self.service_tokens and self.team_domain is None:
             raise _fail(
@@ -295,12 +310,14 @@ class Settings:
 
     @property
     def jwt_enabled(self) -> bool:
-        """True when ``Cf-Access-Jwt-Assertion`` tokens are verified (team domain and AUD set)."""
-        return self.team_domain is not None
+        """True when proxy tokens are verified (team domain and AUD set, or another provider's preset)."""
+        return self.team_domain is not None or self.provider is not Provider.CLOUDFLARE
 
     @property
     def issuer(self) -> str | None:
-        """The exact ``iss`` a token must carry: ``https://<team domain>``."""
+        """The exact ``iss`` a token must carry: ``https://<team domain>`` (another preset: its first issuer)."""
+        if self.provider is not Provider.CLOUDFLARE:
+            return self.issuers[0]
         return f"https://{self.team_domain}" if self.team_domain else None
 
     @property
@@ -380,6 +397,11 @@ class Settings:
         raw_cookie = get("allow_cookie")
         if raw_cookie is not None:
             kwargs["allow_cookie"] = _boolean("allow_cookie", raw_cookie)
+        kwargs["provider"] = get("provider") or Provider.CLOUDFLARE
+        for name in ("issuers", "algorithms", "aws_alb_arns"):
+            kwargs[name] = tuple(_split(get(name)))
+        kwargs["token_header"] = get("token_header")
+        kwargs["aws_client_id"] = get("aws_client_id")
         return cls(**kwargs)  # type: ignore[arg-type]
 
 

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.hashes import SHA256
 
 from .errors import InvalidToken, Reason
+from .keys import PublicKey
 
 #: Longest token accepted, in characters. Cloudflare's tokens are about 1 KB; a 16 KiB cap
 #: bounds the work an attacker can ask for before any signature check.
@@ -51,9 +52,16 @@ class KeySource(Protocol):
     the token was verified with.
     """
 
-    async def get_key(self, kid: str) -> RSAPublicKey: ...
+    async def get_key(self, kid: str) -> PublicKey: ...
 
-    def cached_key(self, kid: str) -> RSAPublicKey | None: ...
+    def cached_key(self, kid: str) -> PublicKey | None: ...
+
+
+class TokenProfile(Protocol):
+    """Another proxy's rules for a fresh token (:class:`~cfaccess_mw.providers.PresetProfile`): header,
+    encoding, key and claims. The verifier keeps the cache; the profile does everything the cache does not."""
+
+    async def verify(self, token: str, keys: KeySource, now: float) -> VerifiedToken: ...
 
 
 def _malformed(detail: str) -> InvalidToken:
@@ -338,6 +346,14 @@ def freeze_claims(claims: dict[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(claims)
 
 
+def read_only_claims(claims: dict[str, Any]) -> Mapping[str, Any]:
+    """:func:`freeze_claims` for a verified payload; one nested deeper than the interpreter recurses is malformed."""
+    try:
+        return freeze_claims(claims)
+    except RecursionError:
+        raise _malformed("the payload is nested too deeply") from None
+
+
 class VerifiedToken:
     """A verified token's read-only claims, its key id, expiry and key, and a slot for the caller's memo.
 
@@ -349,7 +365,7 @@ class VerifiedToken:
 
     __slots__ = ("claims", "exp", "key", "kid", "memo")
 
-    def __init__(self, claims: Mapping[str, Any], kid: str, exp: float, key: RSAPublicKey) -> None:
+    def __init__(self, claims: Mapping[str, Any], kid: str, exp: float, key: PublicKey) -> None:
         self.claims = claims
         self.kid = kid
         self.exp = exp
@@ -387,8 +403,10 @@ class TokenVerifier:
         leeway: float = 30.0,
         cache_size: int = 4096,
         clock: Callable[[], float] = time.time,
+        profile: TokenProfile | None = None,
     ) -> None:
         self.issuer = issuer
+        self.profile = profile  # None: Cloudflare's rules, below
         self.audiences = audiences
         self.keys = keys
         self.leeway = leeway
@@ -414,6 +432,8 @@ class TokenVerifier:
                 return cached
             del self._cache[token]  # expired, or its key withdrawn or changed: verify afresh for the precise reason
 
+        if self.profile is not None:  # another proxy's preset (providers.py); cached exactly like a Cloudflare token
+            return self._remember(token, await self.profile.verify(token, self.keys, now))
         header_b64, payload_b64, signature_b64 = split_token(token)
         kid = self._headers.get(header_b64)
         if kid is None:
@@ -423,6 +443,10 @@ class TokenVerifier:
             self._headers[header_b64] = kid
         signature = b64url_decode(signature_b64, "signature")
         key = await self.keys.get_key(kid)
+        if not isinstance(key, RSAPublicKey):  # a key source shared with an ES256 preset: never for Cloudflare
+            raise InvalidToken(
+                Reason.ALGORITHM_NOT_ALLOWED, "The token's signing key is not allowed.", f"key {kid!r} is not RSA"
+            )
         try:
             key.verify(signature, f"{header_b64}.{payload_b64}".encode("ascii"), _PADDING, _SHA256)
         except InvalidSignature:
@@ -433,14 +457,13 @@ class TokenVerifier:
             ) from None
         claims = _json_object(b64url_decode(payload_b64, "payload"), "payload")
         exp = check_claims(claims, issuer=self.issuer, audiences=self.audiences, leeway=self.leeway, now=now)
-        try:
-            frozen = freeze_claims(claims)
-        except RecursionError:  # only a signed payload nested deeper than the interpreter recurses gets here
-            raise _malformed("the payload is nested too deeply") from None
-        verified = VerifiedToken(frozen, kid, exp, key)
+        return self._remember(token, VerifiedToken(read_only_claims(claims), kid, exp, key))
+
+    def _remember(self, token: str, verified: VerifiedToken) -> VerifiedToken:
+        """Cache a verified token (Cloudflare's or a preset's): bounded, the least recently used evicted first."""
         if self.cache_size:
             if len(self._cache) >= self.cache_size:
-                self._cache.popitem(last=False)  # the least recently used
+                self._cache.popitem(last=False)
             self._cache[token] = verified
         return verified
 

@@ -24,9 +24,7 @@ def test_a_rotated_key_is_accepted_by_the_next_request(issuer: LocalIssuer, make
         assert issuer.fetch_count == 1 + rotation
 
 
-def test_with_a_deployments_cooldown_the_second_rotation_waits(
-    issuer: LocalIssuer, make_client: ClientFactory
-) -> None:
+def test_with_a_deployments_cooldown_the_second_rotation_waits(issuer: LocalIssuer, make_client: ClientFactory) -> None:
     """The control for the test above: the default cooldown is what made a user's rotation test fail."""
     client = make_client(issuer.settings(jwks_refresh_cooldown_seconds=10))
     issuer.rotate()
