@@ -40,10 +40,13 @@ def test_the_license_file_is_the_license_the_metadata_declares() -> None:
     assert "cfaccess_mw developers" in license_text
 
 
-def test_the_metadata_names_its_authors_and_claims_only_cloudflare_access() -> None:
+def test_the_metadata_names_its_authors_and_claims_only_the_proxies_it_verifies() -> None:
     assert project()["authors"] == [{"name": "cfaccess_mw developers"}]
-    assert "Cloudflare Access" in project()["description"]
-    assert "other" not in project()["description"]
+    description = project()["description"]
+    # One name per preset in cfaccess_mw.providers, and no vague "other proxies" claim.
+    for name in ("Cloudflare Access", "Google IAP", "Pomerium", "AWS ALB", "OIDC"):
+        assert name in description
+    assert "other" not in description
 
 
 def test_the_sdist_ships_no_tests_rather_than_half_of_them() -> None:
