@@ -75,7 +75,11 @@ def main(argv: list[str]) -> int:
     if command == "test":
         return subprocess.call([py, "-m", "pytest", *rest])
     if command == "lint":
-        paths = [p for p in ("cfaccess_mw", "tests", "examples", "benchmarks", "fuzz", "dev.py") if (ROOT / p).exists()]
+        paths = [
+            p
+            for p in ("cfaccess_mw", "tests", "examples", "benchmarks", "fuzz", ".ci", "dev.py")
+            if (ROOT / p).exists()
+        ]
         code = subprocess.call([py, "-m", "ruff", "check", *paths])
         code |= subprocess.call([py, "-m", "ruff", "format", "--check", *paths])
         code |= subprocess.call([py, "-m", "mypy", *rest])

@@ -58,8 +58,8 @@ class _Keys:
     async def get_key(self, kid: str) -> RSAPublicKey:
         return self.key
 
-    def has_kid(self, kid: str) -> bool:
-        return kid == self.kid
+    def cached_key(self, kid: str) -> RSAPublicKey | None:
+        return self.key if kid == self.kid else None
 
 
 async def floor_and_peers(
@@ -163,41 +163,6 @@ async def _fastapi_dependencies(team: apps.Team, same_scopes: list[dict[str, Any
             await app.jwks.refresh()
         cases.append(Case(name, app, same_scopes if protected else [scope()], 200))
     return cases
-
-
-async def session_hit_rate(
-    team: apps.Team, keys: Any, active: list[str], flood: list[str], cache_size: int, flood_per_request: int
-) -> dict[str, Any]:
-    """Issue 11 part 3: the token cache's hit rate for active sessions while one-off tokens flood it.
-
-    A verifier with a cache of ``cache_size`` (smaller than the flood) sees every flood token once and, after
-    every ``flood_per_request`` of them, one request of an active session (round-robin over ``active``). A
-    session's request is a hit when the verifier hands back the very entry it handed back last time for that
-    token; a miss means the token was evicted and paid an RSA verification again. The first request of each
-    session is not counted (it is a miss by construction). Works whatever the eviction order.
-    """
-    verifier = TokenVerifier(issuer=team.issuer, audiences=(team.audience,), keys=keys, cache_size=cache_size)
-    last: dict[str, object] = {}
-    asked = hits = sent = 0
-    for i, token in enumerate(flood, start=1):
-        await verifier.verify_token(token)
-        if i % flood_per_request == 0:
-            session = active[sent % len(active)]
-            sent += 1
-            entry = await verifier.verify_token(session)
-            if session in last:
-                asked += 1
-                hits += entry is last[session]
-            last[session] = entry
-    return {
-        "cache_size": cache_size,
-        "flood": len(flood),
-        "sessions": len(active),
-        "flood_per_request": flood_per_request,
-        "session_requests": asked,
-        "hits": hits,
-        "hit_rate": hits / asked if asked else None,
-    }
 
 
 def crypto_floor(

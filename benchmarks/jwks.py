@@ -5,6 +5,10 @@
   seconds (so it spans several refetch-cooldown windows).
 * Time from a key rotation to the first accepted token signed with the new key, once in the
   steady state (the last fetch is older than the cooldown) and once right after a fetch.
+* The same during a flood of made-up kids (issue 10): the flood runs throughout, Cloudflare
+  rotates a third of the way in, and a genuine client retries its new-kid token every 20 ms. What
+  counts: how long until it is accepted, what it was told meanwhile (401 "invalid" or 503 "try
+  again"), and how many fetches the whole flood caused per cooldown window.
 
 Ours and cc-auth are run with a 1 s refetch cooldown (the smallest our settings allow; cc-auth's
 PyJWKClient is built by us with ``cooldown_duration=1``) so that the rotation numbers are not
@@ -43,7 +47,15 @@ class JWKSResult:
     rotation_recent_ms: float | None = None
     rotation_recent_refusals: int = 0
     rotation_wait: float = 0.0
+    flood_rotation_ms: float | None = None  # None: not accepted within the flood
+    flood_rotation_refusals: dict[int, int] = field(default_factory=dict)
+    flood_rotation_fetches: int | None = None
+    flood_rotation_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def flood_rotation_windows(self) -> int:
+        return int(self.flood_rotation_seconds // COOLDOWN) + 1
 
     @property
     def flood_windows(self) -> int:
@@ -116,6 +128,42 @@ async def _time_to_accept(app: Any, scope_: dict[str, Any], wait: float) -> tupl
         await asyncio.sleep(0.02)
 
 
+async def flood_during_rotation(
+    app: Any, scope_for: ScopeFor, issuer: LocalIssuer, flood_tokens: list[str], seconds: float, result: JWKSResult
+) -> None:
+    """A paced flood of made-up kids for ``seconds``; a third of the way in, Cloudflare rotates and a genuine
+    client starts retrying its new-kid token every 20 ms. Fills the ``flood_rotation_*`` fields of ``result``."""
+    before = issuer.fetch_count
+    started = time.perf_counter()
+    chunk = 50
+    chunks = max(1, len(flood_tokens) // chunk)
+    done = asyncio.Event()
+
+    async def flood() -> None:
+        for n in range(chunks):
+            await asyncio.sleep(max(0.0, started + n * seconds / chunks - time.perf_counter()))
+            await _gather_statuses(app, [scope_for(t) for t in flood_tokens[n * chunk : (n + 1) * chunk]])
+        done.set()
+
+    flooding = asyncio.create_task(flood())
+    await asyncio.sleep(seconds / 3)
+    issuer.rotate(keep_old=True)
+    genuine = scope_for(_minter(issuer).identity_token(USERS[0]))
+    rotated = time.perf_counter()
+    refusals: Counter[int] = Counter()
+    while not done.is_set():
+        status, _ = await call_once(app, genuine)
+        if status == 200:
+            result.flood_rotation_ms = (time.perf_counter() - rotated) * 1000
+            break
+        refusals[status] += 1
+        await asyncio.sleep(0.02)
+    await flooding
+    result.flood_rotation_seconds = time.perf_counter() - started
+    result.flood_rotation_fetches = issuer.fetch_count - before
+    result.flood_rotation_refusals = dict(refusals)
+
+
 async def run(
     peers: dict[str, bool], concurrent: int, flood: int, flood_seconds: float, rotation_wait: float
 ) -> list[JWKSResult]:
@@ -164,5 +212,15 @@ async def run(
             issuer.rotate(keep_old=True)  # again at once: the previous fetch is recent
             result.rotation_recent_ms, result.rotation_recent_refusals = await _time_to_accept(
                 app, scope_for(_minter(issuer).identity_token(USERS[0])), result.rotation_wait
+            )
+
+    for result, (_, build, scope_for) in zip(results, chosen, strict=True):
+        with LocalIssuer(max_requests=50_000, max_seconds=600) as issuer:
+            app = build(_team(issuer))
+            valid = _minter(issuer).identity_token(USERS[0])
+            await _warm(app, scope_for(valid))
+            await asyncio.sleep(COOLDOWN + 0.1)
+            await flood_during_rotation(
+                app, scope_for, issuer, _unknown_kid_tokens(valid, flood), flood_seconds, result
             )
     return results

@@ -37,12 +37,15 @@ class _AcceptingKey:
         return None
 
 
+_KEY = _AcceptingKey()
+
+
 class _AcceptingKeys:
     async def get_key(self, kid: str) -> Any:
-        return _AcceptingKey()
+        return _KEY
 
-    def has_kid(self, kid: str) -> bool:
-        return True
+    def cached_key(self, kid: str) -> Any:
+        return _KEY
 
 
 def _status_kb(field: str) -> int | None:

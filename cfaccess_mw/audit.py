@@ -20,7 +20,14 @@ Outcome = Literal["accepted", "refused", "unavailable"]
 
 @dataclass(frozen=True)
 class AuditEvent:
-    """What was decided about one request."""
+    """What was decided about one request.
+
+    Every text field can come from the request or the token (a path, an email claim,
+    a service or key name, a refusal's detail quoting a claim), so each is made
+    printable here, in the one place every event passes through: a ``\\n`` or an
+    escape sequence in an email claim cannot write a forged line into the log or
+    reach an audit hook raw.
+    """
 
     outcome: Outcome
     status: int | None  # None for an acceptance: the app has not answered yet
@@ -31,6 +38,12 @@ class AuditEvent:
     principal: str | None = None
     reason: str | None = None
     detail: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in _TEXT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str) and not value.isprintable():
+                object.__setattr__(self, name, printable(value))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +58,8 @@ class AuditEvent:
             "detail": self.detail,
         }
 
+
+_TEXT_FIELDS = ("method", "path", "client", "kind", "principal", "reason", "detail")
 
 AuditHook = Callable[[AuditEvent], "Awaitable[None] | None"]
 
@@ -61,11 +76,11 @@ def printable(text: str) -> str:
 
 
 def request_facts(scope: Mapping[str, Any]) -> tuple[str, str, str | None]:
-    """Method, path and peer address of a request, as they go into an event (path made printable)."""
+    """Method, path and peer address of a request, as they go into an event (made printable there)."""
     client = scope.get("client")
     peer = f"{client[0]}:{client[1]}" if client and len(client) == 2 else None
     method = scope.get("method", "WEBSOCKET" if scope["type"] == "websocket" else "")
-    return method, printable(scope.get("path", "")), peer
+    return method, scope.get("path", ""), peer
 
 
 async def emit(event: AuditEvent, hook: AuditHook | None) -> None:

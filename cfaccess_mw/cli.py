@@ -1,13 +1,14 @@
 """``cfaccess-mw``: answers for the person who deploys an app behind Cloudflare Access.
 
-    cfaccess-mw check               validate the CFACCESS_* variables, fetch the signing keys, print the policy
+    cfaccess-mw check [--strict]    validate the CFACCESS_* variables, fetch the signing keys, print the policy
     cfaccess-mw explain TOKEN|-     decode a token, then say which check (if any) refuses it, and why
     cfaccess-mw new-api-key NAME    a new random API key, shown once, and its CFACCESS_API_KEYS entry
     cfaccess-mw demo                the middleware against a local stand-in for Cloudflare, in-process
+    cfaccess-mw --version           the installed version
 
 ``check`` and ``explain`` read the same variables as the middleware and run the
 middleware's own code (:meth:`Settings.from_env`, :class:`JWKSClient`,
-:meth:`CloudflareAccessMiddleware.authenticate`), so what they say is what a
+:meth:`Authenticator.identify`), so what they say is what a
 request would get.
 
 Exit status: 0 all is well; 1 a check failed (the token is refused or malformed,
@@ -15,7 +16,8 @@ the certs endpoint cannot be used); 2 usage or configuration error (the message
 names the variable); 70 a bug. A failure always ends with one line on stderr that
 starts with ``cfaccess-mw:``, never a traceback. Warnings (an unknown
 ``CFACCESS_*`` variable, a key the certs endpoint lists but that cannot be used)
-go to stderr as ``cfaccess-mw: warning: ...``.
+go to stderr as ``cfaccess-mw: warning: ...``; ``check --strict`` (or
+``CFACCESS_STRICT=true``) makes an unknown variable an error instead, exit 2.
 """
 
 from __future__ import annotations
@@ -34,12 +36,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NoReturn
 
+from . import __version__
+from .authenticator import Authenticator
 from .errors import AuthError, ConfigError, InvalidToken, Reason
 from .keys import JWKSClient
+from .keysources import KeyStore, build_key_source
 from .middleware import CloudflareAccessMiddleware
 from .principals import Principal
+from .providers import Provider, build_profile, decode_unverified_for, describe_preset, preset_hint, token_header
 from .settings import ApiKey, ExposureMode, Settings
-from .tokens import check_claims, decode_unverified, human_duration
+from .tokens import check_claims, human_duration
 
 PROG = "cfaccess-mw"
 EXIT_OK = 0
@@ -49,7 +55,12 @@ EXIT_BUG = 70
 
 #: The most ``explain`` reads from stdin; the middleware itself refuses tokens over 16 KiB.
 MAX_INPUT_BYTES = 1 << 20
-_PASTED_PREFIX = re.compile(r"^(?:cf-access-jwt-assertion\s*:|cf_authorization\s*=|cf-access-token\s*:)", re.IGNORECASE)
+_PASTED_PREFIX = re.compile(
+    r"^(?:cf-access-jwt-assertion\s*:|cf_authorization\s*=|cf-access-token\s*:"
+    r"|x-goog-iap-jwt-assertion\s*:|x-pomerium-jwt-assertion\s*:|x-amzn-oidc-data\s*:"
+    r"|(?:authorization\s*:\s*)?bearer\s)",
+    re.IGNORECASE,
+)
 
 
 class CliError(Exception):
@@ -144,7 +155,10 @@ def _print_policy(settings: Settings) -> None:
     )
     _out("Effective policy (from CFACCESS_* variables):")
     _row("exposure mode", f"{mode.value}: {trust}")
-    if settings.jwt_enabled:
+    if settings.provider is not Provider.CLOUDFLARE:
+        for label, value in describe_preset(settings):
+            _row(label, value)
+    elif settings.jwt_enabled:
         _row("team domain", str(settings.team_domain))
         _row("issuer", str(settings.issuer))
         _row(f"audiences ({len(settings.audiences)})", ", ".join(settings.audiences))
@@ -183,7 +197,12 @@ def _advice(settings: Settings) -> list[str]:
     return notes
 
 
-async def _fetch_keys(settings: Settings) -> JWKSClient:
+async def _fetch_keys(settings: Settings) -> KeyStore:
+    if settings.provider is not Provider.CLOUDFLARE:
+        source = build_key_source(settings)
+        if not await source.refresh():
+            raise CliError(f"cannot fetch the signing keys from {source.url}: {source.last_failure}")
+        return source
     assert settings.certs_url is not None  # jwt_enabled
     jwks = JWKSClient(
         settings.certs_url,
@@ -198,14 +217,19 @@ async def _fetch_keys(settings: Settings) -> JWKSClient:
 
 async def cmd_check(args: argparse.Namespace) -> int:
     """Validate the configuration and the certs endpoint; print the effective policy."""
-    settings = Settings.from_env()
+    settings = Settings.from_env(strict=True if args.strict else None)
     _print_policy(settings)
     if settings.jwt_enabled:
         jwks = await _fetch_keys(settings)
-        _row(f"signing keys ({len(jwks.kids)})", ", ".join(jwks.kids))
+        if settings.provider is Provider.AWS_ALB:
+            _row("signing keys", f"fetched one per kid from {jwks.url}/<kid> when a token first names it")
+        else:
+            _row(f"signing keys ({len(jwks.kids)})", f"{', '.join(jwks.kids)} from {jwks.url}")
     for note in _advice(settings):
         _out(f"note: {note}")
-    if settings.jwt_enabled:
+    if settings.provider is Provider.AWS_ALB:
+        _out("OK: configuration is valid (ALB keys are fetched per kid; explain a real token to test the endpoint).")
+    elif settings.jwt_enabled:
         _out("OK: configuration is valid and the certs endpoint serves usable keys.")
     else:
         _out("OK: configuration is valid (API keys and, in local mode, loopback only; no Access tokens).")
@@ -247,6 +271,8 @@ def _print_token(header: Mapping[str, Any], claims: Mapping[str, Any], now: floa
 def _hint(err: AuthError, settings: Settings, claims: Mapping[str, Any]) -> str:
     """What a deployer can do about a refusal, given the unverified claims."""
     reason = err.reason
+    if settings.provider is not Provider.CLOUDFLARE:
+        return preset_hint(reason, settings, claims)
     if reason is Reason.AUDIENCE_MISMATCH:
         return (
             "CFACCESS_AUD must list the Application Audience (AUD) Tag of the Access application in front of "
@@ -280,10 +306,6 @@ def _hint(err: AuthError, settings: Settings, claims: Mapping[str, Any]) -> str:
     return "this is not a token Cloudflare Access would send; copy the Cf-Access-Jwt-Assertion header as received"
 
 
-async def _no_app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover - never called
-    raise RuntimeError("explain never calls the app")
-
-
 async def _any_user(email: str) -> str:
     """The CLI has no user store: every email counts as found, and the report says so."""
     return email
@@ -291,22 +313,25 @@ async def _any_user(email: str) -> str:
 
 async def _authenticate(settings: Settings, token: str) -> tuple[Principal | None, AuthError | None, list[str]]:
     """Run the middleware's own decision on a request carrying ``token`` and nothing else."""
-    middleware = CloudflareAccessMiddleware(_no_app, settings=settings, user_lookup=_any_user)
-    assert middleware.jwks is not None  # jwt_enabled
-    if not await middleware.jwks.refresh():
-        raise CliError(f"cannot fetch the signing keys from {settings.certs_url}: {middleware.jwks.last_failure}")
+    authenticator = Authenticator(settings, user_lookup=_any_user)
+    jwks = authenticator.jwks
+    assert jwks is not None  # jwt_enabled
+    if not await jwks.refresh():
+        raise CliError(f"cannot fetch the signing keys from {settings.certs_url}: {jwks.last_failure}")
+    header = token_header(settings)
+    value = f"Bearer {token}" if header == "authorization" else token
     scope: dict[str, Any] = {
         "type": "http",
         "method": "GET",
         "path": "/",
-        "headers": [(b"cf-access-jwt-assertion", token.encode("ascii"))],
+        "headers": [(header.encode("latin-1"), value.encode("ascii", errors="replace"))],
         "client": None,
     }
     try:
-        principal = await middleware.authenticate(scope)
+        principal = await authenticator.identify(scope)
     except AuthError as err:
-        return None, err, middleware.jwks.kids
-    return principal, None, middleware.jwks.kids
+        return None, err, jwks.kids
+    return principal, None, jwks.kids
 
 
 async def cmd_explain(args: argparse.Namespace) -> int:
@@ -314,7 +339,9 @@ async def cmd_explain(args: argparse.Namespace) -> int:
     token = _read_token(args.token)
     now = time.time()
     try:
-        header, claims = decode_unverified(token)
+        # Read before the settings (a token is worth showing even when they are broken), so with ALB's padding
+        # allowed; whether this preset allows it is the verdict's business below.
+        header, claims = decode_unverified_for(Provider.AWS_ALB, token)
     except InvalidToken as exc:
         raise CliError(f"not a readable token ({exc.reason}): {exc.detail}") from None
     _print_token(header, claims, now)
@@ -327,8 +354,9 @@ async def cmd_explain(args: argparse.Namespace) -> int:
         )
     principal, err, kids = await _authenticate(settings, token)
     _out("Checked as the middleware would, against:")
-    _row("issuer", str(settings.issuer))
-    _row("audiences", ", ".join(settings.audiences))
+    _row("provider", f"{settings.provider} (token from {token_header(settings)})")
+    _row("issuer", ", ".join(settings.issuers) or str(settings.issuer))
+    _row("audiences", ", ".join(settings.audiences) or "none (checked: signer and client)")
     _row(f"signing keys ({len(kids)})", f"{', '.join(kids)} from {settings.certs_url}")
     _row("leeway", _seconds(settings.leeway_seconds))
     _out()
@@ -347,13 +375,16 @@ async def cmd_explain(args: argparse.Namespace) -> int:
     if err.reason in (Reason.UNKNOWN_KEY, Reason.BAD_SIGNATURE, Reason.ALGORITHM_NOT_ALLOWED):
         # The middleware stops at the signature; the claims may explain why (another team's token, say).
         try:
-            check_claims(
-                claims,
-                issuer=str(settings.issuer),
-                audiences=settings.audiences,
-                leeway=settings.leeway_seconds,
-                now=now,
-            )
+            if settings.provider is not Provider.CLOUDFLARE:
+                build_profile(settings).check_claims(claims, now)
+            else:
+                check_claims(
+                    claims,
+                    issuer=str(settings.issuer),
+                    audiences=settings.audiences,
+                    leeway=settings.leeway_seconds,
+                    now=now,
+                )
         except InvalidToken as claim_err:
             _out(f"  also, in the unverified claims: {claim_err.detail}")
     raise CliError(f"token refused ({err.status_code} {err.reason}): {err.detail}")
@@ -502,9 +533,16 @@ def build_parser() -> argparse.ArgumentParser:
         "variables as the middleware.",
         epilog="Exit status: 0 ok; 1 a check failed; 2 usage or configuration error.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     check = commands.add_parser("check", help="validate CFACCESS_*, fetch the signing keys, print the policy")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="an unknown CFACCESS_* variable (a typo such as CFACCESS_PUBLIC_PATH) is an error, exit 2, not a "
+        "warning; CFACCESS_STRICT=true does the same for the app itself",
+    )
     check.set_defaults(func=cmd_check)
 
     explain = commands.add_parser("explain", help="decode a token and say which check refuses it")

@@ -46,6 +46,7 @@ class Reason(str, enum.Enum):
     INSUFFICIENT_SCOPE = "insufficient_scope"
     KEYS_UNAVAILABLE = "keys_unavailable"
     USER_LOOKUP_FAILED = "user_lookup_failed"
+    SERVER_MISCONFIGURED = "server_misconfigured"
 
     def __str__(self) -> str:
         return self.value
@@ -131,15 +132,27 @@ def error_response(err: AuthError, realm: str = "cfaccess") -> tuple[int, list[t
     return err.status_code, headers, body
 
 
-async def send_error(scope: Scope, send: Send, err: AuthError) -> None:
-    """Refuse a request: JSON for HTTP, close code 1008 for a websocket.
+async def send_error(scope: Scope, receive: Receive, send: Send, err: AuthError, *, connected: bool = False) -> None:
+    """Refuse a request: the JSON error for HTTP; for a websocket, the same JSON error as the handshake's
+    answer where the server supports ASGI's ``websocket.http.response`` extension, else close code 1008.
 
-    A websocket refused before ``accept`` makes the server answer the upgrade with
-    403, so the application never sees the connection.
+    A websocket app must receive ``websocket.connect`` before it answers (the ASGI
+    spec; Falcon's test conductor enforces it), so the refusal waits for it unless
+    the app already took it (``connected``). Either way the server answers the
+    upgrade with an HTTP error, so the connection is never opened.
     """
     if scope["type"] == "websocket":
+        if not connected:
+            message = await receive()
+            if message["type"] != "websocket.connect":
+                return  # the client left before the handshake: nothing to refuse
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            status, headers, body = error_response(err)
+            await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
+            return
         await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": err.code})
         return
     status, headers, body = error_response(err)
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -47,3 +47,85 @@ def peer_is_loopback(scope: Mapping[str, Any]) -> bool:
         return False
     host = client[0]
     return isinstance(host, str) and is_loopback_host(host)
+
+
+def _host_of_authority(authority: str) -> str | None:
+    """The host of a ``Host`` header value (``name``, ``name:port``, ``[v6]:port``), lower-cased; ``None`` if
+    it is not of that form (userinfo, a path, an empty or non-numeric port)."""
+    if authority.startswith("["):
+        end = authority.find("]")
+        if end == -1:
+            return None
+        host, rest = authority[1:end], authority[end + 1 :]
+    else:
+        host, sep, port = authority.partition(":")
+        rest = f":{port}" if sep else ""
+    if rest and not (rest[0] == ":" and rest[1:].isdigit() and rest[1:].isascii()):
+        return None
+    if not host or not host.isascii():
+        return None
+    return host.lower()
+
+
+class LocalAddressing:
+    """Whether a loopback peer addressed this app as a local service, so that it may count as the operator.
+
+    A loopback socket peer alone proves little: the operator's browser is a loopback
+    peer too, so any web page it visits could act as the operator (a cross-site form
+    POST, a websocket, or with DNS rebinding a page that reads the answers). A program
+    on this host that means to talk to this app sends:
+
+    * a ``Host`` naming a loopback address, ``localhost`` or a ``*.localhost`` name
+      (any port), or one of ``extra_hosts`` (``CFACCESS_LOCAL_HOSTS``). DNS
+      rebinding shows up here: the browser sends the attacker's name;
+    * an ``Origin``, when there is one, that is such a loopback origin too: a browser
+      adds ``Origin`` to cross-origin requests, websockets and POSTs;
+    * no ``Sec-Fetch-Site: cross-site``: what a browser says of a request that another
+      site's page made (a plain link or an image from elsewhere carries no ``Origin``).
+
+    curl, httpx and a UI served by the app itself pass all three. Parsed once; per
+    request only the three headers are read.
+    """
+
+    __slots__ = ("extra_hosts",)
+
+    def __init__(self, extra_hosts: tuple[str, ...] = ()) -> None:
+        self.extra_hosts = frozenset(host.lower() for host in extra_hosts)
+
+    def is_local_host(self, host: str) -> bool:
+        """``localhost``, ``*.localhost``, a loopback address, or a configured name (``host`` lower-cased)."""
+        return host == "localhost" or host.endswith(".localhost") or is_loopback_host(host) or host in self.extra_hosts
+
+    def refusal(self, scope: Mapping[str, Any]) -> str | None:
+        """``None`` when the request is the local operator's; else why not, for the refusal's detail."""
+        if not peer_is_loopback(scope):
+            return "the peer is not a loopback address"
+        host_header = origin = fetch_site = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                if host_header is not None:
+                    return "the Host header appears more than once"
+                host_header = value.decode("latin-1")
+            elif name == b"origin":
+                if origin is not None:
+                    return "the Origin header appears more than once"
+                origin = value.decode("latin-1")
+            elif name == b"sec-fetch-site":
+                fetch_site = value.decode("latin-1")
+        if host_header is None:
+            return "no Host header"
+        host = _host_of_authority(host_header.strip())
+        if host is None or not self.is_local_host(host):
+            return "the Host header does not name this machine (a browser page or DNS rebinding?)"
+        if origin is not None and not self._is_local_origin(origin.strip()):
+            return "the Origin is not a loopback origin (a request made by another site's page)"
+        if fetch_site is not None and fetch_site.strip().lower() == "cross-site":
+            return "Sec-Fetch-Site says another site's page made this request"
+        return None
+
+    def _is_local_origin(self, origin: str) -> bool:
+        scheme, sep, authority = origin.partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or "/" in authority or "@" in authority:
+            return False  # includes the "null" origin of sandboxed frames and file:// pages
+        host = _host_of_authority(authority)
+        return host is not None and self.is_local_host(host)

@@ -2,16 +2,43 @@
 
 Rules, and why:
 
-* Keys are cached for ``cache_seconds`` and fetched once at start-up, so requests
-  do not pay for the network.
-* A token naming an unknown ``kid`` triggers a refetch (Cloudflare rotates keys
-  and publishes the new one before using it), but at most one attempt per
-  ``cooldown`` seconds, so a flood of made-up ``kid`` values cannot turn the
-  middleware into a load generator against the certs endpoint.
-* One coroutine fetches at a time; every other request that needs keys waits for
-  that fetch and then uses its result (single-flight).
+* Keys are fetched once at start-up and cached for ``cache_seconds``, so requests
+  do not pay for the network. When the key set is older than that, the next
+  request that uses a key, cached token or not, starts a refresh in the
+  background and goes on with the cached key: no request waits for a routine
+  refresh, and traffic that only hits the token cache still keeps the key set
+  fresh (a key Cloudflare withdrew stops working within one lifetime).
+* A refresh keeps the very key object of every ``kid`` whose key material did not
+  change, so what was verified with it stays valid; a ``kid`` republished with
+  other material gets a new object, and a verified token remembered with the old
+  one is checked again (see :mod:`cfaccess_mw.tokens`).
+* A token naming an unknown ``kid`` causes a refetch (Cloudflare rotates keys and
+  publishes the new one before using it), but unknown kids cause at most one
+  fetch per ``cooldown`` seconds, so a flood of made-up kids cannot turn the
+  middleware into a load generator against the certs endpoint. Fetches for other
+  reasons (start-up, the routine refresh) do not use up that allowance, so a key
+  rotated in just after one of them is picked up at once.
+* A flood must not delay a real rotation either. No fetch can tell a made-up kid
+  from a genuine new one: only the certs endpoint knows, and it may be asked once
+  per cooldown. So an unknown kid is refused as unknown (401) only when a fetch
+  made after its request arrived, or one it waited for, does not list it (such
+  kids are remembered for the rest of the cooldown). A kid that arrives while
+  the allowance is spent is *undecided*: it gets 503 with ``Retry-After`` (the
+  seconds until the next fetch may run), not 401, and it moves the next refresh
+  forward to the end of the cooldown, started in the background by whichever
+  request comes first. A genuine new key is therefore accepted within one
+  cooldown of its first token, however many made-up kids arrive meanwhile, and
+  its tokens are never told they are invalid; the flood still causes at most one
+  fetch per cooldown. No design can do better under that allowance: a fetch only
+  sees keys published before it starts.
+* One fetch runs at a time; every other request that needs its answer waits for
+  it and then uses its result (single-flight). A background refresh is a task of
+  the running event loop (asyncio or trio), held by this object until it ends,
+  run outside any request's context and cancellation, and its failures are
+  logged, never raised into a request.
 * A failed refresh keeps the last good key set (a short outage must not become
-  refused logins); only with no keys at all does the caller get a 503.
+  refused logins) and is retried at most once per ``cooldown``; only with no
+  keys at all does the caller get a 503.
 * Fetches never follow redirects, never accept more than ``max_bytes``, and never
   take longer than ``timeout`` in total.
 * Failures are logged when the state changes, not once per request.
@@ -19,16 +46,23 @@ Rules, and why:
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextvars
 import json
 import logging
 import math
 import re
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine, Mapping
+from types import ModuleType
+from typing import Any
 
 import anyio
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
 
 from .errors import AuthUnavailable, InvalidToken, Reason
@@ -39,6 +73,24 @@ MAX_JWKS_BYTES = 1 << 20  # Cloudflare's document is about 3 KB; 1 MiB is genero
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 8192  # bounds the work one verification can cost
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
+#: Kids that a fetch made for them did not list, remembered so that they stay 401 (not "undecided", 503) for the
+#: rest of the cooldown. A bound, because an attacker chooses them.
+ABSENT_KIDS_REMEMBERED = 256
+
+
+def _running_trio(trio: ModuleType) -> bool:
+    """Whether this code runs inside ``trio.run`` (trio is imported by whoever uses it; we never import it)."""
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return False
+    return True
+
+
+#: A key a token can be verified with: RSA (RS256) for Cloudflare, or P-256 (ES256) for the other presets.
+PublicKey = RSAPublicKey | EllipticCurvePublicKey
+#: One JWK to ``(kid, key)``, or ``ValueError`` saying why it is unusable (:func:`parse_jwk` is Cloudflare's).
+JWKParser = Callable[[object], tuple[str, PublicKey]]
 
 
 class JWKSFetchError(Exception):
@@ -76,7 +128,7 @@ def parse_jwk(jwk: object) -> tuple[str, RSAPublicKey]:
     return kid, RSAPublicNumbers(e, n).public_key()
 
 
-def parse_jwks(document: object) -> tuple[dict[str, RSAPublicKey], list[str]]:
+def parse_jwks(document: object, parse: JWKParser = parse_jwk) -> tuple[dict[str, PublicKey], list[str]]:
     """A certs document to ``({kid: key}, [problems])``; unusable keys are skipped, not fatal.
 
     A ``kid`` that appears twice is dropped altogether: with two keys under one
@@ -84,13 +136,13 @@ def parse_jwks(document: object) -> tuple[dict[str, RSAPublicKey], list[str]]:
     """
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise JWKSFetchError("document has no 'keys' list")
-    keys: dict[str, RSAPublicKey] = {}
+    keys: dict[str, PublicKey] = {}
     problems: list[str] = []
     seen: set[str] = set()
     duplicates: set[str] = set()
     for jwk in document["keys"]:
         try:
-            kid, key = parse_jwk(jwk)
+            kid, key = parse(jwk)
         except (ValueError, TypeError) as exc:
             problems.append(str(exc))
             continue
@@ -102,7 +154,8 @@ def parse_jwks(document: object) -> tuple[dict[str, RSAPublicKey], list[str]]:
         del keys[kid]
         problems.append(f"kid {kid!r} appears more than once; ignoring it")
     if not keys:
-        raise JWKSFetchError("no usable RS256 keys" + (f" ({'; '.join(problems)})" if problems else ""))
+        usable = "no usable RS256 keys" if parse is parse_jwk else "no usable keys"
+        raise JWKSFetchError(usable + (f" ({'; '.join(problems)})" if problems else ""))
     return keys, problems
 
 
@@ -123,21 +176,32 @@ class JWKSClient:
         max_bytes: int = MAX_JWKS_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
+        parse: JWKParser = parse_jwk,
     ) -> None:
         self.url = url
+        self._parse = parse  # which keys this client adopts; anything else in the document is skipped
         self.cache_seconds = cache_seconds
         self.cooldown_seconds = cooldown_seconds
         self.timeout = timeout
         self.max_bytes = max_bytes
         self._transport = transport
         self._clock = clock
-        self._keys: Mapping[str, RSAPublicKey] = {}
+        self._keys: Mapping[str, PublicKey] = {}
         self._fetched_at = -math.inf  # last success
-        self._attempted_at = -math.inf  # last attempt, success or not
+        self._attempted_at = -math.inf  # end of the last attempt, success or not
+        self._kid_fetch_at = -math.inf  # last fetch caused by an unknown kid (the cooldown's allowance)
+        self._kid_waiting = False  # an unknown kid was left undecided since the last fetch started
+        self._due_at = -math.inf  # when a request should start a background refresh (see _schedule)
+        self._absent: OrderedDict[str, None] = OrderedDict()  # kids a fetch made for them did not list
         self._generation = 0  # bumped after every attempt; waiters use it to skip a second fetch
         self._lock: anyio.Lock | None = None
+        self._in_flight = False  # a fetch is under way (not merely a coroutine holding the lock)
         self._last_failure: str | None = None
         self._last_problems: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # running asyncio background refreshes, held until they end
+        self._running = 0  # background refreshes started and not yet ended (asyncio or trio)
+        self._background_generation = -1  # the generation the latest one will fetch for (none since, if current)
+        self._idle: anyio.Event | None = None  # set when _running drops to 0 (for settle())
         #: Number of HTTP fetches attempted (for tests, benchmarks and ``cfaccess-mw check``).
         self.fetch_count = 0
 
@@ -155,24 +219,43 @@ class JWKSClient:
         return self._last_failure
 
     def has_kid(self, kid: str) -> bool:
-        """Whether ``kid`` is in the cached key set (no I/O; used to expire cached tokens of removed keys)."""
+        """Whether ``kid`` is in the cached key set (no I/O)."""
         return kid in self._keys
 
-    async def get_key(self, kid: str) -> RSAPublicKey:
-        """The public key for ``kid``, fetching if the cache is stale or does not know it.
+    def cached_key(self, kid: str) -> PublicKey | None:
+        """The cached key object for ``kid``, or ``None``; never waits.
 
-        Raises :class:`InvalidToken` (``unknown_key``) when the endpoint does not list
-        ``kid``, and :class:`AuthUnavailable` when there are no keys at all.
+        Called for every token, cached or not: when the key set is due for a refresh,
+        this starts one in the background (single-flight) and still answers from the
+        cache. A cached token is valid only while this returns the very key object it
+        was verified with.
         """
-        now = self._clock()
-        key = self._keys.get(kid)
-        if key is not None and now - self._fetched_at < self.cache_seconds:
+        if self._clock() >= self._due_at:
+            self._refresh_in_background()
+        return self._keys.get(kid)
+
+    async def get_key(self, kid: str) -> PublicKey:
+        """The public key for ``kid``, fetching when the cache does not know it (see the module's rules).
+
+        A known key is returned at once, even when due for a refresh (which then runs
+        in the background). Raises :class:`InvalidToken` (``unknown_key``) when a fetch
+        made for this request does not list ``kid``, and :class:`AuthUnavailable` when
+        there are no keys at all, the endpoint is failing, or ``kid`` is undecided
+        because unknown kids have used up this cooldown's fetch.
+        """
+        key = self.cached_key(kid)
+        if key is not None:
             return key
-        if key is not None and self._lock is not None and self._lock.locked():
-            return key  # cached but due for refresh, which another request is doing: don't queue behind it
-        if now - self._attempted_at >= self.cooldown_seconds:
-            await self.refresh()
-            key = self._keys.get(kid)
+        generation = self._generation
+        now = self._clock()
+        if self._in_flight:
+            await self._refresh(generation)  # a fetch is under way: its answer is worth the wait
+        elif self._running and self._background_generation == generation:
+            await self._refresh(generation)  # a background fetch is about to start: run it now, or wait for it
+        elif now >= self._next_kid_fetch_at():
+            self._kid_fetch_at = now
+            await self._refresh(generation)
+        key = self._keys.get(kid)
         if key is not None:
             return key
         if not self._keys or self._last_failure is not None:
@@ -185,42 +268,160 @@ class JWKSClient:
                 f"{why} {self.url} is failing: {self._last_failure or 'not fetched yet'}",
                 retry_after=max(1, math.ceil(self.cooldown_seconds)),
             )
-        raise InvalidToken(
-            Reason.UNKNOWN_KEY,
-            "The token was signed with a key this application does not know.",
-            f"key id {kid!r} is not among the {len(self._keys)} keys at {self.url} ({', '.join(self.kids)})",
+        if self._generation != generation or kid in self._absent:
+            # A fetch made for this request (or for an earlier one with this kid) does not list it: unknown.
+            self._absent[kid] = None
+            self._absent.move_to_end(kid)
+            if len(self._absent) > ABSENT_KIDS_REMEMBERED:
+                self._absent.popitem(last=False)
+            raise InvalidToken(
+                Reason.UNKNOWN_KEY,
+                "The token was signed with a key this application does not know.",
+                f"key id {kid!r} is not among the {len(self._keys)} keys at {self.url} ({', '.join(self.kids)})",
+            )
+        # Unknown kids have used this cooldown's fetch: ``kid`` may be a key Cloudflare rotated in since. Undecided
+        # until the next fetch, which the first request after the cooldown starts (see _schedule).
+        self._kid_waiting = True
+        self._schedule()
+        retry = max(1, math.ceil(self._next_kid_fetch_at() - now))
+        raise AuthUnavailable(
+            Reason.KEYS_UNAVAILABLE,
+            "The token names a signing key this application has not fetched yet; try again shortly.",
+            f"key id {kid!r} is not among the {len(self._keys)} cached keys, and unknown key ids already caused a "
+            f"fetch {now - self._kid_fetch_at:.1f}s ago; the next may run in {retry}s "
+            f"(refetch cooldown {self.cooldown_seconds:g}s)",
+            retry_after=retry,
         )
 
     async def refresh(self) -> bool:
         """Fetch the key set now (single-flight). Return whether keys are available afterwards."""
-        generation = self._generation
+        return await self._refresh(self._generation)
+
+    async def settle(self) -> None:
+        """Wait until no background refresh is running (tests, and anyone who wants a quiet shutdown)."""
+        while self._running:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
+
+    def _next_kid_fetch_at(self) -> float:
+        """When an unknown kid may next cause a fetch: a cooldown after the last such fetch and the last failure."""
+        at = self._kid_fetch_at + self.cooldown_seconds
+        if self._last_failure is not None:
+            at = max(at, self._attempted_at + self.cooldown_seconds)
+        return at
+
+    def _schedule(self) -> None:
+        """When the next request should start a background refresh.
+
+        A lifetime after the last success; while the endpoint fails, a cooldown after
+        the last attempt (but not before the lifetime ends: a failed fetch for an
+        unknown kid must not make every request retry); and, when an unknown kid is
+        waiting, as soon as the cooldown allows a fetch for it.
+        """
+        due = self._fetched_at + self.cache_seconds
+        if self._last_failure is not None:
+            due = max(due, self._attempted_at + self.cooldown_seconds)
+        if self._kid_waiting:
+            due = min(due, self._next_kid_fetch_at())
+        self._due_at = due
+
+    def _refresh_in_background(self) -> None:
+        """Start a refresh as a background task of the running event loop; never raises, never waits.
+
+        Single-flight: the task fetches only if no fetch completed since it was
+        started, and while it runs ``_due_at`` is pushed past the longest a fetch can
+        take, so requests do not start more. Should the task vanish without a word
+        (its event loop closed under it), the next request after that starts another.
+        """
+        now = self._clock()
+        self._due_at = now + self.timeout + self.cooldown_seconds
+        if self._kid_waiting:  # this is the fetch the waiting kid was promised: it uses the cooldown's allowance
+            self._kid_fetch_at = now
+        generation = self._background_generation = self._generation
+        try:
+            self._spawn(lambda: self._background_refresh(generation))
+        except RuntimeError:  # no event loop running here: the next request on one starts the refresh
+            self._due_at = now
+
+    def _spawn(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``job()`` as a task of the running event loop, outside the current request.
+
+        A fresh, empty ``contextvars`` context, so no request's context variables
+        leak into it; not in the request's task group or cancel scope, so the
+        request neither waits for it nor cancels it. Under asyncio the loop holds
+        tasks only weakly, so this object holds it until it ends; under trio it is a
+        system task, which trio holds and cancels when the run ends.
+        """
+        trio = sys.modules.get("trio")
+        if trio is not None and _running_trio(trio):
+            trio.lowlevel.spawn_system_task(job, context=contextvars.Context())
+        else:
+            loop = asyncio.get_running_loop()  # RuntimeError when there is none
+            task: asyncio.Task[None] = contextvars.Context().run(loop.create_task, job())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._running += 1
+
+    async def _background_refresh(self, generation: int) -> None:
+        try:
+            await self._refresh(generation)
+        except Exception:  # _refresh records fetch errors itself; this is a bug, and no request may see it
+            logger.exception("certs endpoint %s: background refresh failed", self.url)
+        finally:
+            self._running -= 1
+            if not self._running and self._idle is not None:
+                self._idle.set()
+                self._idle = None
+
+    async def _refresh(self, generation: int) -> bool:
+        """Fetch unless an attempt completed since ``generation`` was read (single-flight)."""
         if self._lock is None:
             self._lock = anyio.Lock()
         async with self._lock:
             if self._generation != generation:
                 return bool(self._keys)  # another coroutine fetched while we waited
+            self._kid_waiting = False  # this fetch starts after every waiting kid arrived: it decides them
+            self._in_flight = True
             try:
                 keys, problems, listed = await self._fetch()
             except JWKSFetchError as exc:
-                self._record_failure(str(exc))
+                failure: str | None = str(exc)
             except Exception as exc:  # a bug must cost a 503, not a 500 on every request
                 logger.exception("certs endpoint %s: unexpected error while fetching keys", self.url)
-                self._record_failure(f"unexpected {type(exc).__name__}")
+                failure = f"unexpected {type(exc).__name__}"
             else:
-                self._record_success(keys, problems, listed)
+                failure = None
+            finally:
+                self._in_flight = False
             # Not in a finally: when the fetching request is cancelled, the attempt did not happen, and a
             # waiter must make its own rather than find the generation moved and the cooldown running.
             self._attempted_at = self._clock()
+            if failure is None:
+                self._record_success(keys, problems, listed)
+            else:
+                self._record_failure(failure)
             self._generation += 1
+            self._schedule()
         return bool(self._keys)
 
-    def _record_success(self, keys: dict[str, RSAPublicKey], problems: list[str], listed: set[str]) -> None:
+    def _record_success(self, keys: dict[str, PublicKey], problems: list[str], listed: set[str]) -> None:
         # A cached key whose kid the document still lists, but in a form we cannot use (a wrong kty, alg or use,
         # listed twice), has not been withdrawn: keep the last good copy rather than refuse its tokens.
         kept = sorted(kid for kid in self._keys if kid in listed and kid not in keys)
         if kept:
             keys = {**keys, **{kid: self._keys[kid] for kid in kept}}
             problems = [*problems, f"keeping the cached copy of {', '.join(map(repr, kept))}"]
+        # The same material under the same kid keeps its key object, so tokens verified with it stay cached; a kid
+        # republished with other material gets the new object, and its cached tokens are verified again.
+        replaced = []
+        for kid, old in self._keys.items():
+            new = keys.get(kid)
+            if new is not None and new is not old:
+                if new.public_numbers() == old.public_numbers():
+                    keys[kid] = old
+                else:
+                    replaced.append(kid)
         added = sorted(set(keys) - set(self._keys))
         removed = sorted(set(self._keys) - set(keys))
         self._keys = keys
@@ -230,6 +431,13 @@ class JWKSClient:
         self._last_failure = None
         if added or removed:
             logger.info("signing keys from %s: added %s, removed %s", self.url, added, removed)
+        if replaced:
+            logger.warning(
+                "certs endpoint %s: key id(s) %s now carry different key material; tokens verified with the old "
+                "key are checked again",
+                self.url,
+                sorted(replaced),
+            )
         if problems != self._last_problems:  # said once, not again on every refresh that finds the same
             for problem in problems:
                 logger.warning("certs endpoint %s: %s", self.url, problem)
@@ -243,7 +451,7 @@ class JWKSClient:
             logger.debug("certs endpoint %s still failing: %s", self.url, why)
         self._last_failure = why
 
-    async def _fetch(self) -> tuple[dict[str, RSAPublicKey], list[str], set[str]]:
+    async def _fetch(self) -> tuple[dict[str, PublicKey], list[str], set[str]]:
         """The usable keys, the problems with the rest, and every kid the document lists (usable or not)."""
         self.fetch_count += 1
         try:
@@ -257,7 +465,7 @@ class JWKSClient:
             document = json.loads(body)
         except (ValueError, RecursionError):
             raise JWKSFetchError("response is not JSON") from None
-        keys, problems = parse_jwks(document)
+        keys, problems = parse_jwks(document, self._parse)
         listed = {jwk["kid"] for jwk in document["keys"] if isinstance(jwk, dict) and isinstance(jwk.get("kid"), str)}
         return keys, problems, listed
 

@@ -8,6 +8,7 @@ environment variable a deployer would fix.
 
 from __future__ import annotations
 
+import difflib
 import enum
 import hashlib
 import hmac
@@ -22,6 +23,8 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .exposure import is_loopback_url_host
+from .providers import VARIABLES as PROVIDER_VARIABLES
+from .providers import Provider, check_preset_settings, parse_provider
 
 logger = logging.getLogger("cfaccess_mw")
 
@@ -54,8 +57,14 @@ ENV_NAMES = {
     "allow_cookie": "CFACCESS_ALLOW_COOKIE",
     "user_cache_seconds": "CFACCESS_USER_CACHE_SECONDS",
     "user_cache_size": "CFACCESS_USER_CACHE_SIZE",
+    "local_hosts": "CFACCESS_LOCAL_HOSTS",
+    **PROVIDER_VARIABLES,  # CFACCESS_PROVIDER and the presets' own settings (providers.py)
 }
 _FILE_VARS = {"CFACCESS_API_KEYS_FILE"}
+#: Read by from_env itself: unknown CFACCESS_* names become errors instead of warnings.
+STRICT_VARIABLE = "CFACCESS_STRICT"
+#: The httpx client's variables (cfaccess_mw.client), not the middleware's.
+CLIENT_PREFIX = "CFACCESS_CLIENT_"
 
 
 class ExposureMode(str, enum.Enum):
@@ -156,6 +165,14 @@ class Settings:
     allow_cookie: bool = False
     user_cache_seconds: float = 0.0
     user_cache_size: int = 4096
+    local_hosts: tuple[str, ...] = ()
+    # Another proxy than Cloudflare (providers.py): which, and the settings only its preset reads.
+    provider: Provider = Provider.CLOUDFLARE
+    issuers: tuple[str, ...] = ()
+    algorithms: tuple[str, ...] = ()
+    token_header: str | None = None
+    aws_alb_arns: tuple[str, ...] = ()
+    aws_client_id: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -164,14 +181,19 @@ class Settings:
         except ValueError:
             raise _fail("exposure_mode", f"{self.exposure_mode!r} is not one of: local, reverse-proxy") from None
         set_(self, "exposure_mode", mode)
+        provider = parse_provider(self.provider)
+        set_(self, "provider", provider)
+        cloudflare = provider is Provider.CLOUDFLARE  # the checks below marked so are Cloudflare's own
+        for name, value in check_preset_settings(self).items():
+            set_(self, name, value)
 
         if self.team_domain is not None:
             set_(self, "team_domain", _normalise_domain(self.team_domain))
-        for name in ("audiences", "api_keys", "service_tokens", "public_paths"):
+        for name in ("audiences", "api_keys", "service_tokens", "public_paths", "local_hosts"):
             if isinstance(getattr(self, name), (str, bytes)):
                 raise _fail(name, f"{name} must be a tuple, not a single string")
         audiences = tuple(aud.lower() if isinstance(aud, str) else aud for aud in self.audiences)
-        for aud in audiences:
+        for aud in audiences if cloudflare else ():
             if not isinstance(aud, str) or not _HEX64.fullmatch(aud):
                 raise _fail(
                     "audiences",
@@ -180,12 +202,12 @@ class Settings:
                 )
         if len(set(audiences)) != len(audiences):
             raise _fail("audiences", "lists the same AUD tag twice")
-        set_(self, "audiences", audiences)
+        set_(self, "audiences", audiences if cloudflare else self.audiences)
 
-        if (self.team_domain is None) != (not audiences):
+        if cloudflare and (self.team_domain is None) != (not audiences):
             missing = "audiences" if self.team_domain else "team_domain"
             raise _fail(missing, "CFACCESS_TEAM_DOMAIN and CFACCESS_AUD must be set together")
-        if mode is ExposureMode.REVERSE_PROXY and self.team_domain is None:
+        if cloudflare and mode is ExposureMode.REVERSE_PROXY and self.team_domain is None:
             raise _fail(
                 "team_domain",
                 "required in reverse-proxy mode (with CFACCESS_AUD): behind a proxy only a verified "
@@ -197,7 +219,7 @@ class Settings:
             set_(self, "certs_url", self._check_certs_url(self.certs_url))
         elif self.team_domain is not None:
             set_(self, "certs_url", f"https://{self.team_domain}/cdn-cgi/access/certs")
-        if self.certs_url is not None and self.team_domain is None:
+        if cloudflare and self.certs_url is not None and self.team_domain is None:
             raise _fail("certs_url", "only makes sense with CFACCESS_TEAM_DOMAIN and CFACCESS_AUD")
         if self.service_tokens and self.team_domain is None:
             raise _fail(
@@ -221,18 +243,29 @@ class Settings:
         )
         set_(self, "service_tokens", tuple(self.service_tokens))
         set_(self, "public_paths", tuple(self._check_path(p) for p in self.public_paths))
+        set_(self, "local_hosts", tuple(self._check_local_host(h) for h in self.local_hosts))
+        if self.local_hosts and mode is not ExposureMode.LOCAL:
+            raise _fail(
+                "local_hosts", "names hosts the local operator uses: only meaningful with CFACCESS_EXPOSURE_MODE=local"
+            )
 
+        # A cooldown of 0 refetches for every unknown key id: what a test wants right after rotating its local
+        # issuer's key, and a load generator against a real certs endpoint. So 0 only for a loopback certs URL.
+        loopback_certs = self.certs_url is not None and is_loopback_url_host(urlsplit(self.certs_url).hostname or "")
         for name, low, high in (
             ("leeway_seconds", 0, 300),
             ("jwks_cache_seconds", 10, 86400),
             ("jwks_timeout_seconds", 0.1, 60),
-            ("jwks_refresh_cooldown_seconds", 1, 60),
+            ("jwks_refresh_cooldown_seconds", 0 if loopback_certs else 1, 60),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise _fail(name, f"must be a number, got {value!r}")
             if not low <= value <= high:
-                raise _fail(name, f"must be between {low} and {high} seconds, got {value}")
+                hint = ""
+                if name == "jwks_refresh_cooldown_seconds" and 0 <= value < low:
+                    hint = " (below 1 only for tests, with a loopback CFACCESS_CERTS_URL)"
+                raise _fail(name, f"must be between {low} and {high} seconds, got {value}{hint}")
             set_(self, name, float(value))
         size = self.token_cache_size
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_TOKEN_CACHE_SIZE:
@@ -282,6 +315,14 @@ class Settings:
         return "/" + "/".join(segments)
 
     @staticmethod
+    def _check_local_host(host: object) -> str:
+        name = host.strip().lower() if isinstance(host, str) else ""
+        labels = name.split(".")
+        if not name or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+            raise _fail("local_hosts", f"{host!r} is not a host name (no scheme, port or path; e.g. devbox.lan)")
+        return name
+
+    @staticmethod
     def _check_unique(field_name: str, names: list[str], values: list[object], what: str, value_what: str) -> None:
         if len(set(names)) != len(names):
             raise _fail(field_name, f"two {what}s share a name; names must be unique")
@@ -292,12 +333,14 @@ class Settings:
 
     @property
     def jwt_enabled(self) -> bool:
-        """True when ``Cf-Access-Jwt-Assertion`` tokens are verified (team domain and AUD set)."""
-        return self.team_domain is not None
+        """True when proxy tokens are verified (team domain and AUD set, or another provider's preset)."""
+        return self.team_domain is not None or self.provider is not Provider.CLOUDFLARE
 
     @property
     def issuer(self) -> str | None:
-        """The exact ``iss`` a token must carry: ``https://<team domain>``."""
+        """The exact ``iss`` a token must carry: ``https://<team domain>`` (another preset: its first issuer)."""
+        if self.provider is not Provider.CLOUDFLARE:
+            return self.issuers[0]
         return f"https://{self.team_domain}" if self.team_domain else None
 
     @property
@@ -316,13 +359,28 @@ class Settings:
     # --- from the environment -----------------------------------------------------------------
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read and validate every ``CFACCESS_*`` variable; raise :class:`ConfigError` naming the bad one."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, strict: bool | None = None) -> Settings:
+        """Read and validate every ``CFACCESS_*`` variable; raise :class:`ConfigError` naming the bad one.
+
+        An unknown ``CFACCESS_*`` name is usually a typo that silently drops a setting
+        (``CFACCESS_PUBLIC_PATH`` leaves ``/healthz`` behind auth). It is logged as a warning, or,
+        with ``strict`` (default: the ``CFACCESS_STRICT`` variable), refused like any bad value.
+        """
         env = os.environ if environ is None else environ
-        known = set(ENV_NAMES.values()) | _FILE_VARS
-        for name in sorted(env):
-            if name.startswith(ENV_PREFIX) and name not in known and not name.startswith("CFACCESS_CLIENT_"):
-                logger.warning("cfaccess_mw: ignoring unknown setting %s (a typo?)", name)
+        if strict is None:
+            raw_strict = env.get(STRICT_VARIABLE, "").strip()
+            strict = _boolean(STRICT_VARIABLE, raw_strict) if raw_strict else False
+        unknown = unknown_variables(env)
+        if unknown and strict:
+            name, suggestion = unknown[0]
+            others = f"; also unknown: {', '.join(n for n, _ in unknown[1:])}" if len(unknown) > 1 else ""
+            guess = f"; did you mean {suggestion}?" if suggestion else ""
+            raise ConfigError(
+                name, f"not a setting cfaccess_mw reads{guess}{others} (unknown names are errors in strict mode)"
+            )
+        for name, suggestion in unknown:
+            guess = f" did you mean {suggestion}?" if suggestion else ""
+            logger.warning("cfaccess_mw: ignoring unknown setting %s (a typo?%s)", name, guess)
 
         def get(field_name: str) -> str | None:
             value = env.get(ENV_NAMES[field_name])
@@ -349,6 +407,7 @@ class Settings:
         kwargs["api_keys"] = tuple(_read_api_keys(get("api_keys"), env.get("CFACCESS_API_KEYS_FILE")))
         kwargs["service_tokens"] = tuple(_parse_service_tokens(get("service_tokens")))
         kwargs["public_paths"] = tuple(_split(get("public_paths")))
+        kwargs["local_hosts"] = tuple(_split(get("local_hosts")))
         kwargs["leeway_seconds"] = number("leeway_seconds", 30.0)
         kwargs["jwks_cache_seconds"] = number("jwks_cache_seconds", 300.0)
         kwargs["jwks_timeout_seconds"] = number("jwks_timeout_seconds", 5.0)
@@ -367,7 +426,41 @@ class Settings:
         raw_cookie = get("allow_cookie")
         if raw_cookie is not None:
             kwargs["allow_cookie"] = _boolean("allow_cookie", raw_cookie)
+        kwargs["provider"] = get("provider") or Provider.CLOUDFLARE
+        for name in ("issuers", "algorithms", "aws_alb_arns"):
+            kwargs[name] = tuple(_split(get(name)))
+        kwargs["token_header"] = get("token_header")
+        kwargs["aws_client_id"] = get("aws_client_id")
         return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def known_variables() -> frozenset[str]:
+    """Every ``CFACCESS_*`` name the middleware reads (the client's ``CFACCESS_CLIENT_*`` are its own)."""
+    return frozenset({*ENV_NAMES.values(), *_FILE_VARS, STRICT_VARIABLE})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``CFACCESS_*`` names in ``environ`` that nothing reads, each with the known name it most resembles."""
+    known = known_variables()
+    unknown = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known and not name.startswith(CLIENT_PREFIX):
+            unknown.append((name, _nearest(name, known)))
+    return unknown
+
+
+def _nearest(name: str, known: Iterable[str]) -> str | None:
+    """The known name ``name`` most likely misspells: close in spelling, else the only one it starts or ends.
+
+    The shared ``CFACCESS_`` prefix is left out of the comparison, or every name would look alike.
+    """
+    typed = name[len(ENV_PREFIX) :]
+    suffixes = {k[len(ENV_PREFIX) :]: k for k in known}
+    close = difflib.get_close_matches(typed, suffixes, n=1, cutoff=0.7)
+    if close:
+        return suffixes[close[0]]
+    stems = [k for s, k in suffixes.items() if len(typed) >= 3 and (s.startswith(typed) or typed.startswith(s))]
+    return stems[0] if len(stems) == 1 else None
 
 
 def _split(value: str | None) -> Iterable[str]:
@@ -377,6 +470,7 @@ def _split(value: str | None) -> Iterable[str]:
 
 
 def _boolean(field_name: str, raw: str) -> bool:
+    """``true``/``false`` and friends; ``field_name`` is a Settings field or a variable name."""
     lowered = raw.lower()
     if lowered in ("1", "true", "yes", "on"):
         return True

@@ -7,8 +7,10 @@ old one, the old one withdrawn later). The server binds loopback only, answers a
 bounded number of requests, and stops itself after ``max_seconds``.
 
     with LocalIssuer() as issuer:
-        app.add_middleware(CloudflareAccessMiddleware, settings=issuer.settings(), user_lookup=find)
-        token = issuer.identity_token("alice@example.com")
+        settings = issuer.settings(service_tokens={"ci": "ci.access"})
+        app.add_middleware(CloudflareAccessMiddleware, settings=settings, user_lookup=find)
+        token = issuer.identity_token("alice@example.com")   # or issuer.service_token("ci.access")
+        issuer.rotate()                                      # the next request already accepts the new key
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from .settings import ExposureMode, Settings
+from .settings import ApiKey, ExposureMode, ServiceToken, Settings
 
 Response = tuple[int, Mapping[str, str], bytes]
 
@@ -169,23 +171,44 @@ class LocalIssuer:
         return f"http://{host!s}:{port}/cdn-cgi/access/certs"
 
     def settings(self, **overrides: Any) -> Settings:
-        """Settings for a middleware that trusts this issuer (reverse-proxy mode unless overridden)."""
+        """Settings for a middleware that trusts this issuer (reverse-proxy mode unless overridden).
+
+        Two things differ from a deployment's defaults, so tests do the obvious thing:
+
+        * the refetch cooldown is 0 (allowed only because the certs URL is loopback), so a key published by
+          :meth:`rotate` is accepted by the very next request instead of 10 seconds later;
+        * ``service_tokens`` and ``api_keys`` also take a mapping, ``{"ci": client_id}`` and
+          ``{"operator": plaintext_key}``, so admitting what the test mints takes one argument.
+
+        Any other keyword is a :class:`Settings` field (``public_paths=("/healthz",)``).
+        """
         values: dict[str, Any] = {
             "exposure_mode": ExposureMode.REVERSE_PROXY,
             "team_domain": self.team_domain,
             "audiences": (self.audience,),
             "certs_url": self.certs_url,
+            "jwks_refresh_cooldown_seconds": 0.0,
         }
         values.update(overrides)
+        if isinstance(values.get("service_tokens"), Mapping):
+            values["service_tokens"] = tuple(ServiceToken(n, cid) for n, cid in values["service_tokens"].items())
+        if isinstance(values.get("api_keys"), Mapping):
+            values["api_keys"] = tuple(ApiKey.from_secret(n, key) for n, key in values["api_keys"].items())
         return Settings(**values)
 
     def env(self, **overrides: str) -> dict[str, str]:
-        """The ``CFACCESS_*`` variables a deployer would set for this issuer."""
+        """The ``CFACCESS_*`` variables a deployer would set for this issuer, with the test-friendly cooldown of 0.
+
+        For an app that calls ``Settings.from_env()`` when it is imported: put these in
+        ``os.environ`` (``monkeypatch.setenv``) before the import. Keywords are variable
+        names: ``issuer.env(CFACCESS_SERVICE_TOKENS=f"ci={client_id}")``.
+        """
         values = {
             "CFACCESS_EXPOSURE_MODE": "reverse-proxy",
             "CFACCESS_TEAM_DOMAIN": self.team_domain,
             "CFACCESS_AUD": self.audience,
             "CFACCESS_CERTS_URL": self.certs_url,
+            "CFACCESS_JWKS_REFRESH_COOLDOWN_SECONDS": "0",
         }
         values.update(overrides)
         return values

@@ -15,6 +15,7 @@ signature verifies.
 from __future__ import annotations
 
 import binascii
+import copy
 import json
 import re
 import sys
@@ -22,7 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
@@ -30,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.hashes import SHA256
 
 from .errors import InvalidToken, Reason
+from .keys import PublicKey
 
 #: Longest token accepted, in characters. Cloudflare's tokens are about 1 KB; a 16 KiB cap
 #: bounds the work an attacker can ask for before any signature check.
@@ -42,11 +44,24 @@ _SHA256 = SHA256()
 
 
 class KeySource(Protocol):
-    """What the verifier needs from a key store (implemented by :class:`~cfaccess_mw.keys.JWKSClient`)."""
+    """What the verifier needs from a key store (implemented by :class:`~cfaccess_mw.keys.JWKSClient`).
 
-    async def get_key(self, kid: str) -> RSAPublicKey: ...
+    ``cached_key`` answers without waiting (it runs for every cached token) and
+    must return the same object for as long as the key material behind ``kid``
+    is unchanged: a cached token is valid only while it returns the very object
+    the token was verified with.
+    """
 
-    def has_kid(self, kid: str) -> bool: ...
+    async def get_key(self, kid: str) -> PublicKey: ...
+
+    def cached_key(self, kid: str) -> PublicKey | None: ...
+
+
+class TokenProfile(Protocol):
+    """Another proxy's rules for a fresh token (:class:`~cfaccess_mw.providers.PresetProfile`): header,
+    encoding, key and claims. The verifier keeps the cache; the profile does everything the cache does not."""
+
+    async def verify(self, token: str, keys: KeySource, now: float) -> VerifiedToken: ...
 
 
 def _malformed(detail: str) -> InvalidToken:
@@ -260,19 +275,101 @@ def check_claims(
     return exp
 
 
+def _read_only(*args: Any, **kwargs: Any) -> NoReturn:
+    raise TypeError("token claims are read-only; change a copy (list(...), dict(...)) instead")
+
+
+class ReadOnlyList(list[Any]):
+    """A JSON array from verified claims: equal to, serialised as and ``isinstance`` of ``list``, but read-only.
+
+    A list, not a tuple, so code written against the JSON types (``claims["aud"] ==
+    [...]``, ``json.dumps``) keeps working. Copies (``list(x)``, ``copy.copy``,
+    ``copy.deepcopy``) are ordinary, mutable lists.
+    """
+
+    __slots__ = ()
+    append = extend = insert = pop = remove = clear = sort = reverse = _read_only
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only
+
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        return copy.deepcopy(list(self), memo)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return list, (list(self),)
+
+
+class ReadOnlyDict(dict[str, Any]):
+    """A JSON object nested in verified claims: equal to, serialised as and ``isinstance`` of ``dict``, read-only."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = pop = popitem = clear = update = setdefault = _read_only
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return copy.deepcopy(dict(self), memo)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return dict, (dict(self),)
+
+
+_CONTAINERS = frozenset((list, dict))
+
+
+def _frozen(value: Any) -> Any:
+    kind = type(value)
+    if kind is list:
+        for item in value:
+            if type(item) in _CONTAINERS:
+                return ReadOnlyList([_frozen(item) for item in value])
+        return ReadOnlyList(value)  # the common case (``aud``, a list of groups): no copy item by item
+    if kind is dict:
+        return ReadOnlyDict({name: _frozen(item) for name, item in value.items()})
+    return value
+
+
+def freeze_claims(claims: dict[str, Any]) -> Mapping[str, Any]:
+    """Verified claims made read-only all the way down, once per verification (not per cache hit).
+
+    The claims are shared by every request that presents the same token, so a
+    request that changed them (``claims["groups"].append(...)``) would change what
+    the next one sees. The top level becomes a ``MappingProxyType``; nested arrays
+    and objects become :class:`ReadOnlyList` and :class:`ReadOnlyDict`.
+    """
+    for name, value in claims.items():
+        if type(value) in _CONTAINERS:
+            claims[name] = _frozen(value)  # replacing a value while iterating is allowed (no key is added)
+    return MappingProxyType(claims)
+
+
+def read_only_claims(claims: dict[str, Any]) -> Mapping[str, Any]:
+    """:func:`freeze_claims` for a verified payload; one nested deeper than the interpreter recurses is malformed."""
+    try:
+        return freeze_claims(claims)
+    except RecursionError:
+        raise _malformed("the payload is nested too deeply") from None
+
+
 class VerifiedToken:
-    """A verified token's read-only claims, its key id and expiry, and a slot for the caller's memo.
+    """A verified token's read-only claims, its key id, expiry and key, and a slot for the caller's memo.
 
     The middleware keeps what it derives from the claims (the normalised email, the
     principal) in ``memo``, so a repeated token costs neither RSA nor re-deriving.
+    ``key`` is the key object the signature verified with: the cache serves the
+    token only while the key source still returns that very object.
     """
 
-    __slots__ = ("claims", "exp", "kid", "memo")
+    __slots__ = ("claims", "exp", "key", "kid", "memo")
 
-    def __init__(self, claims: Mapping[str, Any], kid: str, exp: float) -> None:
+    def __init__(self, claims: Mapping[str, Any], kid: str, exp: float, key: PublicKey) -> None:
         self.claims = claims
         self.kid = kid
         self.exp = exp
+        self.key = key
         self.memo: Any = None
 
     def __repr__(self) -> str:
@@ -288,10 +385,13 @@ class TokenVerifier:
     """Verifies tokens for one Access application; caches verified tokens until they expire.
 
     The cache is bounded and keyed by the exact token text. An entry is used only
-    while the token has not expired and its signing key is still published, so a
-    repeated token (a browser session sends the same one until it expires) costs
-    no RSA work, and a withdrawn key still stops its tokens. Oldest entries are
-    evicted first.
+    while the token has not expired and the key source still holds the very key
+    object it was verified with, so a repeated token (a browser session sends the
+    same one until it expires) costs no RSA work, while a withdrawn key stops its
+    tokens and a key republished under the same ``kid`` with other material makes
+    them verify again. The least recently used entry is evicted first, so a burst
+    of one-off tokens (a crawler, a fleet of CI jobs) does not push out the
+    sessions in use.
     """
 
     def __init__(
@@ -303,8 +403,10 @@ class TokenVerifier:
         leeway: float = 30.0,
         cache_size: int = 4096,
         clock: Callable[[], float] = time.time,
+        profile: TokenProfile | None = None,
     ) -> None:
         self.issuer = issuer
+        self.profile = profile  # None: Cloudflare's rules, below
         self.audiences = audiences
         self.keys = keys
         self.leeway = leeway
@@ -325,10 +427,13 @@ class TokenVerifier:
         now = self._clock()
         cached = self._cache.get(token)
         if cached is not None:
-            if now <= cached.exp + self.leeway and self.keys.has_kid(cached.kid):
+            if now <= cached.exp + self.leeway and self.keys.cached_key(cached.kid) is cached.key:
+                self._cache.move_to_end(token)
                 return cached
-            del self._cache[token]  # expired or its key was withdrawn: verify afresh for the precise reason
+            del self._cache[token]  # expired, or its key withdrawn or changed: verify afresh for the precise reason
 
+        if self.profile is not None:  # another proxy's preset (providers.py); cached exactly like a Cloudflare token
+            return self._remember(token, await self.profile.verify(token, self.keys, now))
         header_b64, payload_b64, signature_b64 = split_token(token)
         kid = self._headers.get(header_b64)
         if kid is None:
@@ -338,6 +443,10 @@ class TokenVerifier:
             self._headers[header_b64] = kid
         signature = b64url_decode(signature_b64, "signature")
         key = await self.keys.get_key(kid)
+        if not isinstance(key, RSAPublicKey):  # a key source shared with an ES256 preset: never for Cloudflare
+            raise InvalidToken(
+                Reason.ALGORITHM_NOT_ALLOWED, "The token's signing key is not allowed.", f"key {kid!r} is not RSA"
+            )
         try:
             key.verify(signature, f"{header_b64}.{payload_b64}".encode("ascii"), _PADDING, _SHA256)
         except InvalidSignature:
@@ -348,7 +457,10 @@ class TokenVerifier:
             ) from None
         claims = _json_object(b64url_decode(payload_b64, "payload"), "payload")
         exp = check_claims(claims, issuer=self.issuer, audiences=self.audiences, leeway=self.leeway, now=now)
-        verified = VerifiedToken(MappingProxyType(claims), kid, exp)
+        return self._remember(token, VerifiedToken(read_only_claims(claims), kid, exp, key))
+
+    def _remember(self, token: str, verified: VerifiedToken) -> VerifiedToken:
+        """Cache a verified token (Cloudflare's or a preset's): bounded, the least recently used evicted first."""
         if self.cache_size:
             if len(self._cache) >= self.cache_size:
                 self._cache.popitem(last=False)

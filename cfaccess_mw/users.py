@@ -66,9 +66,10 @@ def is_async_callable(fn: object) -> bool:
 
 
 def cache_key(email: str) -> str:
-    """The key an app's email is remembered under: stripped, ASCII letters lower-cased, as the middleware
-    normalises a token's email (so ``forget("Alice@Example.com")`` drops what ``alice@example.com`` cached)."""
-    email = email.strip()
+    """The key an app's email is remembered under: trimmed of ASCII space and tab, ASCII letters lower-cased,
+    as :func:`cfaccess_mw.authenticator.normalise_email` normalises a token's email (so
+    ``forget("Alice@Example.com")`` drops what ``alice@example.com`` cached), but never refusing one."""
+    email = email.strip(" \t")
     return email.lower() if email.isascii() else email.translate(_ASCII_LOWER)
 
 

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,11 +26,46 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
+import cfaccess_mw
 from cfaccess_mw import CloudflareAccessMiddleware, Settings
 from cfaccess_mw.testing import LocalIssuer
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to run against any cfaccess_mw but this checkout's own ``cfaccess_mw/``.
+
+    In-process the package comes from the checkout (pytest puts it on ``sys.path``). The
+    console script and other subprocesses import whatever is installed; a leftover install of
+    another tree, or of the old ``src/`` layout, would have them test stale code, so that is
+    checked too, the way the ``cfaccess-mw`` script would see it (from outside the checkout).
+    """
+    expected = ROOT / "cfaccess_mw"
+    imported = Path(cfaccess_mw.__file__).resolve().parent
+    if imported != expected:
+        raise pytest.UsageError(f"tests import cfaccess_mw from {imported}, not this checkout's {expected}")
+    probe = "import importlib.util as u; spec = u.find_spec('cfaccess_mw'); print(spec.origin if spec else '')"
+    found = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tempfile.gettempdir(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout.strip()
+    if found and Path(found).resolve().parent != expected:
+        raise pytest.UsageError(
+            f"the cfaccess_mw installed for {sys.executable} is {Path(found).parent}, not this checkout's "
+            f"{expected}: subprocess tests would run stale code. Run the tests with `python3 dev.py test`, "
+            "which installs this checkout editable."
+        )
+
+
 REMOTE_PEER = ("203.0.113.7", 51000)  # TEST-NET-3: never loopback
 LOOPBACK_PEER = ("127.0.0.1", 51000)
+#: What a program on this host addressing the app sends as Host (TestClient's default "testserver" is not local).
+LOCAL_BASE_URL = "http://localhost:8000"
 
 USERS: dict[str, dict[str, str]] = {
     "alice@example.com": {"name": "Alice", "role": "admin"},
@@ -108,7 +147,8 @@ def make_client() -> Iterator[ClientFactory]:
     clients: list[TestClient] = []
 
     def factory(settings: Settings, peer: tuple[str, int] | None = REMOTE_PEER, **options: Any) -> TestClient:
-        client = TestClient(build_app(settings, **options), client=peer)  # type: ignore[arg-type]
+        app = build_app(settings, **options)
+        client = TestClient(app, base_url=LOCAL_BASE_URL, client=peer)  # type: ignore[arg-type]
         client.__enter__()
         clients.append(client)
         return client

@@ -26,7 +26,7 @@ from cfaccess_mw.testing import LocalIssuer
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PEER = ("198.51.100.7", 40123)
-BASE_URL = "http://app.example"
+BASE_URL = "http://localhost:8000"  # a local Host, so the loopback operator cases are the operator's
 API_KEY = "audit-test-api-key-0123456789"
 CLIENT_ID = "feedc0de.access"
 USERS = {"alice@example.com": {"name": "Alice"}}

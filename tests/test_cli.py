@@ -7,6 +7,7 @@ server, with ``CFACCESS_*`` set in the environment the way a deployer sets them.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
 import os
 import re
@@ -124,6 +125,8 @@ def test_check_never_prints_api_key_hashes(deployed: LocalIssuer, capsys: pytest
         pytest.param({"CFACCESS_EXPOSURE_MODE": "tunnel"}, "CFACCESS_EXPOSURE_MODE", id="unknown-mode"),
         pytest.param({"CFACCESS_LEEWAY_SECONDS": "soon"}, "CFACCESS_LEEWAY_SECONDS", id="leeway-not-a-number"),
         pytest.param({"CFACCESS_API_KEYS": "operator:md5:abc"}, "CFACCESS_API_KEYS", id="api-key-not-sha256"),
+        pytest.param({"CFACCESS_AUD": "app.example.com"}, "CFACCESS_AUD", id="aud-not-a-tag"),
+        pytest.param({"CFACCESS_STRICT": "true", "CFACCESS_PUBLIC_PATH": "/x"}, "CFACCESS_PUBLIC_PATH", id="strict"),
     ],
 )
 def test_check_names_the_bad_variable_and_exits_2(
@@ -151,7 +154,42 @@ def test_check_warns_about_an_unknown_variable(
     code, _, err = run(capsys, "check")
 
     assert code == 0
-    assert "cfaccess-mw: warning: ignoring unknown setting CFACCESS_AUDIENCE (a typo?)" in err
+    assert (
+        "cfaccess-mw: warning: ignoring unknown setting CFACCESS_AUDIENCE (a typo? did you mean CFACCESS_AUD?)" in err
+    )
+
+
+def test_check_strict_refuses_an_unknown_variable_naming_the_one_meant(
+    deployed: LocalIssuer, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_env.setenv("CFACCESS_PUBLIC_PATH", "/status")  # the typo that leaves /status behind auth
+
+    code, out, err = run(capsys, "check", "--strict")
+
+    assert code == 2
+    line = one_error_line(err)
+    assert line.startswith("cfaccess-mw: CFACCESS_PUBLIC_PATH: ")
+    assert "did you mean CFACCESS_PUBLIC_PATHS?" in line
+    assert "OK" not in out
+
+
+def test_check_strict_passes_a_clean_deployment_and_leaves_client_variables_alone(
+    deployed: LocalIssuer, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_env.setenv("CFACCESS_CLIENT_URL", "https://app.example.com")  # the httpx client's, not the middleware's
+
+    code, out, err = run(capsys, "check", "--strict")
+
+    assert code == 0, err
+    assert err == ""
+    assert out.rstrip().endswith("OK: configuration is valid and the certs endpoint serves usable keys.")
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+
+    assert code == 0
+    assert out == f"cfaccess-mw {cfaccess_mw.__version__}\n"
 
 
 def test_check_reports_an_unreachable_certs_endpoint(
@@ -537,6 +575,21 @@ def test_pyproject_declares_the_console_script() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
     assert project["scripts"]["cfaccess-mw"] == "cfaccess_mw.cli:main"
+
+
+def test_installed_console_script_reports_the_installed_version() -> None:
+    """The script on PATH runs this checkout's code: its version is the installed distribution's and ours."""
+    script = Path(sys.executable).with_name("cfaccess-mw")
+    if not script.exists():
+        pytest.skip("cfaccess-mw is not installed next to this interpreter (not an installed environment)")
+
+    result = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, env=subprocess_env({}), timeout=60, check=False
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"cfaccess-mw {importlib.metadata.version('cfaccess_mw')}\n"
+    assert importlib.metadata.version("cfaccess_mw") == cfaccess_mw.__version__
 
 
 def test_installed_console_script_runs_new_api_key() -> None:

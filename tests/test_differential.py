@@ -63,8 +63,8 @@ class PublishedKeys:
             raise InvalidToken(Reason.UNKNOWN_KEY, "unknown key", f"kid {kid!r} is not published")
         return key
 
-    def has_kid(self, kid: str) -> bool:
-        return kid in self.keys
+    def cached_key(self, kid: str) -> RSAPublicKey | None:
+        return self.keys.get(kid)
 
 
 def b64url(raw: bytes) -> str:

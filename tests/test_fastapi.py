@@ -7,8 +7,7 @@ from typing import Annotated, Any
 import pytest
 from fastapi import Depends, FastAPI, WebSocket
 from fastapi.routing import APIRoute
-from starlette.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
+from starlette.testclient import TestClient, WebSocketDenialResponse
 
 from cfaccess_mw import ApiKey, AuditEvent, CloudflareAccessMiddleware, Principal, ServiceToken
 from cfaccess_mw.fastapi import CurrentPrincipal, document_security, get_principal, require
@@ -199,9 +198,10 @@ def test_websocket_routes_get_the_principal_and_requirements(shared_issuer: Loca
         with client.websocket_connect("/admin-ws", headers=alice):
             pass
         bob = jwt_header(shared_issuer.identity_token("bob@example.com"))
-        with pytest.raises(WebSocketDisconnect) as caught, client.websocket_connect("/admin-ws", headers=bob):
+        with pytest.raises(WebSocketDenialResponse) as caught, client.websocket_connect("/admin-ws", headers=bob):
             pass  # pragma: no cover - refused before accept
-        assert caught.value.code == 1008
+        assert caught.value.status_code == 403
+        assert error_of(caught.value)["reason"] == "insufficient_scope"
 
 
 def test_a_refusal_by_require_is_one_audit_event(shared_issuer: LocalIssuer) -> None:

@@ -15,6 +15,7 @@ import functools
 import gzip
 import json
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from cfaccess_mw.keys import JWKSClient
 from cfaccess_mw.testing import LocalIssuer, Response, new_rsa_key, public_jwk
 
 from .conftest import Clock
-from .hostile import Endpoint, assert_refused, counting_app
+from .hostile import Endpoint, assert_refused, b64json, counting_app
 
 API_KEY = "ck_" + "Zr4nQw8Ee2Ty6Ui0Op3As7Df1Gh5Jk9L"
 TIMEOUT = 0.5  # short, yet well above a loopback fetch on a busy machine (each fetch builds a TLS context)
@@ -173,6 +174,11 @@ class Rig:
     def token(self, email: str = "alice@example.com", kid: str | None = None) -> dict[str, str]:
         return {"Cf-Access-Jwt-Assertion": self.issuer.identity_token(email, kid=kid)}
 
+    def settle(self) -> None:
+        """Wait for the background refresh a request may have started (requests never wait for it)."""
+        assert self.client.portal is not None
+        self.client.portal.call(self.keys.settle)
+
 
 @pytest.fixture
 def rig_factory(issuer: LocalIssuer, register_secret: Callable[[str], str]) -> Iterator[Callable[[], Rig]]:
@@ -230,6 +236,7 @@ def test_cached_key_keeps_working_through_a_bad_day(
     for n in range(REQUESTS_PER_BATCH):
         response = rig.get(rig.token(f"alice@example.com{' ' * n}"))  # distinct tokens: no token-cache hits
         assert response.status_code == 200
+    rig.settle()
     assert rig.endpoint.calls == REQUESTS_PER_BATCH
     assert rig.keys.fetch_count == 2, "one refresh attempt for the whole batch, not one per request"
     assert not release.is_set()  # a slow endpoint was never waited out
@@ -242,6 +249,7 @@ def test_cached_key_keeps_working_through_a_bad_day(
     rig.clock.now += CACHE_SECONDS + 1  # a second attempt, just as bad
     for _ in range(REQUESTS_PER_BATCH):
         assert rig.get(rig.token()).status_code == 200
+    rig.settle()
     assert rig.keys.fetch_count == 3
     assert key_warnings(caplog) == warnings_after_first_window, "the same trouble is not logged again"
     assert elsewhere.fetch_count == 0, "a redirect was followed"
@@ -315,9 +323,85 @@ def test_slow_endpoint_never_holds_a_request_beyond_the_timeout(
     misbehave(rig.issuer, BadDay("slow", slow), elsewhere, release)
     rig.clock.now += CACHE_SECONDS + 1
     new_kid = rig.issuer.add_key(stranger_key())
-    # Both requests need the endpoint; both finish while it still has not answered.
+    # Both requests need the endpoint; both finish while it still has not answered. The first does not wait
+    # for the refresh it starts; the second, whose key only the endpoint can give, waits for it, up to the timeout.
     assert rig.get(rig.token()).status_code == 200
     rig.clock.now += COOLDOWN
     assert rig.get(rig.token(kid=new_kid)).status_code == 503
+    rig.settle()
     assert not release.is_set()
     assert rig.keys.last_failure == f"no answer within {TIMEOUT:g}s"
+
+
+# --- keys that change under the token cache (issue 10 finding 6) --------------------------------
+
+
+def test_a_kid_republished_with_other_material_stops_its_cached_tokens(rig_factory: Callable[[], Rig]) -> None:
+    rig = rig_factory()
+    alice = rig.token()
+    assert rig.get(alice).status_code == 200  # verified and cached
+    kid = rig.issuer.signing_kid
+    document = json.dumps({"keys": [public_jwk(kid, stranger_key())]}).encode()
+    rig.issuer.responder = lambda: (200, JSON, document)  # the same kid, other key material
+    rig.clock.now += CACHE_SECONDS + 1
+    assert rig.get(alice).status_code == 200  # the old key still holds while the refresh runs in the background
+    rig.settle()
+    rig.endpoint.calls = 0
+    response = rig.get(alice)
+    assert_refused(response.status_code, response.json(), rig.endpoint, 401, ("bad_signature",))
+    assert rig.keys.fetch_count == 2
+
+
+def test_a_withdrawn_key_stops_its_cached_tokens_under_cache_only_traffic(rig_factory: Callable[[], Rig]) -> None:
+    rig = rig_factory()
+    alice = rig.token()
+    assert rig.get(alice).status_code == 200
+    document = json.dumps({"keys": [public_jwk("good-other", stranger_key())]}).encode()
+    rig.issuer.responder = lambda: (200, JSON, document)  # the key is withdrawn; only this cached token keeps coming
+    rig.clock.now += CACHE_SECONDS + 1
+    assert rig.get(alice).status_code == 200
+    rig.settle()
+    rig.endpoint.calls = 0
+    for _ in range(3):
+        response = rig.get(alice)
+        assert_refused(response.status_code, response.json(), rig.endpoint, 401, ("unknown_key",))
+    assert rig.keys.fetch_count == 3  # start-up, the routine refresh, and one for the kid it no longer lists
+
+
+def made_up_kid(token: str) -> str:
+    """``token`` with its header naming a random kid (the signature is never checked: the kid is unknown)."""
+    _, payload, signature = token.split(".")
+    header = {"alg": "RS256", "kid": secrets.token_hex(32), "typ": "JWT"}
+    return f"{b64json(header)}.{payload}.{signature}"
+
+
+def test_a_flood_of_made_up_kids_does_not_turn_a_rotation_into_401s(rig_factory: Callable[[], Rig]) -> None:
+    rig = rig_factory()
+    template = rig.issuer.identity_token("mallory@example.com")
+    genuine: dict[str, str] | None = None
+    genuine_statuses: list[int] = []
+    accepted_after: float | None = None
+    rotated_at = 0.0
+    for step in range(40):  # 20 s of flood, half a second per step: two cooldown windows
+        for _ in range(5):
+            response = rig.get({"Cf-Access-Jwt-Assertion": made_up_kid(template)})
+            assert response.status_code in (401, 503)
+        if step == 3:  # Cloudflare rotates, after the flood spent this window's fetch
+            rig.issuer.rotate(keep_old=True)
+            genuine = rig.token()
+            rotated_at = rig.clock.now
+        if genuine is not None and accepted_after is None:
+            rig.endpoint.calls = 0
+            response = rig.get(genuine)
+            genuine_statuses.append(response.status_code)
+            if response.status_code == 200:
+                accepted_after = rig.clock.now - rotated_at
+            else:
+                assert_refused(response.status_code, response.json(), rig.endpoint, 503, ("keys_unavailable",))
+                assert 1 <= int(response.headers["retry-after"]) <= COOLDOWN
+        rig.clock.now += 0.5
+        rig.settle()
+    assert accepted_after is not None, genuine_statuses
+    assert accepted_after <= COOLDOWN, genuine_statuses
+    assert 401 not in genuine_statuses, "a genuine token was told it is invalid"
+    assert rig.keys.fetch_count <= 1 + 2 + 1  # start-up, then at most one per window of the flood

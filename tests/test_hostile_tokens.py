@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 from cfaccess_mw import ApiKey, ServiceToken, Settings
 from cfaccess_mw.testing import LocalIssuer, new_rsa_key, public_jwk
 
+from .conftest import LOCAL_BASE_URL, find_user
 from .hostile import Endpoint, assert_refused, b64, b64json, counting_app, hmac_signed, raw_call, rs256
 
 API_KEY = "hk_" + "7Qm2xZ9vLp4Rt8Wn3Yc6Bd1Fg5Hj0Ks2"
@@ -47,6 +48,8 @@ def hostile_settings(issuer: LocalIssuer, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "api_keys": (ApiKey.from_secret("operator", API_KEY),),
         "service_tokens": (ServiceToken("ci", CI_CLIENT_ID),),
+        # A deployment's cooldown, not the test issuer's zero: the flood and unknown-kid rules are under test.
+        "jwks_refresh_cooldown_seconds": 10.0,
     }
     values.update(overrides)
     return issuer.settings(**values)
@@ -206,9 +209,6 @@ TOKEN_CASES = [
     *(Case(alg, other_algorithm(alg), reasons=ALG) for alg in ("RS384", "RS512", "PS256", "ES256")),
     Case("kid-absent", with_kid(DROP), reasons=KID),
     Case("kid-empty", with_kid(""), reasons=KID),
-    Case("kid-unknown", with_kid("b5e2" * 16), reasons=KID),
-    Case("kid-path-traversal", with_kid("../../../../etc/passwd"), reasons=KID),
-    Case("kid-sql", with_kid("' OR '1'='1' --"), reasons=KID),
     Case("kid-number", with_kid(7), reasons=KID),
     Case("kid-huge", with_kid("k" * 5000), reasons=KID),
     Case("kid-of-another-published-key", lambda i: signed(i, claims(i), kid=i.other_kid), reasons=SIG),  # type: ignore[attr-defined]
@@ -278,6 +278,14 @@ TOKEN_CASES = [
     Case("surrounding-spaces", edited(lambda t: f" {t} "), reasons=M),
 ]
 
+# Unknown kids get their own app each (below): the first one in a cooldown is decided by a fetch (401), later ones
+# in the same cooldown are undecided (503), and the module's shared app would make the answer depend on the order.
+UNKNOWN_KID_CASES = [
+    Case("kid-unknown", with_kid("b5e2" * 16), reasons=KID),
+    Case("kid-path-traversal", with_kid("../../../../etc/passwd"), reasons=KID),
+    Case("kid-sql", with_kid("' OR '1'='1' --"), reasons=KID),
+]
+
 ACCEPTED_CONTROLS = [
     Case("valid-identity-token", valid, status=200),
     Case("email-with-spaces-and-case-is-normalised", identity("  Alice@Example.COM "), status=200),
@@ -293,6 +301,32 @@ def test_hostile_token_is_refused_before_the_app(target: Target, hostile_issuer:
     token = case.build(hostile_issuer)
     response = target.client.get("/", headers={"Cf-Access-Jwt-Assertion": token})
     assert_refused(response.status_code, response.json(), target.endpoint, case.status, case.reasons)
+
+
+@pytest.mark.parametrize("case", UNKNOWN_KID_CASES, ids=[c.id for c in UNKNOWN_KID_CASES])
+def test_unknown_kid_is_refused_before_the_app(
+    hostile_issuer: LocalIssuer, register_secret: Callable[[str], str], case: Case
+) -> None:
+    register_secret(API_KEY)
+    app, endpoint = counting_app(hostile_settings(hostile_issuer))
+    with TestClient(app, client=REMOTE) as client:
+        fetches = hostile_issuer.fetch_count
+        response = client.get("/", headers={"Cf-Access-Jwt-Assertion": case.build(hostile_issuer)})
+        assert_refused(response.status_code, response.json(), endpoint, 401, KID)  # a fetch made for it says so
+        assert hostile_issuer.fetch_count == fetches + 1
+        # Another made-up kid within the cooldown cannot be fetched for: undecided, "try again" (it could be a key
+        # Cloudflare just rotated in), never a fall-through to the valid API key beside it, and no fetch.
+        headers = {
+            "Cf-Access-Jwt-Assertion": with_kid("c6f3" * 16)(hostile_issuer),
+            "Authorization": f"Bearer {API_KEY}",
+        }
+        response = client.get("/", headers=headers)
+        assert_refused(response.status_code, response.json(), endpoint, 503, ("keys_unavailable",))
+        assert 1 <= int(response.headers["retry-after"]) <= 10
+        # The first kid, which a fetch did not list, stays a plain 401 for the rest of the cooldown.
+        response = client.get("/", headers={"Cf-Access-Jwt-Assertion": case.build(hostile_issuer)})
+        assert_refused(response.status_code, response.json(), endpoint, 401, KID)
+        assert hostile_issuer.fetch_count == fetches + 1
 
 
 @pytest.mark.parametrize("case", ACCEPTED_CONTROLS, ids=[c.id for c in ACCEPTED_CONTROLS])
@@ -415,7 +449,7 @@ def test_trust_comes_from_the_socket_peer_and_the_mode(
     hostile_issuer: LocalIssuer, mode: str, peer: tuple[str, int], headers: dict[str, str], status: int
 ) -> None:
     app, endpoint = counting_app(hostile_settings(hostile_issuer, exposure_mode=mode))
-    with TestClient(app, client=peer) as client:
+    with TestClient(app, base_url=LOCAL_BASE_URL, client=peer) as client:
         response = client.get("/", headers=headers)
     if status == 200:
         assert response.status_code == 200
@@ -475,3 +509,50 @@ def test_other_authorization_schemes_are_not_credentials(
 ) -> None:
     response = target.client.get("/", headers={"Authorization": f"{scheme} {API_KEY}"})
     assert_refused(response.status_code, response.json(), target.endpoint, 401, ("no_credentials",))
+
+
+# --- claims shared by a session's requests (issue 10 finding 7) -------------------------------------
+
+
+def test_a_request_cannot_change_the_claims_the_next_request_of_the_session_sees(hostile_issuer: LocalIssuer) -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from cfaccess_mw import CloudflareAccessMiddleware
+
+    async def meddle(request: Request) -> JSONResponse:
+        claims = request.user.claims
+        seen = {"groups": list(claims["groups"]), "org": dict(claims["org"]), "aud": list(claims["aud"])}
+        changed = []
+        changes: list[tuple[str, Callable[[], object]]] = [
+            ("groups", lambda: claims["groups"].append("admins")),
+            ("org", lambda: claims["org"].update(role="owner")),
+            ("org.teams", lambda: claims["org"]["teams"].append("red")),
+            ("aud", lambda: claims["aud"].append("0" * 64)),
+        ]
+        for name, change in changes:
+            try:
+                change()
+            except TypeError:
+                continue
+            changed.append(name)
+        return JSONResponse({"seen": seen, "changed": changed})
+
+    app = Starlette(routes=[Route("/", meddle)])
+    app.add_middleware(CloudflareAccessMiddleware, settings=hostile_settings(hostile_issuer), user_lookup=find_user)
+    token = hostile_issuer.identity_token(ALICE, groups=["staff"], org={"teams": ["blue"]})
+    with TestClient(app, client=REMOTE) as client:
+        first = client.get("/", headers={"Cf-Access-Jwt-Assertion": token}).json()
+        second = client.get("/", headers={"Cf-Access-Jwt-Assertion": token}).json()
+    assert first["changed"] == []
+    assert (
+        second["seen"]
+        == first["seen"]
+        == {
+            "groups": ["staff"],
+            "org": {"teams": ["blue"]},
+            "aud": [hostile_issuer.audience],
+        }
+    )

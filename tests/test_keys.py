@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import threading
+from typing import Any
 
 import anyio
 import pytest
@@ -39,13 +40,160 @@ async def test_keys_are_fetched_once_and_cached(issuer: LocalIssuer) -> None:
     assert keys.kids == [issuer.signing_kid]
 
 
-async def test_cache_expiry_triggers_a_refetch(issuer: LocalIssuer) -> None:
+async def test_cache_expiry_triggers_a_refetch_in_the_background(issuer: LocalIssuer) -> None:
     clock = Clock()
     keys = client_for(issuer, clock, cache_seconds=300)
     await keys.get_key(issuer.signing_kid)
     clock.now += 301
-    await keys.get_key(issuer.signing_kid)
+    for _ in range(20):  # single flight: one refresh for all of them
+        await keys.get_key(issuer.signing_kid)
+    await keys.settle()
     assert issuer.fetch_count == 2
+    await keys.get_key(issuer.signing_kid)
+    await keys.settle()
+    assert issuer.fetch_count == 2, "fresh again: no further fetch"
+
+
+async def test_known_key_due_for_refresh_is_served_without_waiting_for_the_fetch(issuer: LocalIssuer) -> None:
+    clock = Clock()
+    keys = client_for(issuer, clock, cache_seconds=60, timeout=10)
+    await keys.refresh()
+    clock.now += 61
+    release, answered = threading.Event(), threading.Event()
+
+    def hanging() -> tuple[int, dict[str, str], bytes]:
+        release.wait(5)
+        answered.set()
+        return 200, {}, json.dumps(issuer.certs_document()).encode()
+
+    issuer.responder = hanging
+    try:
+        assert await keys.get_key(issuer.signing_kid) is not None
+        assert keys.cached_key(issuer.signing_kid) is not None
+        served_before_the_answer = not answered.is_set()
+    finally:
+        release.set()
+    await keys.settle()
+    assert served_before_the_answer
+    assert issuer.fetch_count == 2
+
+
+async def test_only_cached_lookups_still_refresh_a_stale_key_set(issuer: LocalIssuer) -> None:
+    # What the token cache asks on every hit: no request ever awaits get_key, yet the keys are refreshed.
+    clock = Clock()
+    keys = client_for(issuer, clock, cache_seconds=60)
+    await keys.refresh()
+    old_kid = issuer.signing_kid
+    issuer.rotate(keep_old=False)
+    for _ in range(100):  # a hundred cache lifetimes of cache-only traffic
+        clock.now += 60
+        keys.cached_key(old_kid)
+        await keys.settle()
+    assert issuer.fetch_count == 101
+    assert keys.cached_key(old_kid) is None  # withdrawn at the first refresh
+
+
+async def test_a_routine_refresh_keeps_the_key_object_of_unchanged_material(issuer: LocalIssuer) -> None:
+    clock = Clock()
+    keys = client_for(issuer, clock, cache_seconds=60)
+    await keys.refresh()
+    before = keys.cached_key(issuer.signing_kid)
+    clock.now += 61
+    assert await keys.refresh()
+    assert issuer.fetch_count == 2
+    assert keys.cached_key(issuer.signing_kid) is before
+
+
+async def test_a_kid_republished_with_other_material_gets_a_new_key_object(
+    issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    keys = client_for(issuer, clock, cache_seconds=60)
+    await keys.refresh()
+    kid = issuer.signing_kid
+    before = keys.cached_key(kid)
+    assert before is not None
+    document = json.dumps({"keys": [public_jwk(kid, spare_key())]}).encode()
+    issuer.responder = lambda: (200, {}, document)
+    clock.now += 61
+    with caplog.at_level(logging.WARNING, logger="cfaccess_mw.keys"):
+        assert await keys.refresh()
+    after = keys.cached_key(kid)
+    assert after is not None
+    assert after is not before
+    assert after.public_numbers() == spare_key().public_key().public_numbers()
+    assert any("different key material" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_background_refresh_runs_under_either_event_loop(issuer: LocalIssuer, anyio_backend: str) -> None:
+    clock = Clock()
+    keys = client_for(issuer, clock, cache_seconds=60)
+    await keys.refresh()
+    issuer.rotate(keep_old=False)
+    clock.now += 61
+    assert keys.cached_key(issuer.kids[0]) is None  # not fetched yet: the refresh only started
+    await keys.settle()
+    assert issuer.fetch_count == 2
+    assert keys.cached_key(issuer.signing_kid) is not None
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+async def test_a_failing_background_refresh_is_logged_never_raised(
+    caplog: pytest.LogCaptureFixture, anyio_backend: str
+) -> None:
+    import httpx
+
+    issuer_key = spare_key()
+    document = json.dumps({"keys": [public_jwk("k1", issuer_key)]}).encode()
+    calls = 0
+
+    def endpoint(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise RuntimeError("bug in a transport")  # stands in for any bug below the fetch
+        return httpx.Response(200, content=document)
+
+    clock = Clock()
+    keys = JWKSClient(
+        "https://certs.example/cdn-cgi/access/certs",
+        clock=clock,
+        cache_seconds=60,
+        transport=httpx.MockTransport(endpoint),
+    )
+    await keys.refresh()
+    clock.now += 61
+    with caplog.at_level(logging.DEBUG, logger="cfaccess_mw.keys"):
+        assert await keys.get_key("k1") is not None
+        await keys.settle()
+        assert await keys.get_key("k1") is not None  # the last good keys still serve
+    assert calls == 2
+    assert keys.last_failure == "unexpected RuntimeError"
+    assert any("unexpected error" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_background_refresh_runs_outside_the_requests_context() -> None:
+    import contextvars
+
+    import httpx
+
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+    seen: list[str] = []
+    document = json.dumps({"keys": [public_jwk("k1", spare_key())]}).encode()
+
+    def endpoint(request: httpx.Request) -> httpx.Response:
+        seen.append(request_id.get("none"))
+        return httpx.Response(200, content=document)
+
+    clock = Clock()
+    keys = JWKSClient("https://certs.example/c", clock=clock, cache_seconds=60, transport=httpx.MockTransport(endpoint))
+    request_id.set("request-1")
+    await keys.refresh()
+    clock.now += 61
+    await keys.get_key("k1")
+    await keys.settle()
+    assert seen == ["request-1", "none"]  # the explicit refresh ran in this task; the background one did not
 
 
 async def test_concurrent_first_requests_cause_exactly_one_fetch(issuer: LocalIssuer) -> None:
@@ -66,19 +214,99 @@ async def test_new_kid_is_picked_up_without_restart_after_the_cooldown(issuer: L
     assert issuer.fetch_count == 2
 
 
+async def undecided(keys: JWKSClient, kid: str) -> AuthUnavailable:
+    with pytest.raises(AuthUnavailable) as caught:
+        await keys.get_key(kid)
+    assert caught.value.reason is Reason.KEYS_UNAVAILABLE
+    return caught.value
+
+
+async def unknown(keys: JWKSClient, kid: str) -> InvalidToken:
+    with pytest.raises(InvalidToken) as caught:
+        await keys.get_key(kid)
+    assert caught.value.reason is Reason.UNKNOWN_KEY
+    return caught.value
+
+
 async def test_unknown_kid_flood_fetches_at_most_once_per_cooldown(issuer: LocalIssuer) -> None:
     clock = Clock()
     keys = client_for(issuer, clock, cooldown_seconds=10)
     await keys.refresh()
-    for n in range(500):
-        with pytest.raises(InvalidToken) as caught:
-            await keys.get_key(f"random-{n}")
-        assert caught.value.reason is Reason.UNKNOWN_KEY
-    assert issuer.fetch_count == 1
-    clock.now += 10
-    for n in range(500):
-        with pytest.raises(InvalidToken):
-            await keys.get_key(f"again-{n}")
+    for window in range(3):
+        await unknown(keys, f"first-of-window-{window}")  # its fetch does not list it: 401
+        for n in range(300):
+            err = await undecided(keys, f"random-{window}-{n}")  # the allowance is spent: 503, try again later
+            assert 1 <= err.retry_after <= 10
+        assert issuer.fetch_count == 2 + window  # start-up, then one per window
+        clock.now += 10
+
+
+async def test_startup_fetch_does_not_spend_the_unknown_kid_allowance(issuer: LocalIssuer) -> None:
+    # Cloudflare rotates a second after start-up: its new kid is fetched at once, not a cooldown later.
+    keys = client_for(issuer, Clock(), cooldown_seconds=10)
+    await keys.refresh()
+    new_kid = issuer.rotate()
+    assert await keys.get_key(new_kid) is not None
+    assert issuer.fetch_count == 2
+
+
+async def test_a_flood_of_made_up_kids_does_not_delay_a_rotation_beyond_one_cooldown(issuer: LocalIssuer) -> None:
+    """The flood uses up each window's fetch, so the genuine kid waits for the next window, but it is never
+    told its token is invalid (503 with Retry-After, not 401), and it is accepted in the first window that
+    starts after it appeared, without a second fetch in any window."""
+    clock = Clock()
+    keys = client_for(issuer, clock, cooldown_seconds=10)
+    await keys.refresh()
+    genuine: str | None = None
+    accepted_at: float | None = None
+    refused: list[int] = []
+    for step in range(60):  # 30 s in half-second steps, a flood of made-up kids in every step
+        for n in range(20):
+            with pytest.raises((InvalidToken, AuthUnavailable)):
+                await keys.get_key(f"made-up-{step}-{n}")
+        if step == 5:  # Cloudflare rotates during the flood, after the window's fetch
+            genuine = issuer.rotate()
+        if genuine is not None and accepted_at is None:
+            try:
+                await keys.get_key(genuine)
+            except AuthUnavailable as err:
+                refused.append(err.retry_after)
+            else:
+                accepted_at = clock.now
+        clock.now += 0.5
+    await keys.settle()
+    assert accepted_at is not None
+    assert accepted_at - (1000 + 5 * 0.5) <= 10, "accepted within one cooldown of the rotation"
+    assert refused, "the rotation fell inside a spent window"
+    assert all(1 <= seconds <= 10 for seconds in refused)
+    assert issuer.fetch_count <= 1 + 3 + 1  # start-up, one per 10 s window of the 30 s flood, one promised
+
+
+async def test_the_first_request_after_the_cooldown_fetches_for_an_undecided_kid(issuer: LocalIssuer) -> None:
+    # Any request (here one for a cached key, as a cache hit makes) starts the fetch the undecided kid waits
+    # for, in the background; its own retry then finds the key without fetching.
+    clock = Clock()
+    keys = client_for(issuer, clock, cooldown_seconds=10)
+    await keys.refresh()
+    await unknown(keys, "made-up")  # spends the allowance
+    new_kid = issuer.rotate()
+    err = await undecided(keys, new_kid)
+    clock.now += err.retry_after
+    assert keys.cached_key(issuer.kids[0]) is not None
+    await keys.settle()
+    assert issuer.fetch_count == 3
+    assert await keys.get_key(new_kid) is not None
+    assert issuer.fetch_count == 3
+
+
+async def test_a_kid_a_fetch_did_not_list_stays_unknown_for_the_cooldown(issuer: LocalIssuer) -> None:
+    clock = Clock()
+    keys = client_for(issuer, clock, cooldown_seconds=10)
+    await keys.refresh()
+    await unknown(keys, "another-teams-kid")
+    for _ in range(5):  # a misconfigured client reloading: the same precise answer, no fetch
+        clock.now += 1
+        await unknown(keys, "another-teams-kid")
     assert issuer.fetch_count == 2
 
 
@@ -91,8 +319,10 @@ async def test_failed_refresh_keeps_the_last_good_keys(issuer: LocalIssuer, capl
     with caplog.at_level(logging.DEBUG, logger="cfaccess_mw.keys"):
         for _ in range(50):
             assert await keys.get_key(issuer.signing_kid) is not None
+            await keys.settle()
         clock.now += 11
         await keys.get_key(issuer.signing_kid)
+        await keys.settle()
     assert issuer.fetch_count == 3  # first fetch, then one failed attempt per cooldown window, not per request
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1
@@ -314,3 +544,70 @@ async def test_cached_key_listed_in_an_unusable_form_is_kept(
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("keeping the cached copy" in w for w in warnings)
     assert len(warnings) == len(set(warnings)), "the same problem is logged once, not on every refresh"
+
+
+def memory_endpoint(document: bytes) -> tuple[list[int], Any]:
+    import httpx
+
+    calls = [0]
+
+    def endpoint(request: httpx.Request) -> httpx.Response:
+        calls[0] += 1
+        return httpx.Response(200, content=document)
+
+    return calls, httpx.MockTransport(endpoint)
+
+
+async def test_kids_remembered_as_unknown_are_bounded() -> None:
+    from cfaccess_mw.keys import ABSENT_KIDS_REMEMBERED
+
+    calls, transport = memory_endpoint(json.dumps({"keys": [public_jwk("k1", spare_key())]}).encode())
+    clock = Clock()
+    keys = JWKSClient("https://certs.example/c", clock=clock, cooldown_seconds=10, transport=transport)
+    for n in range(ABSENT_KIDS_REMEMBERED + 1):
+        await unknown(keys, f"made-up-{n}")
+        clock.now += 10
+    clock.now -= 5  # inside the cooldown of the last fetch
+    await unknown(keys, f"made-up-{ABSENT_KIDS_REMEMBERED}")  # remembered
+    await undecided(keys, "made-up-0")  # the oldest was forgotten: undecided again, which costs no fetch
+    assert calls[0] == ABSENT_KIDS_REMEMBERED + 1
+
+
+def test_a_due_refresh_outside_an_event_loop_waits_for_the_next_call_on_one() -> None:
+    calls, transport = memory_endpoint(json.dumps({"keys": [public_jwk("k1", spare_key())]}).encode())
+    clock = Clock()
+    keys = JWKSClient("https://certs.example/c", clock=clock, cache_seconds=60, transport=transport)
+    anyio.run(keys.refresh)
+    clock.now += 61
+    assert keys.cached_key("k1") is not None  # no loop to run a refresh on: still answers, raises nothing
+    assert calls[0] == 1
+
+    async def on_a_loop() -> None:
+        assert keys.cached_key("k1") is not None
+        await keys.settle()
+
+    anyio.run(on_a_loop)
+    assert calls[0] == 2
+
+
+async def test_a_bug_in_the_background_refresh_is_logged_not_raised(
+    issuer: LocalIssuer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    keys = client_for(issuer, clock, cache_seconds=60)
+    await keys.refresh()
+
+    async def broken(generation: int) -> bool:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(keys, "_refresh", broken)
+    clock.now += 61
+    with caplog.at_level(logging.ERROR, logger="cfaccess_mw.keys"):
+        assert await keys.get_key(issuer.signing_kid) is not None
+        await keys.settle()
+    assert any("background refresh failed" in r.getMessage() for r in caplog.records)
+    clock.now += 16  # the refresh never reported back: a later request tries again
+    assert await keys.get_key(issuer.signing_kid) is not None
+    monkeypatch.undo()  # before the new task first runs: it fetches for real
+    await keys.settle()
+    assert issuer.fetch_count == 2

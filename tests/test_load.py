@@ -34,7 +34,7 @@ from cfaccess_mw.testing import LocalIssuer
 
 API_KEY = "lk_" + "Gq2Wx7Cv4Bn9Mk1Lp6Zr3Ts8Yu5Hd0Fj"
 CLIENT_ID = "c0ffee00c0ffee00c0ffee00c0ffee00.access"
-COOLDOWN = 1.0  # the smallest allowed, so the rotation is picked up quickly
+COOLDOWN = 1.0  # the smallest a deployment may set (0 is for loopback test issuers only): a real cooldown under load
 PER_PHASE = (1200, 1200, 600)  # before rotation, old and new keys published, old key withdrawn
 CONCURRENCY = 48
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,8 +9,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
-from starlette.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
+from starlette.testclient import TestClient, WebSocketDenialResponse
 
 from cfaccess_mw import (
     ApiKey,
@@ -25,7 +24,7 @@ from cfaccess_mw import (
 from cfaccess_mw.keys import JWKSClient
 from cfaccess_mw.testing import LocalIssuer
 
-from .conftest import LOOPBACK_PEER, REMOTE_PEER, ClientFactory, error_of, find_user, jwt_header
+from .conftest import LOCAL_BASE_URL, LOOPBACK_PEER, REMOTE_PEER, ClientFactory, error_of, find_user, jwt_header
 
 API_KEY = "k_live_9fJ2-example-api-key-for-tests"
 CI_CLIENT_ID = "0123456789abcdef0123456789abcdef.access"
@@ -483,9 +482,13 @@ def test_websocket_is_refused_before_accept(
         "expired": jwt_header(shared_issuer.identity_token("alice@example.com", lifetime=-600)),
         "unknown-user": jwt_header(shared_issuer.identity_token("mallory@example.com")),
     }[credential]
-    with pytest.raises(WebSocketDisconnect) as caught, client.websocket_connect("/ws", headers=headers):
+    with pytest.raises(WebSocketDenialResponse) as caught, client.websocket_connect("/ws", headers=headers):
         pass  # pragma: no cover - the handshake is refused
-    assert caught.value.code == 1008
+    # TestClient, like uvicorn, offers ASGI's websocket.http.response extension: the refusal is the JSON error.
+    assert caught.value.status_code == (403 if credential == "unknown-user" else 401)
+    assert error_of(caught.value)["reason"] == {"none": "no_credentials", "expired": "token_expired"}.get(
+        credential, "unknown_user"
+    )
 
 
 # --- errors raised by the app ----------------------------------------------------------------
@@ -803,7 +806,7 @@ def test_request_auth_is_never_shared_between_requests(shared_issuer: LocalIssue
     }
     for kind, headers in credentials.items():
         peer = LOOPBACK_PEER if kind == "local" else REMOTE_PEER
-        with TestClient(app, client=peer) as client:
+        with TestClient(app, base_url=LOCAL_BASE_URL, client=peer) as client:
             for _ in range(2):
                 assert client.get("/", headers=headers).json() == ["authenticated", kind]
 

@@ -224,3 +224,73 @@ def test_user_cache_settings_built_in_code_are_validated_too() -> None:
         Settings(exposure_mode=ExposureMode.LOCAL, user_cache_seconds=True)
     with pytest.raises(ConfigError, match="CFACCESS_USER_CACHE_SIZE"):
         Settings(exposure_mode=ExposureMode.LOCAL, user_cache_size=2.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("certs_url", ["http://127.0.0.1:9/certs", "http://[::1]:9/certs", "http://localhost:9/certs"])
+def test_a_zero_refetch_cooldown_is_allowed_for_a_loopback_certs_url(certs_url: str) -> None:
+    env = {**BASE, "CFACCESS_CERTS_URL": certs_url, "CFACCESS_JWKS_REFRESH_COOLDOWN_SECONDS": "0"}
+    assert Settings.from_env(env).jwks_refresh_cooldown_seconds == 0.0
+
+
+@pytest.mark.parametrize(
+    "certs_url", [None, "https://certs.example.com/cdn-cgi/access/certs"], ids=["cloudflare", "https-mirror"]
+)
+def test_a_zero_refetch_cooldown_is_refused_for_a_real_certs_endpoint(certs_url: str | None) -> None:
+    env = {**BASE, "CFACCESS_JWKS_REFRESH_COOLDOWN_SECONDS": "0"}
+    if certs_url is not None:
+        env["CFACCESS_CERTS_URL"] = certs_url
+    with pytest.raises(ConfigError, match="loopback CFACCESS_CERTS_URL") as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == "CFACCESS_JWKS_REFRESH_COOLDOWN_SECONDS"
+
+
+def test_an_unknown_variable_is_warned_about_with_the_name_it_resembles(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="cfaccess_mw"):
+        settings = Settings.from_env({**BASE, "CFACCESS_PUBLIC_PATH": "/healthz"})
+
+    assert settings.public_paths == ()
+    assert "ignoring unknown setting CFACCESS_PUBLIC_PATH (a typo? did you mean CFACCESS_PUBLIC_PATHS?)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("env", "strict"),
+    [
+        pytest.param({"CFACCESS_STRICT": "true"}, None, id="variable"),
+        pytest.param({}, True, id="argument"),
+        pytest.param({"CFACCESS_STRICT": "false"}, True, id="argument-wins"),
+    ],
+)
+def test_strict_mode_refuses_an_unknown_variable_naming_the_one_meant(env: dict[str, str], strict: bool | None) -> None:
+    with pytest.raises(ConfigError, match=r"did you mean CFACCESS_PUBLIC_PATHS\?") as caught:
+        Settings.from_env({**BASE, **env, "CFACCESS_PUBLIC_PATH": "/healthz"}, strict=strict)
+    assert caught.value.variable == "CFACCESS_PUBLIC_PATH"
+
+
+def test_strict_mode_names_every_unknown_variable() -> None:
+    with pytest.raises(ConfigError, match="also unknown: CFACCESS_ZZZ") as caught:
+        Settings.from_env({**BASE, "CFACCESS_ZZZ": "1", "CFACCESS_AUDIENCE": AUD}, strict=True)
+    assert caught.value.variable == "CFACCESS_AUDIENCE"
+
+
+def test_strict_mode_accepts_every_known_variable_and_the_clients() -> None:
+    env = {
+        **BASE,
+        "CFACCESS_STRICT": "yes",
+        "CFACCESS_PUBLIC_PATHS": "/healthz",
+        "CFACCESS_API_KEYS_FILE": "",
+        "CFACCESS_CLIENT_URL": "https://app.example.com",
+    }
+    assert Settings.from_env(env).public_paths == ("/healthz",)
+
+
+def test_a_bad_strict_value_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**BASE, "CFACCESS_STRICT": "sure"})
+    assert caught.value.variable == "CFACCESS_STRICT"
+
+
+def test_strict_false_keeps_unknown_variables_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="cfaccess_mw"):
+        Settings.from_env({**BASE, "CFACCESS_STRICT": "false", "CFACCESS_PUBLIC_PATH": "/healthz"})
+
+    assert "ignoring unknown setting CFACCESS_PUBLIC_PATH" in caplog.text

@@ -18,6 +18,8 @@ from cfaccess_mw.keys import JWKSClient
 from cfaccess_mw.testing import LocalIssuer, new_rsa_key, public_jwk
 from cfaccess_mw.tokens import MAX_TOKEN_LENGTH, TokenVerifier, decode_unverified, human_duration
 
+from .conftest import Clock
+
 pytestmark = pytest.mark.anyio
 
 
@@ -43,11 +45,16 @@ def make_verifier(issuer: LocalIssuer, now: float | None = None, **options: Any)
 
 def resign(issuer: LocalIssuer, header: dict[str, Any], payload_segment: str) -> str:
     """A token with an arbitrary payload segment, correctly RS256-signed by the issuer's key."""
+    return resign_with(issuer.private_key(), header, payload_segment)
+
+
+def resign_with(key: Any, header: dict[str, Any], payload_segment: str) -> str:
+    """A token with an arbitrary payload segment, RS256-signed by ``key``."""
     from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
     from cryptography.hazmat.primitives.hashes import SHA256
 
     signing_input = f"{b64json(header)}.{payload_segment}"
-    signature = issuer.private_key().sign(signing_input.encode(), PKCS1v15(), SHA256())
+    signature = key.sign(signing_input.encode(), PKCS1v15(), SHA256())
     return f"{signing_input}.{b64(signature)}"
 
 
@@ -399,3 +406,143 @@ def test_decode_unverified_reads_header_and_claims(shared_issuer: LocalIssuer) -
 )
 def test_human_duration(seconds: float, text: str) -> None:
     assert human_duration(seconds) == text
+
+
+# --- the cache follows the keys, and keeps the sessions in use (issue 10 finding 6, issue 11 part 3) ------
+
+
+def monotonic_verifier(issuer: LocalIssuer, clock: Clock, **options: Any) -> TokenVerifier:
+    keys = JWKSClient(issuer.certs_url, cache_seconds=60, cooldown_seconds=10, clock=clock)
+    return TokenVerifier(issuer=issuer.issuer, audiences=(issuer.audience,), keys=keys, **options)
+
+
+async def settle(verifier: TokenVerifier) -> None:
+    keys = verifier.keys
+    assert isinstance(keys, JWKSClient)
+    await keys.settle()
+
+
+async def test_cached_token_is_verified_again_when_its_kid_is_republished_with_other_material(
+    issuer: LocalIssuer,
+) -> None:
+    clock = Clock()
+    verifier = monotonic_verifier(issuer, clock)
+    kid = issuer.signing_kid
+    token = issuer.identity_token("alice@example.com")
+    await verifier.verify(token)
+    impostor = new_rsa_key()
+    document = json.dumps({"keys": [public_jwk(kid, impostor)]}).encode()
+    issuer.responder = lambda: (200, {}, document)  # the same kid, other key material
+    clock.now += 61
+    await verifier.verify(token)  # still the old key: served, and a background refresh starts
+    await settle(verifier)
+    err = await refused(verifier, token)
+    assert err.reason is Reason.BAD_SIGNATURE
+    claims = issuer.base_claims() | {"email": "bob@example.com"}
+    signed_by_new = resign_with(impostor, {"alg": "RS256", "kid": kid}, b64json(claims))
+    assert (await verifier.verify(signed_by_new))["email"] == "bob@example.com"
+
+
+async def test_cache_only_traffic_refreshes_the_keys_and_a_withdrawn_key_stops_its_tokens(issuer: LocalIssuer) -> None:
+    clock = Clock()
+    verifier = monotonic_verifier(issuer, clock)
+    token = issuer.identity_token("alice@example.com")
+    first = await verifier.verify(token)
+    issuer.rotate(keep_old=False)  # Cloudflare withdraws the key
+    clock.now += 61  # the key set outlives its lifetime while only this cached token arrives
+    assert await verifier.verify(token) is first  # served from the cache, without waiting for the refresh
+    await settle(verifier)
+    assert issuer.fetch_count == 2
+    err = await refused(verifier, token)
+    assert err.reason is Reason.UNKNOWN_KEY
+
+
+async def test_a_routine_refresh_keeps_cached_tokens(issuer: LocalIssuer) -> None:
+    clock = Clock()
+    verifier = monotonic_verifier(issuer, clock)
+    token = issuer.identity_token("alice@example.com")
+    first = await verifier.verify_token(token)
+    for _ in range(3):
+        clock.now += 61
+        await verifier.verify_token(token)
+        await settle(verifier)
+    assert issuer.fetch_count == 4
+    assert await verifier.verify_token(token) is first  # never verified again: the key object was kept
+
+
+async def test_an_active_session_survives_a_burst_of_one_off_tokens_larger_than_the_cache(
+    shared_issuer: LocalIssuer,
+) -> None:
+    verifier = make_verifier(shared_issuer, cache_size=8)
+    session = shared_issuer.identity_token("alice@example.com")
+    entry = await verifier.verify_token(session)
+    for n in range(24):  # three times the cache: a crawler, or a fleet of CI jobs each with its own token
+        await verifier.verify_token(shared_issuer.identity_token(f"ci-{n}@example.com"))
+        if n % 4 == 3:  # the browser session keeps sending its token meanwhile
+            assert await verifier.verify_token(session) is entry
+    assert verifier.cached_tokens == 8
+    assert await verifier.verify_token(session) is entry, "still cached: the one-off tokens were evicted first"
+
+
+# --- claims are read-only all the way down (issue 10 finding 7) ---------------------------------------
+
+
+async def test_claims_are_read_only_all_the_way_down(shared_issuer: LocalIssuer) -> None:
+    import copy
+
+    verifier = make_verifier(shared_issuer)
+    custom: dict[str, Any] = {"groups": ["staff"], "org": {"teams": ["blue"], "level": 3}}
+    token = shared_issuer.identity_token("alice@example.com", **custom)
+    claims = await verifier.verify(token)
+    attempts: list[Callable[[], object]] = [
+        lambda: claims["groups"].append("admins"),
+        lambda: claims["groups"].extend(["admins"]),
+        lambda: claims["groups"].insert(0, "admins"),
+        lambda: claims["groups"].__setitem__(0, "admins"),
+        lambda: claims["groups"].__iadd__(["admins"]),
+        lambda: claims["groups"].clear(),
+        lambda: claims["aud"].pop(),
+        lambda: claims["org"].__setitem__("level", 9),
+        lambda: claims["org"].update(level=9),
+        lambda: claims["org"].setdefault("admin", True),
+        lambda: claims["org"].pop("level"),
+        lambda: claims["org"]["teams"].append("red"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(TypeError):
+            attempt()
+    again = await verifier.verify(token)  # the cache hit every later request of this session gets
+    assert again["groups"] == ["staff"]
+    assert again["org"] == {"teams": ["blue"], "level": 3}
+    assert again["aud"] == [shared_issuer.audience]
+    assert isinstance(again["groups"], list)
+    assert json.loads(json.dumps(dict(again))) == {**dict(again), **custom}
+    mine = copy.deepcopy(dict(again))  # a copy is the app's own, and ordinary
+    mine["groups"].append("admins")
+    mine["org"]["teams"].append("red")
+    assert again["groups"] == ["staff"]
+    assert again["org"]["teams"] == ["blue"]
+
+
+async def test_a_signed_payload_too_deep_to_make_read_only_is_malformed(shared_issuer: LocalIssuer) -> None:
+    import inspect
+    import sys
+
+    # Python 3.11's JSON parser counts against the recursion limit and refuses first; from 3.12 it does not,
+    # and making the claims read-only is what runs out. Either way: 401 malformed, never an exception.
+    depth = 200
+    deep = b'{"a":' * depth + b"1" + b"}" * depth
+    claims = json.dumps(shared_issuer.base_claims() | {"email": "a@example.com"}).encode()
+    payload = claims[:-1] + b', "deep": ' + deep + b"}"
+    token = resign(shared_issuer, {"alg": "RS256", "kid": shared_issuer.signing_kid}, b64(payload))
+    verifier = make_verifier(shared_issuer)
+    await verifier.verify(token)  # fine at the usual recursion limit ...
+    verifier = make_verifier(shared_issuer)
+    await verifier.keys.refresh()  # type: ignore[attr-defined]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(len(inspect.stack()) + depth // 2)
+    try:
+        err = await refused(verifier, token)  # ... refused, never a crash, when it cannot be parsed or frozen
+    finally:
+        sys.setrecursionlimit(limit)
+    assert err.reason is Reason.TOKEN_MALFORMED

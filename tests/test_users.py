@@ -20,7 +20,7 @@ from cfaccess_mw import AuthUnavailable, CloudflareAccessMiddleware, Settings
 from cfaccess_mw.testing import LocalIssuer
 from cfaccess_mw.users import UserDirectory, cache_key
 
-from .conftest import USERS, ClientFactory, Clock, error_of, jwt_header
+from .conftest import REMOTE_PEER, USERS, ClientFactory, Clock, error_of, jwt_header
 
 ALICE = "alice@example.com"
 
@@ -463,3 +463,28 @@ async def test_true_and_a_bare_awaitable_are_refused_and_forget_without_a_cache_
             await directory.find(ALICE)
         directory.forget(ALICE)
         directory.forget_all()
+
+
+def test_an_app_that_keeps_its_authenticator_can_forget_a_user(shared_issuer: LocalIssuer) -> None:
+    """What the README shows: build the Authenticator, hand it to the middleware, call forget_user on it."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from cfaccess_mw import Authenticator
+
+    async def home(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.user.display_name)
+
+    lookup = CountingLookup()
+    auth = Authenticator(cached_settings(shared_issuer), user_lookup=lookup, user_cache_clock=Clock())
+    app = Starlette(routes=[Route("/", home)])
+    app.add_middleware(CloudflareAccessMiddleware, authenticator=auth)
+    token = jwt_header(shared_issuer.identity_token(ALICE))
+    with TestClient(app, client=REMOTE_PEER) as client:
+        assert client.get("/", headers=token).status_code == 200
+        del lookup.users[ALICE]
+        assert client.get("/", headers=token).status_code == 200  # remembered
+        auth.forget_user(ALICE)
+        assert client.get("/", headers=token).status_code == 403

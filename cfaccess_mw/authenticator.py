@@ -1,0 +1,440 @@
+"""The decision, apart from any framework: who is the caller of this request, or why not.
+
+:class:`Authenticator` holds everything one configuration needs (settings, the key
+set, the verified-token cache, the user lookup, the audit hook) and answers one
+question per request. The ASGI middleware and every framework adapter share it, so
+an app has one key set and one token cache however many middleware instances its
+framework builds (Litestar builds one per route handler).
+
+Per request, in order, and never falling from a failed method to a weaker one:
+
+1. ``Cf-Access-Jwt-Assertion`` present (and JWT checking configured): verify it;
+   an identity token's email must be an existing user of the app, a service
+   token's client ID must be allowed. Any failure refuses.
+2. Else ``Authorization: Bearer <key>``: must match a configured API key.
+3. Else, in ``local`` mode only, a loopback socket peer that addressed the app as a
+   local service (see :mod:`cfaccess_mw.exposure`) is the local operator.
+4. Else 401.
+
+What a request is made of here is the ASGI scope, or anything with a ``scope``
+attribute (Starlette's, Litestar's, Django's and Falcon's request objects): only
+``type``, ``headers``, ``client``, ``path``, ``root_path`` and ``method`` are read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+
+import anyio
+import httpx
+from starlette.requests import cookie_parser
+
+from .audit import AuditEvent, AuditHook, Outcome, audit_logger, emit, request_facts
+from .errors import AuthError, AuthUnavailable, Forbidden, InvalidToken, Reason, Unauthorized
+from .exposure import LocalAddressing
+from .keys import JWKSClient
+from .keysources import KeyStore, build_key_source
+from .principals import Principal
+from .providers import PRESETS, Provider, build_profile, token_header
+from .settings import ExposureMode, Settings
+from .tokens import TokenVerifier
+from .users import UserDirectory, UserLookup
+
+logger = logging.getLogger("cfaccess_mw")
+
+ExtraScopes = Callable[[Principal], Iterable[str]]
+"""``extra_scopes(principal) -> scopes``: app-defined scopes (roles, say) added to the principal's own."""
+
+#: Longest Bearer key considered; longer ones are refused without hashing.
+MAX_API_KEY_LENGTH = 512
+COOKIE_NAME = "CF_Authorization"
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+class Authenticated(NamedTuple):
+    """A caller that proved who it is: the principal, and every scope it holds (``extra_scopes`` applied)."""
+
+    principal: Principal
+    scopes: list[str]
+
+
+def scope_of(source: Any) -> Mapping[str, Any]:
+    """The ASGI scope of ``source``: a scope itself, or a request object carrying one in ``.scope``."""
+    if isinstance(source, Mapping):
+        return source
+    scope = getattr(source, "scope", None)
+    if isinstance(scope, Mapping):
+        return scope
+    raise TypeError(f"expected an ASGI scope or a request with a .scope, got {type(source).__name__}")
+
+
+class _Identity:
+    """What a verified token's claims yield, kept with the token: the email to look up (``None`` for a
+    service) and the principal built last time (immutable, so requests may share it)."""
+
+    __slots__ = ("email", "principal")
+
+    def __init__(self, email: str | None, principal: Principal | None = None) -> None:
+        self.email = email
+        self.principal = principal
+
+
+def _access_cookie(cookie: str) -> str | None:
+    """The ``CF_Authorization`` cookie's value; refused when sent twice (cookie tossing from a sibling domain)."""
+    names = [chunk.split("=", 1)[0].strip() for chunk in cookie.split(";")]
+    if names.count(COOKIE_NAME) > 1:
+        raise InvalidToken(
+            Reason.TOKEN_MALFORMED,
+            "The access cookie was sent more than once.",
+            f"{COOKIE_NAME} cookie appears {names.count(COOKIE_NAME)} times",
+        )
+    return cookie_parser(cookie).get(COOKIE_NAME)
+
+
+def _bearer_id_token(value: str) -> tuple[str | None, str | None]:
+    """The oidc preset reading ``Authorization``: ``(ID token, None)`` or ``(None, header)`` for the API-key path.
+
+    Decided by shape alone, before anything is verified, so a credential takes exactly
+    one path and a failure on it never falls through to the other: a Bearer credential
+    with a ``.`` is a JWT (an ID token), anything else an API key (``new-api-key``
+    makes keys without dots).
+    """
+    scheme, _, credential = value.partition(" ")
+    credential = credential.strip()
+    if scheme.lower() == "bearer" and "." in credential:
+        return credential, None
+    return None, value
+
+
+def route_path(scope: Mapping[str, Any]) -> str:
+    """The path as the app's router sees it: without the server's ``root_path`` prefix."""
+    path: str = scope["path"]
+    root_path: str = scope.get("root_path", "")
+    if root_path and path.startswith(root_path) and path[len(root_path) : len(root_path) + 1] in ("/", ""):
+        return path[len(root_path) :] or "/"
+    return path
+
+
+#: Characters an email claim may be padded with by a sloppy IdP; anything else around it is refused.
+_EMAIL_PADDING = " \t"
+
+
+def normalise_email(email: object) -> str:
+    """The email a token names, as it is looked up: trimmed of ASCII space and tab, ASCII letters lower-cased.
+
+    Only ASCII is trimmed and folded. ``str.strip()`` would remove Unicode spaces
+    (``alice@example.com\\u3000`` would become alice), and ``str.lower()`` folds the
+    Kelvin sign into ``k``: either would let one address pose as another. An email
+    that still holds whitespace or a control character is refused.
+    """
+    if not isinstance(email, str):
+        raise InvalidToken(
+            Reason.CLAIM_INVALID, "The token's email claim is invalid.", f"claim 'email' is a {type(email).__name__}"
+        )
+    email = email.strip(_EMAIL_PADDING)
+    if not email:
+        raise InvalidToken(Reason.CLAIM_INVALID, "The token's email claim is invalid.", "claim 'email' is empty")
+    if not email.isprintable() or any(c.isspace() for c in email):
+        raise InvalidToken(
+            Reason.CLAIM_INVALID,
+            "The token's email claim is invalid.",
+            "claim 'email' contains whitespace or control characters",
+        )
+    # For an ASCII address (nearly all) lower() is exactly the ASCII fold, and much faster than translate.
+    return email.lower() if email.isascii() else email.translate(_ASCII_LOWER)
+
+
+class Authenticator:
+    """Decides who the caller of a request is, for one configuration; shared by every adapter.
+
+    ``user_lookup(email)`` (sync or async) returns the app's user or ``None``; it
+    must never create one. ``audit_hook(event)`` (sync or async) sees every
+    decision. ``extra_scopes(principal)`` adds app-defined scopes. ``jwks`` shares one
+    key cache between configurations (it must fetch the settings' certs URL).
+    ``transport`` and ``clock`` are for tests: an httpx transport for the certs
+    fetch and a wall clock for token times; ``user_cache_clock`` (monotonic) is the
+    user cache's (:mod:`cfaccess_mw.users`). :meth:`forget_user` drops a user the
+    cache remembers.
+
+    Call :meth:`startup` when the app starts (the ASGI middleware does it at
+    ``lifespan.startup``) so the first request does not wait for the keys, and
+    :meth:`aclose` when it stops.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        user_lookup: UserLookup | None = None,
+        audit_hook: AuditHook | None = None,
+        extra_scopes: ExtraScopes | None = None,
+        jwks: KeyStore | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+        user_cache_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings if settings is not None else Settings.from_env()
+        self.user_lookup = user_lookup
+        self.audit_hook = audit_hook
+        self.extra_scopes = extra_scopes
+        self.users = UserDirectory(
+            user_lookup,
+            cache_seconds=self.settings.user_cache_seconds,
+            cache_size=self.settings.user_cache_size,
+            timer=user_cache_clock,
+        )
+        self._trust_loopback = self.settings.exposure_mode is ExposureMode.LOCAL
+        self._local_addressing = LocalAddressing(self.settings.local_hosts)
+        self._allow_cookie = self.settings.allow_cookie
+        self._public_paths = self.settings.public_paths
+        self._services = {t.client_id: t.name for t in self.settings.service_tokens}
+        # The api_key and local principals never change (and are immutable): built once.
+        self._api_key_principals = {k.name: Principal("api_key", name=k.name) for k in self.settings.api_keys}
+        self._local = Principal("local", name="local")
+        self.jwks: KeyStore | None = None
+        self.verifier: TokenVerifier | None = None
+        # Which proxy signs the token, and the header it arrives in (providers.py; Cloudflare's by default).
+        self._cloudflare = self.settings.provider is Provider.CLOUDFLARE
+        self._proxy = PRESETS[self.settings.provider].label
+        self._token_header = token_header(self.settings).encode("latin-1")
+        self._token_in_authorization = self._token_header == b"authorization"  # the oidc preset's default
+        if self.settings.jwt_enabled and not self._cloudflare:
+            self.jwks = jwks or build_key_source(self.settings, transport)
+            self.verifier = TokenVerifier(
+                issuer=str(self.settings.issuer),
+                audiences=self.settings.audiences,
+                keys=self.jwks,
+                leeway=self.settings.leeway_seconds,
+                cache_size=self.settings.token_cache_size,
+                clock=clock,
+                profile=build_profile(self.settings),
+            )
+            if user_lookup is None:
+                logger.warning("cfaccess_mw: no user_lookup given, so every %s user gets 403", self._proxy)
+        elif self.settings.jwt_enabled:
+            assert self.settings.certs_url is not None
+            assert self.settings.issuer is not None
+            if jwks is not None and jwks.url != self.settings.certs_url:
+                raise ValueError(f"jwks fetches {jwks.url}, but the settings name {self.settings.certs_url}")
+            self.jwks = jwks or JWKSClient(
+                self.settings.certs_url,
+                cache_seconds=self.settings.jwks_cache_seconds,
+                cooldown_seconds=self.settings.jwks_refresh_cooldown_seconds,
+                timeout=self.settings.jwks_timeout_seconds,
+                transport=transport,
+            )
+            self.verifier = TokenVerifier(
+                issuer=self.settings.issuer,
+                audiences=self.settings.audiences,
+                keys=self.jwks,
+                leeway=self.settings.leeway_seconds,
+                cache_size=self.settings.token_cache_size,
+                clock=clock,
+            )
+            if user_lookup is None:
+                logger.warning("cfaccess_mw: no user_lookup given, so every Cloudflare Access user gets 403")
+
+    def __repr__(self) -> str:
+        return f"Authenticator(mode={self.settings.exposure_mode.value!r}, jwt={self.settings.jwt_enabled})"
+
+    # --- life cycle ----------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Fetch the signing keys now, once, so the first request does not wait (failures are logged, and
+        requests then get 503 until keys arrive). Safe to call from every middleware instance."""
+        if self.jwks is not None and not self.jwks.kids:
+            await self.jwks.refresh()
+
+    async def aclose(self) -> None:
+        """Let a background key refresh finish (bounded by the fetch timeout), so shutdown is quiet."""
+        if self.jwks is not None:
+            with anyio.move_on_after(self.settings.jwks_timeout_seconds + 1):
+                await self.jwks.settle()
+
+    # --- the decision --------------------------------------------------------------------------
+
+    def is_public(self, source: Any) -> bool:
+        """Whether the request's path is one of ``CFACCESS_PUBLIC_PATHS`` (relative to ``root_path``)."""
+        if not self._public_paths:
+            return False
+        path = route_path(scope_of(source))
+        for public in self._public_paths:
+            if path == public or (path.startswith(public) and path[len(public)] == "/"):
+                # A dot segment could climb out of the public prefix in whatever serves the path.
+                padded = path + "/"
+                return "/../" not in padded and "/./" not in padded
+        return False
+
+    async def authenticate(self, source: Any) -> Authenticated:
+        """The caller and its scopes, or an :class:`AuthError` saying why not (public paths are not exempt here)."""
+        principal = await self.identify(source)
+        return Authenticated(principal, self.scopes_for(principal))
+
+    async def identify(self, source: Any) -> Principal:
+        """The principal for this request, or an :class:`AuthError` saying why not."""
+        scope = scope_of(source)
+        jwt_header = authorization = cookie = None
+        for name, value in scope["headers"]:  # one pass; a credential header sent twice is ambiguous
+            if name == self._token_header:  # b"cf-access-jwt-assertion" unless another proxy's preset
+                if jwt_header is not None:
+                    raise InvalidToken(
+                        Reason.TOKEN_MALFORMED,
+                        "The access token header was sent more than once.",
+                        f"{self._token_header.decode()} appears more than once",
+                    )
+                jwt_header = value.decode("latin-1")
+            elif name == b"authorization":
+                if authorization is not None:
+                    raise Unauthorized(
+                        Reason.API_KEY_INVALID,
+                        "The Authorization header was sent more than once.",
+                        "Authorization appears more than once",
+                    )
+                authorization = value.decode("latin-1")
+            elif name == b"cookie" and self._allow_cookie:
+                cookie = value.decode("latin-1") if cookie is None else f"{cookie}; {value.decode('latin-1')}"
+        if self._token_in_authorization and jwt_header is not None:
+            jwt_header, authorization = _bearer_id_token(jwt_header)
+        if self.verifier is not None:
+            if jwt_header is None and cookie is not None:
+                jwt_header = _access_cookie(cookie)
+            if jwt_header is not None:
+                return await self._from_token(jwt_header)
+        if authorization is not None:
+            scheme, _, credential = authorization.partition(" ")
+            if scheme.lower() == "bearer":
+                return self._principal_from_api_key(credential.strip())
+        if self._trust_loopback:
+            refused = self._local_addressing.refusal(scope)
+            if refused is None:
+                return self._local
+            raise Unauthorized(
+                Reason.NO_CREDENTIALS,
+                f"Authentication required: send a {self._proxy} token or an API key.",
+                f"no {self._token_header.decode()} token and no Bearer key; not the local operator: {refused}",
+            )
+        raise Unauthorized(
+            Reason.NO_CREDENTIALS,
+            f"Authentication required: send a {self._proxy} token or an API key.",
+            f"no {self._token_header.decode()} token and no Bearer key (reverse-proxy mode)",
+        )
+
+    def scopes_for(self, principal: Principal) -> list[str]:
+        """The principal's scopes plus ``extra_scopes``: a new list each time, since apps may add to it."""
+        if self.extra_scopes is None:
+            return principal.scopes
+        try:
+            extra = list(self.extra_scopes(principal))
+        except Exception as exc:
+            logger.error("cfaccess_mw: extra_scopes raised %s", type(exc).__name__)
+            raise AuthUnavailable(
+                Reason.USER_LOOKUP_FAILED,
+                "The user directory is unavailable; try again shortly.",
+                f"extra_scopes raised {type(exc).__name__}",
+            ) from None
+        if any(type(scope) is not str for scope in extra):
+            logger.error("cfaccess_mw: extra_scopes returned something other than strings")
+            raise AuthUnavailable(
+                Reason.USER_LOOKUP_FAILED,
+                "The user directory is unavailable; try again shortly.",
+                "extra_scopes returned something other than an iterable of strings",
+            )
+        return [*principal.scopes, *extra]
+
+    async def _from_token(self, token: str) -> Principal:
+        """Verify the token, then admit its user or service; what the claims yield is kept with the token."""
+        assert self.verifier is not None
+        verified = await self.verifier.verify_token(token)
+        identity: _Identity | None = verified.memo
+        if identity is None:
+            identity = verified.memo = self._identity(verified.claims)
+        if identity.email is None:  # an allowed service token: its principal does not change
+            assert identity.principal is not None
+            return identity.principal
+        # Looked up on every request unless CFACCESS_USER_CACHE_SECONDS lets a found user be remembered.
+        user = await self.users.find(identity.email)
+        if user is None:  # None, and the False, 0 or "" a yes/no lookup would return
+            raise Forbidden(
+                Reason.UNKNOWN_USER,
+                "This account is not a user of this application; ask an administrator to add it.",
+                f"no user with email {identity.email!r}"
+                if self.user_lookup is not None
+                else f"no user_lookup is configured, so no email is a user ({identity.email!r})",
+            )
+        principal = identity.principal
+        if principal is None or principal.user is not user:
+            principal = identity.principal = Principal("user", email=identity.email, user=user, claims=verified.claims)
+        return principal
+
+    def _identity(self, claims: Mapping[str, Any]) -> _Identity:
+        """Who verified claims name: a normalised email, or an allowed service (refusals are not remembered)."""
+        if "email" in claims:
+            return _Identity(normalise_email(claims["email"]))
+        client_id = claims.get("common_name") if self._cloudflare else None  # service tokens are Cloudflare's
+        if isinstance(client_id, str) and client_id:
+            name = self._services.get(client_id)
+            if name is None:
+                raise Forbidden(
+                    Reason.SERVICE_TOKEN_NOT_ALLOWED,
+                    "This service token is not allowed for this application.",
+                    f"service token client ID {client_id!r} is not in CFACCESS_SERVICE_TOKENS",
+                )
+            return _Identity(None, Principal("service", name=name, claims=claims))
+        raise InvalidToken(
+            Reason.CLAIM_INVALID,
+            "The token names neither a user nor a service token.",
+            "the token has no 'email' claim and no usable 'common_name' claim",
+        )
+
+    def _principal_from_api_key(self, key: str) -> Principal:
+        if key and len(key) <= MAX_API_KEY_LENGTH:
+            match = self.settings.find_api_key(hashlib.sha256(key.encode("latin-1")).digest())
+            if match is not None:
+                return self._api_key_principals[match.name]
+        raise Unauthorized(Reason.API_KEY_INVALID, "The API key is not valid.", "no configured API key matches")
+
+    def forget_user(self, email: str) -> None:
+        """Drop ``email``'s user from the user cache (call it when the app deletes or disables the user)."""
+        self.users.forget(email)
+
+    def forget_all_users(self) -> None:
+        """Drop every user from the user cache."""
+        self.users.forget_all()
+
+    # --- audit ---------------------------------------------------------------------------------
+
+    @property
+    def audits_acceptances(self) -> bool:
+        """Whether an acceptance would be recorded anywhere (a hook, or the audit logger at INFO)."""
+        return self.audit_hook is not None or audit_logger.isEnabledFor(logging.INFO)
+
+    async def audit(
+        self,
+        source: Any,
+        status: int | None,
+        *,
+        principal: Principal | None = None,
+        err: AuthError | None = None,
+    ) -> None:
+        """Record one decision: an acceptance of ``principal`` (with the app's status) or the refusal ``err``."""
+        scope = scope_of(source)
+        method, path, client = request_facts(scope)
+        outcome: Outcome = "accepted"
+        if err is not None:
+            outcome = "unavailable" if isinstance(err, AuthUnavailable) else "refused"
+        event = AuditEvent(
+            outcome=outcome,
+            status=status,
+            method=method,
+            path=path,
+            client=client,
+            kind=principal.kind if principal else None,
+            principal=principal.display_name if principal else None,
+            reason=err.reason.value if err else None,
+            detail=err.detail if err else None,
+        )
+        await emit(event, self.audit_hook)

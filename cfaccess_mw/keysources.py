@@ -1,0 +1,344 @@
+"""Key sources for the presets whose keys are not one plain JWK Set: OIDC discovery, and AWS ALB's PEM per kid.
+
+Both keep the rules of :class:`~cfaccess_mw.keys.JWKSClient`: single-flight fetches,
+no redirects, a size cap and a timeout on every fetch, a cooldown on refetching for
+unknown ``kid`` values, keys kept through an outage, a 503 (never a 401) when the
+answer depends on a fetch that failed.
+
+* :class:`OidcJWKSClient` *is* a ``JWKSClient``: it reads the issuer's discovery
+  document once (its ``issuer`` must equal the configured one exactly, OpenID Connect
+  Discovery section 4.3) and then fetches ``jwks_uri`` like any key set.
+* :class:`AlbKeySource` fetches ``<base>/<kid>`` for a ``kid`` it has not seen, only
+  once the kid is a UUID (so no token can steer the URL), keeps each key for good (a
+  kid's key never changes), remembers a kid AWS does not know for the cooldown, and
+  fetches at most :data:`ALB_FETCHES_PER_COOLDOWN` new kids per cooldown, so a flood of
+  made-up kids cannot make the app a load generator against AWS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+import httpx
+
+from .ec import parse_p256_pem
+from .errors import AuthUnavailable, InvalidToken, Reason
+from .exposure import is_loopback_url_host
+from .keys import MAX_JWKS_BYTES, JWKParser, JWKSClient, JWKSFetchError, PublicKey
+from .providers import ALB_KID, PRESETS, KeyKind, jwk_parser
+
+if TYPE_CHECKING:
+    from .settings import Settings
+
+logger = logging.getLogger("cfaccess_mw.keys")
+
+#: Most new ALB kids fetched per cooldown period; past it an unknown kid gets 503 until the period ends.
+ALB_FETCHES_PER_COOLDOWN = 3
+#: ALB keys kept at once (a region's ALBs share a few; more only serves someone making kids up).
+ALB_MAX_KEYS = 64
+MAX_DISCOVERY_BYTES = 256 * 1024
+
+
+class KeyStore(Protocol):
+    """What the middleware and the CLI use of a key source (``JWKSClient`` and :class:`AlbKeySource` have it)."""
+
+    url: str
+    fetch_count: int
+
+    @property
+    def kids(self) -> list[str]: ...
+
+    @property
+    def last_failure(self) -> str | None: ...
+
+    def has_kid(self, kid: str) -> bool: ...
+
+    def cached_key(self, kid: str) -> PublicKey | None: ...
+
+    async def settle(self) -> None: ...
+
+    async def get_key(self, kid: str) -> PublicKey: ...
+
+    async def refresh(self) -> bool: ...
+
+
+async def http_get(
+    url: str, *, transport: httpx.AsyncBaseTransport | None, seconds: float, max_bytes: int, accept: str
+) -> tuple[int, bytes]:
+    """``(status, body)`` of one GET: no redirects, at most ``max_bytes``, ``seconds`` in all.
+
+    Raises :class:`JWKSFetchError` for a network failure, a timeout, a redirect or an oversized body.
+    """
+    try:
+        with anyio.fail_after(seconds):
+            async with (
+                httpx.AsyncClient(
+                    transport=transport, timeout=httpx.Timeout(seconds), follow_redirects=False
+                ) as client,
+                client.stream("GET", url, headers={"accept": accept}) as response,
+            ):
+                if response.is_redirect:
+                    raise JWKSFetchError(f"HTTP {response.status_code} redirect refused (keys must be served directly)")
+                declared = response.headers.get("content-length")
+                if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                    raise JWKSFetchError(f"body of {declared} bytes exceeds {max_bytes}")
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise JWKSFetchError(f"body exceeds {max_bytes} bytes")
+                    chunks.append(chunk)
+                return response.status_code, b"".join(chunks)
+    except TimeoutError:
+        raise JWKSFetchError(f"no answer within {seconds:g}s") from None
+    except httpx.HTTPError as exc:
+        raise JWKSFetchError(f"{type(exc).__name__}: {exc}") from None
+
+
+def discovery_url(issuer: str) -> str:
+    """OpenID Connect Discovery section 4: the issuer without a trailing slash, then the well-known path."""
+    return issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+def _fetchable(url: object) -> bool:
+    if not isinstance(url, str):
+        return False
+    parts = httpx.URL(url)
+    if parts.userinfo:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and is_loopback_url_host(parts.host))
+
+
+class OidcJWKSClient(JWKSClient):
+    """A ``JWKSClient`` whose URL comes from the issuer's discovery document, read on the first fetch."""
+
+    def __init__(
+        self,
+        issuer: str,
+        *,
+        parse: JWKParser,
+        cache_seconds: float = 300.0,
+        cooldown_seconds: float = 10.0,
+        timeout: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(
+            discovery_url(issuer),
+            cache_seconds=cache_seconds,
+            cooldown_seconds=cooldown_seconds,
+            timeout=timeout,
+            transport=transport,
+            clock=clock,
+            parse=parse,
+        )
+        self.issuer = issuer
+        self.discovery_url = self.url
+        self.jwks_uri: str | None = None
+
+    async def _fetch(self) -> tuple[dict[str, PublicKey], list[str], set[str]]:
+        if self.jwks_uri is None:
+            self.fetch_count += 1
+            status, body = await http_get(
+                self.discovery_url,
+                transport=self._transport,
+                seconds=self.timeout,
+                max_bytes=MAX_DISCOVERY_BYTES,
+                accept="application/json",
+            )
+            if status != 200:
+                raise JWKSFetchError(f"discovery document {self.discovery_url}: HTTP {status}")
+            try:
+                document = json.loads(body)
+            except (ValueError, RecursionError):
+                raise JWKSFetchError(f"discovery document {self.discovery_url} is not JSON") from None
+            if not isinstance(document, dict) or document.get("issuer") != self.issuer:
+                found = document.get("issuer") if isinstance(document, dict) else None
+                raise JWKSFetchError(f"discovery document names issuer {found!r}, not {self.issuer!r}")
+            jwks_uri = document.get("jwks_uri")
+            if not _fetchable(jwks_uri):
+                raise JWKSFetchError(f"discovery document's jwks_uri {jwks_uri!r} is not an https:// URL")
+            assert isinstance(jwks_uri, str)
+            self.jwks_uri = self.url = jwks_uri
+        return await super()._fetch()
+
+
+class AlbKeySource:
+    """AWS ALB's keys: ``GET <base>/<kid>`` returns one PEM key; there is no key set to list."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        cooldown_seconds: float = 10.0,
+        timeout: float = 5.0,
+        max_keys: int = ALB_MAX_KEYS,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = base_url.rstrip("/")
+        self.cooldown_seconds = cooldown_seconds
+        self.timeout = timeout
+        self.max_keys = max_keys
+        self._transport = transport
+        self._clock = clock
+        self._keys: OrderedDict[str, PublicKey] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()  # kid -> when AWS said it has no such (usable) key
+        self._attempts: deque[float] = deque()  # when each recent fetch started
+        self._lock: anyio.Lock | None = None
+        self._last_failure: str | None = None
+        self.fetch_count = 0
+
+    def __repr__(self) -> str:
+        return f"AlbKeySource(url={self.url!r}, kids={self.kids!r})"
+
+    @property
+    def kids(self) -> list[str]:
+        return sorted(self._keys)
+
+    @property
+    def last_failure(self) -> str | None:
+        return self._last_failure
+
+    def has_kid(self, kid: str) -> bool:
+        return kid in self._keys
+
+    def cached_key(self, kid: str) -> PublicKey | None:
+        """The kept key object for ``kid`` (an ALB kid's key never changes, so it is kept for good), or ``None``."""
+        return self._keys.get(kid)
+
+    async def settle(self) -> None:
+        """Nothing runs in the background here: fetches happen inside requests."""
+
+    async def refresh(self) -> bool:
+        """Nothing to prefetch: ALB keys are fetched per kid, when a token first names one."""
+        return True
+
+    async def get_key(self, kid: str) -> PublicKey:
+        key = self._keys.get(kid)
+        if key is not None:
+            return key
+        if not ALB_KID.fullmatch(kid):  # the profile checked already; the URL depends on it, so again here
+            raise self._unknown_kid(kid, "is not a UUID")
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        async with self._lock:  # single-flight: one fetch at a time; a waiter finds what it fetched
+            key = self._keys.get(kid)
+            if key is not None:
+                return key
+            now = self._clock()
+            seen = self._unknown.get(kid)
+            if seen is not None and now - seen < self.cooldown_seconds:
+                raise self._unknown_kid(kid, "was not found at the key endpoint moments ago")
+            while self._attempts and now - self._attempts[0] >= self.cooldown_seconds:
+                self._attempts.popleft()
+            if len(self._attempts) >= ALB_FETCHES_PER_COOLDOWN:
+                raise AuthUnavailable(
+                    Reason.KEYS_UNAVAILABLE,
+                    "The signing keys for this application cannot be fetched right now; try again shortly.",
+                    f"key id {kid!r} is not cached, and {ALB_FETCHES_PER_COOLDOWN} new key ids were fetched in the "
+                    f"last {self.cooldown_seconds:g}s (a flood of made-up key ids?)",
+                    retry_after=max(1, math.ceil(self.cooldown_seconds)),
+                )
+            self._attempts.append(now)
+            return await self._fetch(kid)
+
+    async def _fetch(self, kid: str) -> PublicKey:
+        url = f"{self.url}/{kid}"
+        self.fetch_count += 1
+        try:
+            status, body = await http_get(
+                url, transport=self._transport, seconds=self.timeout, max_bytes=8192, accept="application/x-pem-file"
+            )
+        except JWKSFetchError as exc:
+            raise self._failed(f"{url}: {exc}") from None
+        if status in (403, 404):  # S3-backed endpoints answer 403 for an object that does not exist
+            self._remember_unknown(kid)
+            raise self._unknown_kid(kid, f"is not published at {self.url} (HTTP {status})")
+        if status != 200:
+            raise self._failed(f"{url}: HTTP {status}")
+        try:
+            key = parse_p256_pem(body, kid)
+        except ValueError as exc:
+            # Published but unusable (another curve or key type): skipped, never adopted.
+            self._remember_unknown(kid)
+            logger.warning("ALB key endpoint %s: %s; skipping it", self.url, exc)
+            raise self._unknown_kid(kid, "names a key that is not P-256 (skipped)") from None
+        if self._last_failure is not None:
+            logger.warning("ALB key endpoint %s recovered", self.url)
+        self._last_failure = None
+        if len(self._keys) >= self.max_keys:
+            self._keys.popitem(last=False)
+        self._keys[kid] = key
+        logger.info("ALB signing key %s fetched from %s", kid, self.url)
+        return key
+
+    def _remember_unknown(self, kid: str) -> None:
+        self._unknown[kid] = self._clock()
+        while len(self._unknown) > 4 * self.max_keys:
+            self._unknown.popitem(last=False)
+
+    def _unknown_kid(self, kid: str, why: str) -> InvalidToken:
+        return InvalidToken(
+            Reason.UNKNOWN_KEY,
+            "The token was signed with a key this application does not know.",
+            f"key id {kid[:64]!r} {why}",
+        )
+
+    def _failed(self, why: str) -> AuthUnavailable:
+        if why != self._last_failure:
+            logger.warning("ALB key endpoint failed: %s; %d keys cached", why, len(self._keys))
+        self._last_failure = why
+        return AuthUnavailable(
+            Reason.KEYS_UNAVAILABLE,
+            "The signing keys for this application cannot be fetched right now; try again shortly.",
+            why,
+            retry_after=max(1, math.ceil(self.cooldown_seconds)),
+        )
+
+
+def build_key_source(
+    settings: Settings,
+    transport: httpx.AsyncBaseTransport | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> KeyStore:
+    """The key source a non-Cloudflare preset reads, from validated settings (``clock`` for tests)."""
+    preset = PRESETS[settings.provider]
+    cooldown = settings.jwks_refresh_cooldown_seconds
+    timeout = settings.jwks_timeout_seconds
+    if preset.keys is KeyKind.PEM_PER_KID:
+        assert settings.certs_url is not None
+        return AlbKeySource(
+            settings.certs_url, cooldown_seconds=cooldown, timeout=timeout, transport=transport, clock=clock
+        )
+    parse = jwk_parser(settings.algorithms)
+    cache = settings.jwks_cache_seconds
+    if preset.keys is KeyKind.OIDC_DISCOVERY and settings.certs_url is None:
+        return OidcJWKSClient(
+            settings.issuers[0],
+            parse=parse,
+            cache_seconds=cache,
+            cooldown_seconds=cooldown,
+            timeout=timeout,
+            transport=transport,
+            clock=clock,
+        )
+    assert settings.certs_url is not None
+    return JWKSClient(
+        settings.certs_url,
+        cache_seconds=cache,
+        cooldown_seconds=cooldown,
+        timeout=timeout,
+        max_bytes=MAX_JWKS_BYTES,
+        transport=transport,
+        clock=clock,
+        parse=parse,
+    )
