@@ -220,6 +220,46 @@ async def test_a_failing_lookup_is_503_and_logs_only_the_type(caplog: pytest.Log
     assert lookup_errors(caplog) == ["cfaccess_mw: user_lookup raised ConnectionError"]
 
 
+@pytest.mark.anyio
+async def test_an_awaitable_whose_close_raises_is_still_a_503(caplog: pytest.LogCaptureFixture) -> None:
+    class Stubborn:
+        def __await__(self) -> Generator[Any, None, Any]:
+            yield from ()
+            return USERS[ALICE]
+
+        def close(self) -> None:
+            raise RuntimeError("cannot close")
+
+    async def lookup(email: str) -> Any:
+        return Stubborn()
+
+    with caplog.at_level(logging.DEBUG), pytest.raises(AuthUnavailable):
+        await UserDirectory(lookup).find(ALICE)
+    assert lookup_errors(caplog) == [
+        "cfaccess_mw: closing user_lookup's result raised RuntimeError",
+        "cfaccess_mw: user_lookup returned an awaitable (Stubborn), not a user; it must return the user object or "
+        "None (an 'await' missing inside the lookup?)",
+    ]
+
+
+@pytest.mark.anyio
+async def test_true_and_a_bare_awaitable_are_refused_and_forget_without_a_cache_is_harmless() -> None:
+    class Bare:
+        def __await__(self) -> Generator[Any, None, Any]:
+            yield from ()
+            return USERS[ALICE]
+
+    async def bare(email: str) -> Any:
+        return Bare()
+
+    for lookup in (lambda email: True, bare):
+        directory = UserDirectory(lookup)
+        with pytest.raises(AuthUnavailable):
+            await directory.find(ALICE)
+        directory.forget(ALICE)
+        directory.forget_all()
+
+
 # --- the user cache ------------------------------------------------------------------------------
 
 
@@ -423,46 +463,6 @@ def test_forget_user_on_the_middleware_refuses_a_deleted_user_at_once(
     del lookup.users["bob@example.com"]
     middleware_of(client).forget_all_users()
     assert client.get("/", headers=bob).status_code == 403
-
-
-@pytest.mark.anyio
-async def test_an_awaitable_whose_close_raises_is_still_a_503(caplog: pytest.LogCaptureFixture) -> None:
-    class Stubborn:
-        def __await__(self) -> Generator[Any, None, Any]:
-            yield from ()
-            return USERS[ALICE]
-
-        def close(self) -> None:
-            raise RuntimeError("cannot close")
-
-    async def lookup(email: str) -> Any:
-        return Stubborn()
-
-    with caplog.at_level(logging.DEBUG), pytest.raises(AuthUnavailable):
-        await UserDirectory(lookup).find(ALICE)
-    assert lookup_errors(caplog) == [
-        "cfaccess_mw: closing user_lookup's result raised RuntimeError",
-        "cfaccess_mw: user_lookup returned an awaitable (Stubborn), not a user; it must return the user object or "
-        "None (an 'await' missing inside the lookup?)",
-    ]
-
-
-@pytest.mark.anyio
-async def test_true_and_a_bare_awaitable_are_refused_and_forget_without_a_cache_is_harmless() -> None:
-    class Bare:
-        def __await__(self) -> Generator[Any, None, Any]:
-            yield from ()
-            return USERS[ALICE]
-
-    async def bare(email: str) -> Any:
-        return Bare()
-
-    for lookup in (lambda email: True, bare):
-        directory = UserDirectory(lookup)
-        with pytest.raises(AuthUnavailable):
-            await directory.find(ALICE)
-        directory.forget(ALICE)
-        directory.forget_all()
 
 
 def test_an_app_that_keeps_its_authenticator_can_forget_a_user(shared_issuer: LocalIssuer) -> None:
