@@ -26,12 +26,13 @@ from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .audit import AuditHook
-from .authenticator import Authenticator, ExtraScopes, UserLookup
+from .authenticator import Authenticator, ExtraScopes
 from .errors import AuthError, AuthUnavailable, ConfigError, Reason, send_error
 from .keysources import KeyStore
 from .principals import Principal
 from .settings import Settings
 from .tokens import TokenVerifier
+from .users import UserLookup
 
 logger = logging.getLogger("cfaccess_mw")
 
@@ -63,6 +64,7 @@ class CloudflareAccessMiddleware:
         jwks: KeyStore | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        user_cache_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
         self.config_error: ConfigError | None = None
@@ -83,6 +85,7 @@ class CloudflareAccessMiddleware:
                 jwks=jwks,
                 transport=transport,
                 clock=clock,
+                user_cache_clock=user_cache_clock,
             )
         except ConfigError as err:
             # Raised here it would reach the framework's middleware build, not the deployer: keep it, refuse.
@@ -97,6 +100,14 @@ class CloudflareAccessMiddleware:
             assert self.config_error is not None
             raise self.config_error
         return self._authenticator
+
+    def forget_user(self, email: str) -> None:
+        """Drop ``email``'s user from the user cache (:meth:`Authenticator.forget_user`)."""
+        self.authenticator.forget_user(email)
+
+    def forget_all_users(self) -> None:
+        """Drop every user from the user cache (:meth:`Authenticator.forget_all_users`)."""
+        self.authenticator.forget_all_users()
 
     @property
     def settings(self) -> Settings:
