@@ -231,16 +231,29 @@ def _prefetch(auth: Authenticator) -> None:
 # --- the middleware ----------------------------------------------------------------------------
 
 
+def _is_sequence_scope(scope: Mapping[str, Any]) -> bool:
+    """Whether ``headers`` and ``client`` are sequences the authenticator can read (ASGI allows any iterable,
+    and an iterator has already been read by Django when it built the request)."""
+    headers = scope.get("headers")
+    client = scope.get("client")
+    return (
+        isinstance(headers, (list, tuple))
+        and all(isinstance(pair, (list, tuple)) for pair in headers)
+        and (client is None or isinstance(client, (list, tuple)))
+    )
+
+
 def request_scope(request: HttpRequest) -> Mapping[str, Any]:
     """What the authenticator reads of a request: the ASGI scope under ASGI, else one built from ``META``.
 
     Under ASGI (servers, ``AsyncClient``) the scope is exact, repeated headers
-    included. Under WSGI (the sync test ``Client``) it is rebuilt from ``META``, where
-    a repeated header is already joined with commas (a joined token or key fails
-    its check, so this stays closed).
+    included. Under WSGI (the sync test ``Client``), or where a server passed the
+    headers as an iterator (which Django read when it built the request), it is
+    rebuilt from ``META``, where a repeated header is already joined with commas (a
+    joined token or key fails its check, so this stays closed).
     """
     scope = getattr(request, "scope", None)
-    if isinstance(scope, Mapping):
+    if isinstance(scope, Mapping) and _is_sequence_scope(scope):
         return scope
     meta = request.META
     headers: list[tuple[bytes, bytes]] = []

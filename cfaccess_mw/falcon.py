@@ -101,7 +101,8 @@ def _scope(req: falcon.asgi.Request) -> dict[str, Any]:
     lists and tuples, which are used as they are.
     """
     scope = req.scope
-    if not isinstance(scope.get("headers"), (list, tuple)):
+    headers = scope.get("headers")
+    if not isinstance(headers, (list, tuple)) or not all(isinstance(pair, (list, tuple)) for pair in headers):
         scope["headers"] = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in req.headers.items()]
     client = scope.get("client")
     if client is not None and not isinstance(client, (tuple, list)):

@@ -9,10 +9,12 @@ build a new handler (the test client builds one per client).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -227,6 +229,40 @@ def test_local_mode_reads_the_wsgi_peer_and_host(project: Path, issuer: LocalIss
         assert remote.get("/api/whoami").status_code == 401
         page = local.get("/api/whoami", headers={"Origin": "https://evil.example"})
         assert page.status_code == 401
+
+
+@pytest.mark.anyio
+async def test_a_server_passing_headers_as_an_iterator_is_read_from_meta(project: Path) -> None:
+    # ASGI types headers as an iterable; Django reads an iterator when it builds the request, before us.
+    handler = ASGIHandler()
+    sent: list[Any] = []
+    incoming = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> Any:
+        if incoming:
+            return incoming.pop()
+        await anyio.sleep_forever()  # the client stays until the answer (Django cancels this wait)
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/api/machines",
+        "raw_path": b"/api/machines",
+        "root_path": "",
+        "query_string": b"",
+        "headers": iter([(b"host", b"testserver"), (b"authorization", f"Bearer {API_KEY}".encode())]),
+        "client": REMOTE_PEER,  # Django itself indexes the client, so an iterator there would fail before us
+        "server": ("testserver", 80),
+    }
+    await handler(scope, receive, send)
+    assert sent[0]["status"] == 200
+    assert json.loads(b"".join(m.get("body", b"") for m in sent[1:])) == {"who": "operator", "user": "AnonymousUser"}
 
 
 # --- refusals ----------------------------------------------------------------------------------
