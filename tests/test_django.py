@@ -186,6 +186,17 @@ def test_django_permissions_and_the_admin_see_the_verified_user(client: Client, 
     assert refused["Location"].startswith("/admin/login/")
 
 
+def test_login_required_middleware_sees_the_verified_user(project: Path, shared_issuer: LocalIssuer) -> None:
+    from django.conf import settings
+
+    with override_settings(MIDDLEWARE=[*settings.MIDDLEWARE, "django.contrib.auth.middleware.LoginRequiredMiddleware"]):
+        client = Client(REMOTE_ADDR=REMOTE_PEER[0])
+        bob = client.get("/api/whoami", headers=jwt_header(shared_issuer.identity_token("bob@example.com")))
+        machine = client.get("/api/whoami", headers=bearer())
+    assert bob.json()["user"] == "bob"
+    assert machine.status_code == 302  # a machine is AnonymousUser: Django sends it to the login page
+
+
 def test_machines_are_anonymous_users_with_a_principal(client: Client, shared_issuer: LocalIssuer) -> None:
     response = client.get("/api/machines", headers=bearer())
     assert response.json() == {"who": "operator", "user": "AnonymousUser"}
