@@ -46,6 +46,8 @@ from .users import UserDirectory, UserLookup
 
 logger = logging.getLogger("cfaccess_mw")
 
+__all__ = ["Authenticated", "Authenticator", "ExtraScopes", "UserLookup", "normalise_email", "route_path", "scope_of"]
+
 ExtraScopes = Callable[[Principal], Iterable[str]]
 """``extra_scopes(principal) -> scopes``: app-defined scopes (roles, say) added to the principal's own."""
 
