@@ -58,4 +58,12 @@ def create_app(settings: Settings | None = None, db_path: str | None = None) -> 
         await websocket.accept()
         await websocket.send_json({"hello": current_principal.display_name})
 
+    @app.websocket("/ws/admin")
+    async def ws_admin() -> None:
+        await websocket.accept()
+        if "admin" not in get_scopes():
+            # After accept no HTTP answer is possible: the extension closes the socket with 1008.
+            raise Forbidden(Reason.INSUFFICIENT_SCOPE, "This socket is for administrators.", "admin scope missing")
+        await websocket.send_json({"admin": True})
+
     return app
