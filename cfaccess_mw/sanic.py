@@ -44,7 +44,7 @@ from sanic.response import BaseHTTPResponse, HTTPResponse, raw
 
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, error_response
+from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, error_response, send_error
 from .keys import JWKSClient
 from .principals import Principal
 from .settings import Settings
@@ -96,19 +96,19 @@ class _AsgiWebsocketRefusal(HTTPResponse):
     """Our refusal of a websocket handshake under an ASGI server, where Sanic would send it as
     ``http.response.start``, which an ASGI server refuses on a websocket (uvicorn answers 500).
 
-    Sanic delivers an exception handler's response by calling its ``send``; this one speaks the
-    websocket's ASGI messages instead: after receiving ``websocket.connect`` (the ASGI order), the
-    JSON error as ``websocket.http.response`` where the server offers that extension, else close 1008.
+    Sanic delivers an exception handler's response by calling its ``send``; this one hands the
+    refusal to :func:`~cfaccess_mw.errors.send_error` on the raw ASGI channel instead, as the ASGI
+    middleware does: the JSON error as ``websocket.http.response`` where the server offers that
+    extension, else close 1008, after ``websocket.connect`` has been received.
     """
 
     def __init__(self, request: AnyRequest, err: AuthError) -> None:
         status, _, body = error_response(err)
         super().__init__(body, status=status, content_type="application/json")
         self._transport = cast("MockTransport", request.transport)  # only built where _asgi_scope is not empty
-        self._scope = _asgi_scope(request)
         # Sanic's ASGI adapter reads a request body from receive(), on a websocket too, where the message it
         # gets is websocket.connect: it has consumed it when it has read the "body".
-        self._connect_pending = bool(getattr(request.stream, "request_body", True))
+        self._connected = not getattr(request.stream, "request_body", True)
         self._err = err
         self._sent = False
 
@@ -116,16 +116,8 @@ class _AsgiWebsocketRefusal(HTTPResponse):
         if self._sent:
             return
         self._sent = True
-        if self._connect_pending:
-            message = await self._transport.receive()
-            if message["type"] != "websocket.connect":
-                return  # the client left before the handshake
-        if "websocket.http.response" in (self._scope.get("extensions") or {}):
-            status, headers, body = error_response(self._err)
-            await self._transport.send({"type": "websocket.http.response.start", "status": status, "headers": headers})
-            await self._transport.send({"type": "websocket.http.response.body", "body": body, "more_body": False})
-        else:
-            await self._transport.send({"type": "websocket.close", "code": WS_POLICY_VIOLATION})
+        transport = self._transport
+        await send_error(transport.scope, transport.receive, transport.send, self._err, connected=self._connected)
 
 
 def get_principal(request: AnyRequest) -> Principal:

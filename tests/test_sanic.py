@@ -294,7 +294,7 @@ async def test_a_refused_websocket_gets_the_json_denial_where_the_server_offers_
 
 async def test_a_refused_websocket_closes_1008_where_the_server_offers_no_denial(app: Sanic[Any, Any]) -> None:
     sent = await _run_websocket(app, "/ws", [], {})
-    assert sent == [{"type": "websocket.close", "code": 1008}]
+    assert sent == [{"type": "websocket.close", "code": 1008, "reason": "UNAUTHORIZED"}]
 
 
 async def test_a_websocket_refused_by_the_middleware_alone_does_not_wait_for_a_consumed_connect(
@@ -312,7 +312,7 @@ async def test_a_websocket_refused_by_the_middleware_alone_does_not_wait_for_a_c
         settings=example_settings(shared_issuer), db_path=str(example_db(tmp_path)), name=unique("mw")
     )
     sent = await _run_websocket(app, "/ws", [], {})
-    assert sent == [{"type": "websocket.close", "code": 1008}]
+    assert sent == [{"type": "websocket.close", "code": 1008, "reason": "UNAUTHORIZED"}]
 
 
 async def test_an_accepted_websocket_sees_the_principal(app: Sanic[Any, Any]) -> None:
