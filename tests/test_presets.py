@@ -535,3 +535,49 @@ def test_the_default_provider_is_cloudflare_and_reads_only_its_own_settings() ->
 
 def test_a_preset_from_the_environment_matches_its_issuer(oidc: OidcIssuer) -> None:
     assert Settings.from_env(oidc.env()) == oidc.settings()
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    ["https://idp.example.com:99999", "https://idp.example.com:abc", "https://[::1/", "https://"],
+    ids=["port-out-of-range", "port-not-a-number", "broken-ipv6", "no-host"],
+)
+@pytest.mark.parametrize("provider", ["oidc", "aws-alb", "pomerium"])
+def test_an_issuer_url_that_cannot_be_fetched_or_matched_is_a_config_error(provider: str, issuer: str) -> None:
+    # Not a ValueError from urlsplit at startup, nor a URL httpx refuses on every fetch (a 503 forever).
+    env = {"CFACCESS_PROVIDER": provider, "CFACCESS_ISSUER": issuer + ("/" if provider == "pomerium" else "")}
+    env.update(
+        {
+            "oidc": {"CFACCESS_AUD": "c"},
+            "aws-alb": {"CFACCESS_AWS_CLIENT_ID": "c", "CFACCESS_AWS_ALB_ARN": ALB_ARN},
+            "pomerium": {"CFACCESS_AUD": "app.example.com"},
+        }[provider]
+    )
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == "CFACCESS_ISSUER", caught.value
+
+
+def test_a_pomerium_issuer_with_a_user_name_is_refused_not_silently_cut() -> None:
+    env = {
+        "CFACCESS_PROVIDER": "pomerium",
+        "CFACCESS_ISSUER": "https://u@app.example.com/",
+        "CFACCESS_AUD": "app.example.com",
+    }
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == "CFACCESS_ISSUER"
+
+
+@pytest.mark.parametrize("provider", ["google-iap", "oidc"])
+def test_a_certs_url_with_a_broken_host_is_a_config_error(provider: str) -> None:
+    env = {"CFACCESS_PROVIDER": provider, "CFACCESS_CERTS_URL": "https://[::1/keys"}
+    env.update(
+        {
+            "google-iap": {"CFACCESS_AUD": "/projects/1/apps/x"},
+            "oidc": {"CFACCESS_ISSUER": "https://idp.example.com", "CFACCESS_AUD": "c"},
+        }[provider]
+    )
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == "CFACCESS_CERTS_URL"
