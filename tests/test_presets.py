@@ -348,6 +348,25 @@ def test_a_discovery_document_that_does_not_match_gets_503(oidc: OidcIssuer, doc
         oidc.responder = None
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("jwks_uri", ["https://[::1/jwks", "https://keys.example.com:abc/jwks", "https:///jwks"])
+async def test_a_jwks_uri_httpx_cannot_use_is_a_refused_discovery_document(oidc: OidcIssuer, jwks_uri: str) -> None:
+    # A refusal the key source explains (jwks_uri is not usable), not an "unexpected InvalidURL" logged as a bug.
+    document = {**oidc.discovery_document(), "jwks_uri": jwks_uri}
+    oidc.responder = lambda path: (
+        200,
+        {"Content-Type": "application/json"},
+        __import__("json").dumps(document).encode(),
+    )
+    try:
+        source = build_key_source(oidc.settings())
+        assert not await source.refresh()
+        assert source.last_failure is not None
+        assert "jwks_uri" in source.last_failure, source.last_failure
+    finally:
+        oidc.responder = None
+
+
 def _oidc_client(oidc: OidcIssuer, **overrides: Any) -> TestClient:
     settings = oidc.settings(api_keys=(ApiKey.from_secret("operator", API_KEY),), **overrides)
     return TestClient(build_app(settings), client=REMOTE_PEER)
