@@ -37,6 +37,7 @@ from blacksheep import Content, Request, Response
 from blacksheep.exceptions import HTTPException
 from blacksheep.middlewares import MiddlewareCategory
 from blacksheep.server import Application
+from blacksheep.server.authorization import handle_forbidden, handle_unauthorized
 from blacksheep.server.bindings import Binder, empty
 from blacksheep.server.websocket import WebSocket, WebSocketDisconnectError, WebSocketState
 from guardpost import AuthenticationHandler, Identity, Policy, UnauthorizedError
@@ -299,7 +300,9 @@ def use_cloudflare_access(
     the authorization strategy's default policy require an authenticated caller
     except on ``CFACCESS_PUBLIC_PATHS`` (``require_authentication=False`` keeps the
     app's own default), renders every refusal as our JSON error, prefetches the keys
-    at ``on_start`` and installs the middleware that audits and refuses websockets.
+    at ``on_start`` and installs the middleware that audits and refuses websockets. An
+    exception handler the app registered for ``AuthError``, ``UnauthorizedError`` or
+    ``ForbiddenError`` before this call is kept.
     ``settings`` defaults to ``Settings.from_env()``: a bad variable raises
     :class:`~cfaccess_mw.errors.ConfigError` here, before the app starts.
     """
@@ -318,8 +321,11 @@ def use_cloudflare_access(
     authorization = app.use_authorization()
     if require_authentication:
         authorization.default_policy = Policy("default", AuthenticatedOrPublic())
+    # Ours replace guardpost's plain-text defaults that use_authorization() installed, not an app's own handler.
+    replaceable = (None, handle_unauthorized, handle_forbidden)
     for exc_type in (AuthError, UnauthorizedError, ForbiddenError):
-        app.exceptions_handlers[exc_type] = wiring.handle_refusal
+        if app.exceptions_handlers.get(exc_type) in replaceable:
+            app.exceptions_handlers[exc_type] = wiring.handle_refusal
     # Right after authentication (AUTH, priority 0), before authorization (AUTHZ): it sees every refusal.
     middleware = cast("Callable[..., Awaitable[Response]]", wiring.middleware)  # None only for a websocket
     app.middlewares.append(middleware, MiddlewareCategory.AUTH, 1)

@@ -19,12 +19,12 @@ import pytest
 
 pytest.importorskip("blacksheep")
 
-from blacksheep import Application, Request, WebSocket
+from blacksheep import Application, Request, Response, WebSocket
 from blacksheep.server.authorization import allow_anonymous, auth
 from blacksheep.server.routing import Router
 from blacksheep.testing import TestClient
 from blacksheep.testing.simulator import TestSimulator as Simulator
-from guardpost import Identity
+from guardpost import Identity, UnauthorizedError
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -295,6 +295,25 @@ async def test_require_authentication_false_keeps_the_apps_own_default_policy(sh
     async with started(app) as client:
         assert await (await client.get("/")).json() == {"authenticated": False}
         assert await (await client.get("/", headers=bearer())).json() == {"authenticated": True}
+
+
+@pytest.mark.anyio
+async def test_an_apps_own_refusal_handler_is_kept(shared_issuer: LocalIssuer) -> None:
+    router = Router()
+    app = Application(router=router)
+
+    async def teapot(app: Any, request: Request, exc: Exception) -> Response:
+        return Response(418)
+
+    app.exceptions_handlers[UnauthorizedError] = teapot
+    use_cloudflare_access(app, settings=settings_for(shared_issuer))
+
+    @router.get("/")
+    async def home() -> str:
+        return "home"
+
+    async with started(app) as client:
+        assert (await client.get("/")).status == 418
 
 
 # --- websockets -----------------------------------------------------------------------------------
