@@ -29,7 +29,6 @@ our JSON shape and status (401, 403 or 503), not guardpost's plain-text 401/403.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -49,13 +48,12 @@ from .errors import WS_POLICY_VIOLATION, AuthError, Forbidden, Reason, Unauthori
 from .principals import Principal
 from .settings import Settings
 
-logger = logging.getLogger("cfaccess_mw")
-
 __all__ = [
     "SCHEME",
     "AuthenticatedOrPublic",
     "CloudflareAccessHandler",
     "CloudflareAccessIdentity",
+    "PrincipalBinder",
     "PublicPathIdentity",
     "principal_of",
     "use_cloudflare_access",
@@ -258,6 +256,9 @@ class _Wiring:
         return response
 
     async def _websocket(self, ws: WebSocket, handler: Handler, principal: Principal | None) -> None:
+        # BlackSheep's WebSocket offers no hook at accept and no way to answer the handshake with an HTTP
+        # response, so its ASGI send and receive (_send, _receive) are used directly: the one place this
+        # adapter reaches past BlackSheep's public API (tests cover it on the versions the extra allows).
         if principal is not None:
             send = ws._send
 

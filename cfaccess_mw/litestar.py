@@ -11,7 +11,7 @@ OpenAPI::
 
     from cfaccess_mw.litestar import AccessRequest, CloudflareAccessAuth
 
-    access = CloudflareAccessAuth(user_lookup=find_user, exclude_opt_key="exclude_from_auth")
+    access = CloudflareAccessAuth(user_lookup=find_user)     # reads CFACCESS_*; a bad variable raises here
 
     @get("/me")
     async def me(request: AccessRequest) -> dict[str, str]:
@@ -22,15 +22,16 @@ OpenAPI::
 Refusals are raised as Litestar's own exceptions (:class:`NotAuthorizedException`,
 :class:`PermissionDeniedException`, :class:`ServiceUnavailableException`, each
 carrying the :class:`~cfaccess_mw.errors.AuthError`), so ``after_exception`` hooks
-and status-code exception handlers see them as they see any other; the handlers
-installed here render them, and an ``AuthError`` raised by a handler or guard, with
-:func:`~cfaccess_mw.errors.error_response`. A refused websocket handshake is
-answered by the core (JSON denial where the server supports it, else close 1008).
+see them as they see any other; the handlers installed here render them, and an
+``AuthError`` raised by a handler or guard, with
+:func:`~cfaccess_mw.errors.error_response` (an app's own handler for status 401,
+403 or 503 takes precedence: Litestar looks status codes up before types). A
+refused websocket handshake is answered by the core (the JSON denial where the
+server supports it, else close 1008).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from copy import copy
 from typing import Any, TypeAlias, cast
@@ -61,8 +62,6 @@ from .errors import AuthError, AuthUnavailable, Forbidden, Reason, Unauthorized,
 from .principals import KINDS, Principal, PrincipalKind
 from .providers import token_header
 from .settings import Settings
-
-logger = logging.getLogger("cfaccess_mw")
 
 __all__ = [
     "AccessAuthenticationMiddleware",
