@@ -14,7 +14,10 @@ in the same process and event loop, interleaved round by round like every group 
   for one of the two; the adapter adds one no-op method call per hit, shown in the micro rows);
 * the pieces that changed on the same-token path, alone (ns per call);
 * the token cache's hit rate under a burst of one-off tokens (section 7) before and after;
-* a rotation during a flood of made-up kids (section 5's last table) before and after.
+* a rotation during a flood of made-up kids (section 5's last table) before and after;
+* issue 11's paths: the ``async`` and plain ``def`` lookups on Starlette (and, after, the
+  ``def`` lookup with the user cache on), and on FastAPI the middleware alone,
+  ``CurrentPrincipal`` and ``require("user")``, each built with both packages.
 """
 
 from __future__ import annotations
@@ -64,8 +67,9 @@ def middleware(package: ModuleType, app: Any, team: apps.Team, **overrides: Any)
         "certs_url": team.certs_url,
         "api_keys": (package.ApiKey.from_secret("bench", apps.API_KEY_SECRET),),
     }
+    lookup = overrides.pop("user_lookup", apps.find_user)
     values.update(overrides)
-    return package.CloudflareAccessMiddleware(app, settings=package.Settings(**values), user_lookup=apps.find_user)
+    return package.CloudflareAccessMiddleware(app, settings=package.Settings(**values), user_lookup=lookup)
 
 
 def with_cachetools(mw: CloudflareAccessMiddleware) -> bool:
@@ -110,6 +114,54 @@ async def floor(
         common.Case("before: (b) fresh token", old, fresh, 200, _cache_prefiller(old, pool[0]), len(pool)),
         common.Case("after: (b) fresh token", new, fresh, 200, _cache_prefiller(new, pool[0]), len(pool)),
     ]
+    await common.run_group(cases, rounds, batch)
+    return cases
+
+
+def _fastapi(dependency: Any = None) -> Any:
+    from fastapi import Depends, FastAPI
+    from starlette.responses import PlainTextResponse
+
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+    async def home() -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app.add_api_route("/", home, dependencies=[Depends(dependency)] if dependency is not None else [])
+    return app
+
+
+async def user_paths(before: ModuleType, team: apps.Team, same: str, rounds: int, batch: float) -> list[common.Case]:
+    """Issue 11's rows, before and after: the first case of each framework is its bare app."""
+    import cfaccess_mw
+    import cfaccess_mw.fastapi
+
+    before_fastapi = importlib.import_module(f"{before.__name__}.fastapi")
+    sides = [("before", before, before_fastapi), ("after", cfaccess_mw, cfaccess_mw.fastapi)]
+    sync = {"user_lookup": apps.find_user_sync}
+    bare, fbare = apps.bare_starlette(), _fastapi()
+    scopes = [common.jwt_scope(same)]
+    cases = [common.Case("bare Starlette", bare, [common.scope()], 200)]
+    cases += [common.Case(f"{side}: async lookup", middleware(p, bare, team), scopes, 200) for side, p, _ in sides]
+    cases += [
+        common.Case(f"{side}: def lookup", middleware(p, bare, team, **sync), scopes, 200) for side, p, _ in sides
+    ]
+    cached = middleware(cfaccess_mw, bare, team, user_cache_seconds=60, **sync)
+    cases.append(common.Case("after: def lookup, user cache on (60 s)", cached, scopes, 200))
+    cases.append(common.Case("bare FastAPI", fbare, [common.scope()], 200))
+    cases += [
+        common.Case(f"{side}: FastAPI, middleware only", middleware(p, fbare, team), scopes, 200)
+        for side, p, _ in sides
+    ]
+    for side, package, fastapi in sides:
+        app = middleware(package, _fastapi(fastapi.get_principal), team)
+        cases.append(common.Case(f"{side}: FastAPI, CurrentPrincipal", app, scopes, 200))
+    for side, package, fastapi in sides:
+        app = middleware(package, _fastapi(fastapi.require("user")), team)
+        cases.append(common.Case(f'{side}: FastAPI, require("user")', app, scopes, 200))
+    for case in cases:
+        if getattr(case.app, "jwks", None) is not None:
+            await case.app.jwks.refresh()
     await common.run_group(cases, rounds, batch)
     return cases
 
@@ -183,6 +235,7 @@ async def main(args: argparse.Namespace) -> str:
             same = minter.identity_token(common.USERS[0])
             pool = minter.many(pool_size)
             cases = await floor(before, team, same, pool, rounds, batch)
+            paths = await user_paths(before, team, same, rounds, batch)
         pieces = micro(before, same, rounds, batch)
         hits = {"before": cache.burst(before.tokens.TokenVerifier), "after": cache.burst(TokenVerifier)}
         floods = await flood(before, args.quick)
@@ -194,6 +247,16 @@ async def main(args: argparse.Namespace) -> str:
     for case in cases:
         added = "—" if case is bare else f"{common.added_us(case, bare):.2f}"
         out.append(f"| {case.name} | {common.best_us(case):.2f} | {added} | {common.ratio(case, bare):.2f}x |")
+    out += ["", "Issue 11's paths (each row added over its bare app, and that as a multiple of it):", ""]
+    out += ["| case | µs/request | added, µs | of a bare request |", "|---|---|---|---|"]
+    base = paths[0]
+    for case in paths:
+        if case.name.startswith("bare"):
+            base = case
+            out.append(f"| {case.name} | {common.best_us(case):.2f} | — | — |")
+            continue
+        added = common.added_us(case, base)
+        out.append(f"| {case.name} | {common.best_us(case):.2f} | {added:.2f} | {added / common.best_us(base):.2f}x |")
     out += ["", "The pieces, alone (ns per call, best round):", "", "| operation | ns/call |", "|---|---|"]
     out += [f"| {name} | {min(samples):.0f} |" for name, samples in pieces.items()]
     out += ["", "Token cache under a burst (section 7):", ""]

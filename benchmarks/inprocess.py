@@ -69,8 +69,9 @@ async def floor_and_peers(
     bare = apps.bare_starlette()
     mw = apps.ours(bare, team)
     mw_sync = apps.ours(bare, team, sync_lookup=True)
+    mw_sync_cached = apps.ours(bare, team, sync_lookup=True, user_cache_seconds=USER_CACHE_SECONDS)
     mw_local = apps.ours(bare, team, exposure_mode=ExposureMode.LOCAL)
-    for m in (mw, mw_sync, mw_local):
+    for m in (mw, mw_sync, mw_sync_cached, mw_local):
         assert m.jwks is not None
         await m.jwks.refresh()
     same_scopes = [jwt_scope(same)]
@@ -85,6 +86,7 @@ async def floor_and_peers(
         Case("(d) loopback, local mode", mw_local, [scope(client=LOOPBACK_PEER)], 200),
         Case("(e) rejected token (bad signature)", mw, bad_scopes, 401),
         Case("(a') same token, sync user_lookup", mw_sync, same_scopes, 200),
+        Case("(a'') same token, sync user_lookup, user cache on", mw_sync_cached, same_scopes, 200),
     ]
     if peers.get("cc-auth"):
         cc = apps.cc_auth(bare, team)
@@ -93,16 +95,17 @@ async def floor_and_peers(
             Case("cc-auth (b) fresh token", cc, fresh_scopes, 200, None, n_fresh),
             Case("cc-auth (e) rejected token", cc, bad_scopes, 401),
         ]
-    groups: dict[str, Any] = {"starlette": starlette, "fastapi": None}
-    cases = list(starlette)
+    deps = await _fastapi_dependencies(team, same_scopes)
+    groups: dict[str, Any] = {"starlette": starlette, "fastapi": None, "fastapi_deps": deps}
+    cases = [*starlette, *deps]
     if peers.get("fastapi-cloudflare-access-jwt"):
-        fbare = apps.bare_fastapi()
-        fmw = apps.ours(fbare, team, allow_cookie=True)
+        fbare_case = deps[0]  # the same bare FastAPI app and case: one row, measured once
+        fmw = apps.ours(fbare_case.app, team, allow_cookie=True)
         assert fmw.jwks is not None
         await fmw.jwks.refresh()
         fc = apps.fastapi_cloudflare_access_jwt(team)
         fastapi = [
-            Case("bare FastAPI", fbare, [scope()], 200),
+            fbare_case,
             Case("ours (a) same token, cookie", fmw, [cookie_scope(same)], 200),
             Case(
                 "ours (b) fresh token, cookie",
@@ -120,9 +123,46 @@ async def floor_and_peers(
             Case("fastapi-cloudflare-access-jwt (e) rejected token", fc, [cookie_scope(bad)], 403),
         ]
         groups["fastapi"] = fastapi
-        cases += fastapi
+        cases += fastapi[1:]
     await run_group(cases, rounds, batch_seconds)
     return groups
+
+
+#: The user cache's lifetime in the "user cache on" rows (any value above the run's length gives the same figure).
+USER_CACHE_SECONDS = 60
+
+#: FastAPI rows of issue 11's table: (name, app factory in benchmarks.fastapi_apps, behind our middleware?).
+FASTAPI_DEPENDENCY_ROWS = [
+    ("bare FastAPI", "bare", False),
+    ("FastAPI, middleware only", None, True),  # ours around the bare FastAPI app itself
+    ("FastAPI, CurrentPrincipal (before: 2 Security sub-dependencies)", "old_current_principal", True),
+    ("FastAPI, CurrentPrincipal", "current_principal", True),
+    ('FastAPI, require("user") (before: on top of the old CurrentPrincipal)', "old_required_user", True),
+    ('FastAPI, require("user")', "required_user", True),
+    ('FastAPI, one plain Depends reading scope["user"]', "plain_depends", True),
+]
+
+
+async def _fastapi_dependencies(team: apps.Team, same_scopes: list[dict[str, Any]]) -> list[Case]:
+    """Issue 11's FastAPI rows: a bare FastAPI app, ours around it, and ours around apps whose one route gets
+    the principal in different ways. All with the async dict lookup and the same token."""
+    from . import fastapi_apps
+
+    cases: list[Case] = []
+    bare_app: Any = None
+    for name, factory, protected in FASTAPI_DEPENDENCY_ROWS:
+        if factory is None:
+            app = bare_app
+        else:
+            app = getattr(fastapi_apps, factory)()
+            if bare_app is None:
+                bare_app = app
+        if protected:
+            app = apps.ours(app, team)
+            assert app.jwks is not None
+            await app.jwks.refresh()
+        cases.append(Case(name, app, same_scopes if protected else [scope()], 200))
+    return cases
 
 
 def crypto_floor(

@@ -37,6 +37,9 @@ SAME_TOKEN_ADDED_US = 2.0
 REFERENCE_BARE_US = 10.0  # "on this machine a bare Starlette request is about 10 µs" (issue 6)
 E2E_KEEP = 0.90
 FRESH_VS_RAW = 1.5
+# Targets from issue 11, as fractions of a bare request of the same framework.
+SYNC_CACHED_OVER_ASYNC = 0.25
+CURRENT_PRINCIPAL_OVER_MIDDLEWARE = 0.25
 
 
 def _mark(ok: bool | None) -> str:
@@ -133,11 +136,13 @@ async def _inprocess_sections(args: argparse.Namespace, report: Report, peers: d
     report.table(["case", "µs/request", "added over bare, µs", "vs bare"], rows)
     report.note(
         "Added = best round of the case minus best round of the bare app. (a') is (a) with a plain `def` "
-        "user_lookup, which the middleware runs in Starlette's thread pool."
+        "user_lookup, which the middleware runs in Starlette's thread pool; (a'') is (a') with the user cache on "
+        f"(`CFACCESS_USER_CACHE_SECONDS={inprocess.USER_CACHE_SECONDS}`)."
     )
 
     same_added = common.added_us(by_name["(a) same token"], bare)
     fresh_added = common.added_us(by_name["(b) fresh token"], bare)
+    _user_paths_table(report, groups)
 
     report.h(f"2. The crypto floor: the same token, µs per call (best of {args.rounds} interleaved rounds)")
     rows = []
@@ -172,6 +177,75 @@ async def _inprocess_sections(args: argparse.Namespace, report: Report, peers: d
         if cases
     }
     report.data["crypto_ns"] = crypto
+
+
+def _user_paths_table(report: Report, groups: dict[str, Any]) -> None:
+    """Issue 11's table: the paths users take, before and after, as added µs and as a share of a bare request."""
+    star = {c.name: c for c in groups["starlette"]}
+    sbare = groups["starlette"][0]
+    deps = {c.name: c for c in groups["fastapi_deps"]}
+    fbare = groups["fastapi_deps"][0]
+    mw_only = deps["FastAPI, middleware only"]
+
+    def cell(case: common.Case, base: common.Case, bare: common.Case) -> str:
+        added = common.added_us(case, base)
+        return f"{added:.2f} µs = {added / common.best_us(bare):.2f}x"
+
+    rows = [
+        ["Starlette, `async` lookup (over bare Starlette)", "—", cell(star["(a) same token"], sbare, sbare)],
+        [
+            "Starlette, plain `def` lookup (before: no user cache; after: user cache on)",
+            cell(star["(a') same token, sync user_lookup"], sbare, sbare),
+            cell(star["(a'') same token, sync user_lookup, user cache on"], sbare, sbare),
+        ],
+        ["FastAPI, middleware only, `async` lookup (over bare FastAPI)", "—", cell(mw_only, fbare, fbare)],
+        [
+            "FastAPI, `CurrentPrincipal` on the route (over the middleware alone)",
+            cell(deps["FastAPI, CurrentPrincipal (before: 2 Security sub-dependencies)"], mw_only, fbare),
+            cell(deps["FastAPI, CurrentPrincipal"], mw_only, fbare),
+        ],
+        [
+            'FastAPI, `require("user")` on the route (over the middleware alone)',
+            cell(deps['FastAPI, require("user") (before: on top of the old CurrentPrincipal)'], mw_only, fbare),
+            cell(deps['FastAPI, require("user")'], mw_only, fbare),
+        ],
+        [
+            'FastAPI, one plain `Depends` reading `scope["user"]` (over the middleware alone)',
+            "—",
+            cell(deps['FastAPI, one plain Depends reading scope["user"]'], mw_only, fbare),
+        ],
+    ]
+    report.h("1b. What users pay (issue 11): same token, in-process, added per request (best rounds, one run)")
+    report.table(["path", "before", "after"], rows)
+    report.note(
+        f"Each cell: µs added per request, and that as a multiple of a bare request of the same framework "
+        f"(bare Starlette {common.best_us(sbare):.2f} µs, bare FastAPI {common.best_us(fbare):.2f} µs). "
+        f'"Before" is measured in the same run: the plain `def` lookup without the user cache, and the '
+        "FastAPI dependencies as they were (`get_principal` with two `Security` sub-dependencies that only "
+        "documented the schemes; `require` on top of it), replicated in `benchmarks/fastapi_apps.py`. "
+        f"The user cache rows use `CFACCESS_USER_CACHE_SECONDS={inprocess.USER_CACHE_SECONDS}`; every lookup "
+        "is a dict read, `async def` unless it says plain `def`."
+    )
+    async_added = common.added_us(star["(a) same token"], sbare)
+    bare_us = common.best_us(sbare)
+    cached = (common.added_us(star["(a'') same token, sync user_lookup, user cache on"], sbare) - async_added) / bare_us
+    uncached = (common.added_us(star["(a') same token, sync user_lookup"], sbare) - async_added) / bare_us
+    report.verdict(
+        f"plain `def` lookup with the user cache costs ≤ {SYNC_CACHED_OVER_ASYNC:g}x of a bare request more than "
+        "an `async` lookup",
+        f"{cached:.2f}x (without the cache {uncached:.2f}x)",
+        cached <= SYNC_CACHED_OVER_ASYNC,
+    )
+    fbare_us = common.best_us(fbare)
+    new = common.added_us(deps["FastAPI, CurrentPrincipal"], mw_only) / fbare_us
+    old = common.added_us(deps["FastAPI, CurrentPrincipal (before: 2 Security sub-dependencies)"], mw_only) / fbare_us
+    plain = common.added_us(deps['FastAPI, one plain Depends reading scope["user"]'], mw_only) / fbare_us
+    report.verdict(
+        f"`CurrentPrincipal` adds ≤ {CURRENT_PRINCIPAL_OVER_MIDDLEWARE:g}x of a bare FastAPI request over the "
+        "middleware alone",
+        f"{new:.2f}x (before {old:.2f}x; one plain `Depends` {plain:.2f}x)",
+        new <= CURRENT_PRINCIPAL_OVER_MIDDLEWARE,
+    )
 
 
 def _peer_table(report: Report, groups: dict[str, Any], peers: dict[str, bool]) -> None:

@@ -24,7 +24,6 @@ attribute (Starlette's, Litestar's, Django's and Falcon's request objects): only
 from __future__ import annotations
 
 import hashlib
-import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -32,7 +31,6 @@ from typing import Any, NamedTuple
 
 import anyio
 import httpx
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import cookie_parser
 
 from .audit import AuditEvent, AuditHook, Outcome, audit_logger, emit, request_facts
@@ -44,11 +42,12 @@ from .principals import Principal
 from .providers import PRESETS, Provider, build_profile, token_header
 from .settings import ExposureMode, Settings
 from .tokens import TokenVerifier
+from .users import UserDirectory, UserLookup
 
 logger = logging.getLogger("cfaccess_mw")
 
-UserLookup = Callable[[str], Any]
-"""``lookup(email) -> user or None``, sync or async. Must only find existing users, never create one."""
+__all__ = ["Authenticated", "Authenticator", "ExtraScopes", "UserLookup", "normalise_email", "route_path", "scope_of"]
+
 ExtraScopes = Callable[[Principal], Iterable[str]]
 """``extra_scopes(principal) -> scopes``: app-defined scopes (roles, say) added to the principal's own."""
 
@@ -63,11 +62,6 @@ class Authenticated(NamedTuple):
 
     principal: Principal
     scopes: list[str]
-
-
-def _is_async_callable(fn: object) -> bool:
-    call = type(fn).__call__ if not inspect.isroutine(fn) and callable(fn) else None
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
 def scope_of(source: Any) -> Mapping[str, Any]:
@@ -164,7 +158,9 @@ class Authenticator:
     decision. ``extra_scopes(principal)`` adds app-defined scopes. ``jwks`` shares one
     key cache between configurations (it must fetch the settings' certs URL).
     ``transport`` and ``clock`` are for tests: an httpx transport for the certs
-    fetch and a wall clock for token times.
+    fetch and a wall clock for token times; ``user_cache_clock`` (monotonic) is the
+    user cache's (:mod:`cfaccess_mw.users`). :meth:`forget_user` drops a user the
+    cache remembers.
 
     Call :meth:`startup` when the app starts (the ASGI middleware does it at
     ``lifespan.startup``) so the first request does not wait for the keys, and
@@ -181,12 +177,18 @@ class Authenticator:
         jwks: KeyStore | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        user_cache_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings if settings is not None else Settings.from_env()
         self.user_lookup = user_lookup
         self.audit_hook = audit_hook
         self.extra_scopes = extra_scopes
-        self._lookup_is_async = _is_async_callable(user_lookup)
+        self.users = UserDirectory(
+            user_lookup,
+            cache_seconds=self.settings.user_cache_seconds,
+            cache_size=self.settings.user_cache_size,
+            timer=user_cache_clock,
+        )
         self._trust_loopback = self.settings.exposure_mode is ExposureMode.LOCAL
         self._local_addressing = LocalAddressing(self.settings.local_hosts)
         self._allow_cookie = self.settings.allow_cookie
@@ -355,16 +357,9 @@ class Authenticator:
         if identity.email is None:  # an allowed service token: its principal does not change
             assert identity.principal is not None
             return identity.principal
-        # A user is looked up on every request: one deleted a second ago must be refused now.
-        user = await self._lookup(identity.email)
-        if user is True:
-            logger.error("cfaccess_mw: user_lookup returned True; it must return the user object or None")
-            raise AuthUnavailable(
-                Reason.USER_LOOKUP_FAILED,
-                "The user directory is unavailable; try again shortly.",
-                "user_lookup returned True instead of a user object",
-            )
-        if not user:  # None, and the False, 0 or "" a yes/no lookup would return
+        # Looked up on every request unless CFACCESS_USER_CACHE_SECONDS lets a found user be remembered.
+        user = await self.users.find(identity.email)
+        if user is None:  # None, and the False, 0 or "" a yes/no lookup would return
             raise Forbidden(
                 Reason.UNKNOWN_USER,
                 "This account is not a user of this application; ask an administrator to add it.",
@@ -397,31 +392,20 @@ class Authenticator:
             "the token has no 'email' claim and no usable 'common_name' claim",
         )
 
-    async def _lookup(self, email: str) -> Any:
-        if self.user_lookup is None:
-            return None
-        try:
-            if self._lookup_is_async:
-                return await self.user_lookup(email)
-            user = await run_in_threadpool(self.user_lookup, email)
-            if inspect.isawaitable(user):
-                user = await user
-            return user
-        except Exception as exc:
-            # The type only: a database error's text can carry a connection string with its password.
-            logger.error("cfaccess_mw: user_lookup raised %s", type(exc).__name__)
-            raise AuthUnavailable(
-                Reason.USER_LOOKUP_FAILED,
-                "The user directory is unavailable; try again shortly.",
-                f"user_lookup raised {type(exc).__name__}",
-            ) from None
-
     def _principal_from_api_key(self, key: str) -> Principal:
         if key and len(key) <= MAX_API_KEY_LENGTH:
             match = self.settings.find_api_key(hashlib.sha256(key.encode("latin-1")).digest())
             if match is not None:
                 return self._api_key_principals[match.name]
         raise Unauthorized(Reason.API_KEY_INVALID, "The API key is not valid.", "no configured API key matches")
+
+    def forget_user(self, email: str) -> None:
+        """Drop ``email``'s user from the user cache (call it when the app deletes or disables the user)."""
+        self.users.forget(email)
+
+    def forget_all_users(self) -> None:
+        """Drop every user from the user cache."""
+        self.users.forget_all()
 
     # --- audit ---------------------------------------------------------------------------------
 

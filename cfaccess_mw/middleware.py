@@ -26,12 +26,13 @@ from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .audit import AuditHook
-from .authenticator import Authenticator, ExtraScopes, UserLookup
+from .authenticator import Authenticator, ExtraScopes
 from .errors import AuthError, AuthUnavailable, ConfigError, Reason, send_error
 from .keysources import KeyStore
 from .principals import Principal
 from .settings import Settings
 from .tokens import TokenVerifier
+from .users import UserLookup
 
 logger = logging.getLogger("cfaccess_mw")
 
@@ -63,6 +64,7 @@ class CloudflareAccessMiddleware:
         jwks: KeyStore | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        user_cache_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
         self.config_error: ConfigError | None = None
@@ -83,6 +85,7 @@ class CloudflareAccessMiddleware:
                 jwks=jwks,
                 transport=transport,
                 clock=clock,
+                user_cache_clock=user_cache_clock,
             )
         except ConfigError as err:
             # Raised here it would reach the framework's middleware build, not the deployer: keep it, refuse.
@@ -97,6 +100,14 @@ class CloudflareAccessMiddleware:
             assert self.config_error is not None
             raise self.config_error
         return self._authenticator
+
+    def forget_user(self, email: str) -> None:
+        """Drop ``email``'s user from the user cache (:meth:`Authenticator.forget_user`)."""
+        self.authenticator.forget_user(email)
+
+    def forget_all_users(self) -> None:
+        """Drop every user from the user cache (:meth:`Authenticator.forget_all_users`)."""
+        self.authenticator.forget_all_users()
 
     @property
     def settings(self) -> Settings:
@@ -121,6 +132,10 @@ class CloudflareAccessMiddleware:
                 receive = self._receive_with_startup(auth, receive)
             await self.app(scope, receive, send)
             return
+        if type(scope["headers"]) is not list or (
+            scope.get("client") is not None and type(scope["client"]) is not tuple
+        ):
+            _materialise(scope)
         if auth is None:
             assert self.config_error is not None
             err = AuthUnavailable(
@@ -226,3 +241,11 @@ class CloudflareAccessMiddleware:
     def __repr__(self) -> str:
         state = "misconfigured" if self._authenticator is None else repr(self._authenticator)
         return f"CloudflareAccessMiddleware({state})"
+
+
+def _materialise(scope: Scope) -> None:
+    """ASGI allows any iterable for ``headers`` and ``client`` (Falcon's test client passes iterators): read
+    once here, an iterator would be used up before the app saw it. Both are written back as list and tuple."""
+    scope["headers"] = [(bytes(name), bytes(value)) for name, value in scope["headers"]]
+    if scope.get("client") is not None:
+        scope["client"] = tuple(scope["client"])

@@ -31,6 +31,9 @@ logger = logging.getLogger("cfaccess_mw")
 ENV_PREFIX = "CFACCESS_"
 #: A cached token costs about 3 KB (benchmarks/README.md): the cap keeps a typo from costing gigabytes.
 MAX_TOKEN_CACHE_SIZE = 100_000
+#: A deleted user stays admitted for up to this long; longer would make deleting a user mean little.
+MAX_USER_CACHE_SECONDS = 3600
+MAX_USER_CACHE_SIZE = 100_000
 
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -52,6 +55,8 @@ ENV_NAMES = {
     "jwks_refresh_cooldown_seconds": "CFACCESS_JWKS_REFRESH_COOLDOWN_SECONDS",
     "token_cache_size": "CFACCESS_TOKEN_CACHE_SIZE",
     "allow_cookie": "CFACCESS_ALLOW_COOKIE",
+    "user_cache_seconds": "CFACCESS_USER_CACHE_SECONDS",
+    "user_cache_size": "CFACCESS_USER_CACHE_SIZE",
     "local_hosts": "CFACCESS_LOCAL_HOSTS",
     **PROVIDER_VARIABLES,  # CFACCESS_PROVIDER and the presets' own settings (providers.py)
 }
@@ -158,6 +163,8 @@ class Settings:
     jwks_refresh_cooldown_seconds: float = 10.0
     token_cache_size: int = 4096
     allow_cookie: bool = False
+    user_cache_seconds: float = 0.0
+    user_cache_size: int = 4096
     local_hosts: tuple[str, ...] = ()
     # Another proxy than Cloudflare (providers.py): which, and the settings only its preset reads.
     provider: Provider = Provider.CLOUDFLARE
@@ -263,6 +270,22 @@ class Settings:
         size = self.token_cache_size
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_TOKEN_CACHE_SIZE:
             raise _fail("token_cache_size", f"must be a whole number from 0 to {MAX_TOKEN_CACHE_SIZE}, got {size!r}")
+        self._check_user_cache()
+
+    def _check_user_cache(self) -> None:
+        seconds = self.user_cache_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+            raise _fail("user_cache_seconds", f"must be a number, got {seconds!r}")
+        if not 0 <= seconds <= MAX_USER_CACHE_SECONDS:
+            raise _fail(
+                "user_cache_seconds",
+                f"must be between 0 (look every user up on every request) and {MAX_USER_CACHE_SECONDS} seconds "
+                f"(a user deleted in the app stays admitted this long), got {seconds}",
+            )
+        object.__setattr__(self, "user_cache_seconds", float(seconds))
+        size = self.user_cache_size
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_USER_CACHE_SIZE:
+            raise _fail("user_cache_size", f"must be a whole number from 0 to {MAX_USER_CACHE_SIZE}, got {size!r}")
 
     @staticmethod
     def _check_certs_url(url: str) -> str:
@@ -394,6 +417,12 @@ class Settings:
             if not re.fullmatch(r"[0-9]{1,7}", raw_size):
                 raise _fail("token_cache_size", f"must be a whole number, got {raw_size!r}")
             kwargs["token_cache_size"] = int(raw_size)
+        kwargs["user_cache_seconds"] = number("user_cache_seconds", 0.0)
+        raw_user_cache_size = get("user_cache_size")
+        if raw_user_cache_size is not None:
+            if not re.fullmatch(r"[0-9]{1,7}", raw_user_cache_size):
+                raise _fail("user_cache_size", f"must be a whole number, got {raw_user_cache_size!r}")
+            kwargs["user_cache_size"] = int(raw_user_cache_size)
         raw_cookie = get("allow_cookie")
         if raw_cookie is not None:
             kwargs["allow_cookie"] = _boolean("allow_cookie", raw_cookie)

@@ -76,6 +76,9 @@ def make_server(issuer: LocalIssuer, db_path: Path, port: int, api_key: str, cli
         api_keys=(ApiKey.from_secret("operator", api_key),),
         service_tokens=(ServiceToken("ci-robot", client_id),),
         public_paths=("/healthz", "/auth/config"),
+        # UserDB.find is a plain def (sqlite3): without the cache every request would hop to a worker thread.
+        # A user deleted from the database stays admitted for at most these 30 seconds.
+        user_cache_seconds=30,
     )
     app = create_app(settings, str(db_path))
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

@@ -3,10 +3,13 @@
 Run it with your own settings (``CFACCESS_*`` in the environment; ``EXAMPLE_DB``
 names the SQLite file, default ``users.sqlite3``):
 
-    uvicorn examples.fastapi_app:create_app --factory
+    CFACCESS_USER_CACHE_SECONDS=30 uvicorn examples.fastapi_app:create_app --factory
 
 ``create_app`` reads the settings before the server starts, so a bad variable
-stops start-up with a message naming it.
+stops start-up with a message naming it. ``UserDB.find`` is a plain ``def``
+(sqlite3), so the middleware runs it in a worker thread; the user cache
+(``CFACCESS_USER_CACHE_SECONDS=30``) spares that hop for 30 seconds per user,
+at the price of admitting a user deleted from the database for up to that long.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from fastapi import Depends, FastAPI, WebSocket
 from starlette.routing import Route
 
 from cfaccess_mw import AuthConfigEndpoint, CloudflareAccessMiddleware, Principal, Settings
-from cfaccess_mw.fastapi import CurrentPrincipal, require
+from cfaccess_mw.fastapi import CurrentPrincipal, document_security, require
 from examples.userdb import UserDB
 
 
@@ -62,4 +65,5 @@ def create_app(settings: Settings | None = None, db_path: str | None = None) -> 
 
     app.router.routes.append(Route("/auth/config", AuthConfigEndpoint(settings)))
     app.add_middleware(CloudflareAccessMiddleware, settings=settings, user_lookup=users.find, extra_scopes=roles)
+    document_security(app)  # /docs shows the API key scheme beside the Access header
     return app

@@ -1,6 +1,10 @@
 """A plain Starlette app behind Cloudflare Access, its users in SQLite, using ``@requires``.
 
-uvicorn examples.starlette_app:create_app --factory
+CFACCESS_USER_CACHE_SECONDS=30 uvicorn examples.starlette_app:create_app --factory
+
+``UserDB.find`` is a plain ``def`` (sqlite3), which the middleware runs in a worker thread; with
+``CFACCESS_USER_CACHE_SECONDS=30`` a found user is remembered for 30 seconds, so a user deleted from the
+database is admitted for at most that long.
 """
 
 from __future__ import annotations

@@ -144,3 +144,20 @@ def test_an_http_refusal_ends_its_body_explicitly(shared_issuer: LocalIssuer) ->
     start, body = server.run(build_app(shared_issuer.settings())).sent
     assert start["status"] == 401
     assert body["more_body"] is False  # Quart reads message["more_body"] without a default
+
+
+def test_headers_and_client_given_as_iterators_reach_the_app_intact(shared_issuer: LocalIssuer) -> None:
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen["headers"], seen["client"] = list(scope["headers"]), scope["client"]
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    settings = shared_issuer.settings(api_keys=(ApiKey.from_secret("ops", API_KEY),))
+    headers = [(b"authorization", f"Bearer {API_KEY}".encode()), (b"x-extra", b"1")]
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": iter(headers), "client": iter(REMOTE_PEER)}
+    server = StrictServer(scope, [{"type": "http.request", "body": b"", "more_body": False}])
+    server.run(CloudflareAccessMiddleware(app, settings=settings))
+    assert server.sent[0]["status"] == 204
+    assert seen == {"headers": headers, "client": REMOTE_PEER}

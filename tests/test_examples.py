@@ -89,3 +89,10 @@ def test_demo_prints_curl_lines_with_expected_statuses(shared_issuer: LocalIssue
     lines = [call.curl("http://127.0.0.1:8000") for call in calls]
     assert all(line.startswith("curl -i ") for line in lines)
     assert {call.expect for call in calls} == {200, 401, 403}
+
+
+def test_fastapi_example_documents_both_schemes(shared_issuer: LocalIssuer, tmp_path: Path) -> None:
+    app = fastapi_app.create_app(shared_issuer.settings(), str(tmp_path / "u.sqlite3"))
+    schema = app.openapi()
+    assert schema["paths"]["/api/me"]["get"]["security"] == [{"CloudflareAccess": []}, {"ApiKey": []}]
+    assert set(schema["components"]["securitySchemes"]) == {"CloudflareAccess", "ApiKey"}

@@ -6,10 +6,11 @@ from typing import Annotated, Any
 
 import pytest
 from fastapi import Depends, FastAPI, WebSocket
+from fastapi.routing import APIRoute
 from starlette.testclient import TestClient, WebSocketDenialResponse
 
 from cfaccess_mw import ApiKey, AuditEvent, CloudflareAccessMiddleware, Principal, ServiceToken
-from cfaccess_mw.fastapi import CurrentPrincipal, require
+from cfaccess_mw.fastapi import CurrentPrincipal, document_security, get_principal, require
 from cfaccess_mw.testing import LocalIssuer
 
 from .conftest import REMOTE_PEER, error_of, find_user, jwt_header
@@ -51,6 +52,7 @@ def client(shared_issuer: LocalIssuer, audit_mode: str) -> Any:
         public_paths=("/healthz", "/openapi.json", "/docs"),
     )
     app.add_middleware(CloudflareAccessMiddleware, settings=settings, user_lookup=find_user, extra_scopes=roles)
+    document_security(app)
     with TestClient(app, client=REMOTE_PEER) as test_client:
         yield test_client
 
@@ -95,12 +97,72 @@ def test_openapi_shows_both_security_schemes(client: TestClient) -> None:
     }
     assert schemes["ApiKey"]["type"] == "http"
     assert schemes["ApiKey"]["scheme"] == "bearer"
-    assert {"CloudflareAccess": []} in schema["paths"]["/me"]["get"]["security"]
+    both: list[dict[str, list[str]]] = [{"CloudflareAccess": []}, {"ApiKey": []}]
+    assert schema["paths"]["/me"]["get"]["security"] == both  # CurrentPrincipal
+    assert schema["paths"]["/admin"]["get"]["security"] == both  # require(...) in the route's dependencies
+    assert schema["paths"]["/machines"]["get"]["security"] == both  # require(...) as a parameter
+    assert client.get("/docs").status_code == 200
+
+
+def test_routes_without_the_dependencies_are_not_marked_secured(shared_issuer: LocalIssuer) -> None:
+    app = FastAPI()
+
+    @app.get("/open")
+    async def open_route() -> dict[str, str]:
+        return {}
+
+    @app.get("/me")
+    async def me(principal: CurrentPrincipal) -> dict[str, str]:
+        return {}
+
+    document_security(app)
+    document_security(app)  # twice is harmless
+    schema = app.openapi()
+    assert "security" not in schema["paths"]["/open"]["get"]
+    assert schema["paths"]["/me"]["get"]["security"] == [{"CloudflareAccess": []}, {"ApiKey": []}]
+    assert app.openapi() is schema
+
+
+def test_without_document_security_the_access_scheme_is_still_documented() -> None:
+    app = FastAPI()
+
+    @app.get("/me")
+    async def me(principal: CurrentPrincipal) -> dict[str, str]:
+        return {}
+
+    schema = app.openapi()
+    assert schema["paths"]["/me"]["get"]["security"] == [{"CloudflareAccess": []}]
+    assert set(schema["components"]["securitySchemes"]) == {"CloudflareAccess"}
+
+
+def test_current_principal_is_one_dependency_without_sub_dependencies() -> None:
+    """The dependency FastAPI resolves per request is get_principal alone: the schemes cost nothing at run time."""
+    app = FastAPI()
+
+    @app.get("/me")
+    async def me(principal: CurrentPrincipal) -> dict[str, str]:
+        return {}
+
+    @app.get("/admin", dependencies=[Depends(require("user", scopes=["admin"]))])
+    async def admin() -> dict[str, str]:
+        return {}
+
+    routes = {route.path: route for route in app.routes if isinstance(route, APIRoute)}
+    (principal,) = routes["/me"].dependant.dependencies
+    assert principal.call is get_principal
+    assert principal.dependencies == []
+    (requirement,) = routes["/admin"].dependant.dependencies
+    assert requirement.dependencies == []
 
 
 def test_require_rejects_unknown_kinds() -> None:
     with pytest.raises(ValueError, match="unknown principal kind"):
         require("admin")  # type: ignore[arg-type]
+
+
+def test_require_rejects_one_string_as_scopes() -> None:
+    with pytest.raises(ValueError, match="not one string"):
+        require("user", scopes="admin")
 
 
 def test_websocket_routes_get_the_principal_and_requirements(shared_issuer: LocalIssuer) -> None:
@@ -117,10 +179,20 @@ def test_websocket_routes_get_the_principal_and_requirements(shared_issuer: Loca
         await websocket.accept()
         await websocket.close()
 
+    @app.websocket("/machines-ws")
+    async def machines_ws(websocket: WebSocket, principal: Machine) -> None:
+        await websocket.accept()
+        await websocket.send_json({"who": principal.display_name})
+        await websocket.close()
+
     settings = shared_issuer.settings(api_keys=(ApiKey.from_secret("operator", API_KEY),))
     app.add_middleware(CloudflareAccessMiddleware, settings=settings, user_lookup=find_user, extra_scopes=roles)
+    document_security(app)
     with TestClient(app, client=REMOTE_PEER) as client:
+        assert app.openapi()["openapi"]  # websocket routes are not in OpenAPI; documenting them breaks nothing
         with client.websocket_connect("/ws", headers={"Authorization": f"Bearer {API_KEY}"}) as socket:
+            assert socket.receive_json() == {"who": "operator"}
+        with client.websocket_connect("/machines-ws", headers={"Authorization": f"Bearer {API_KEY}"}) as socket:
             assert socket.receive_json() == {"who": "operator"}
         alice = jwt_header(shared_issuer.identity_token("alice@example.com"))
         with client.websocket_connect("/admin-ws", headers=alice):

@@ -194,6 +194,38 @@ def test_a_single_string_for_a_tuple_field_is_refused(field: str) -> None:
         Settings(team_domain="t.cloudflareaccess.com", **{"audiences": (AUD,), field: AUD})  # type: ignore[arg-type]
 
 
+def test_user_cache_is_off_by_default_and_read_from_the_environment() -> None:
+    assert (Settings.from_env(BASE).user_cache_seconds, Settings.from_env(BASE).user_cache_size) == (0.0, 4096)
+    settings = Settings.from_env({**BASE, "CFACCESS_USER_CACHE_SECONDS": "30", "CFACCESS_USER_CACHE_SIZE": "500"})
+    assert (settings.user_cache_seconds, settings.user_cache_size) == (30.0, 500)
+
+
+@pytest.mark.parametrize(
+    ("value", "variable", "fragment"),
+    [
+        ("soon", "CFACCESS_USER_CACHE_SECONDS", "number"),
+        ("nan", "CFACCESS_USER_CACHE_SECONDS", "number"),
+        ("-1", "CFACCESS_USER_CACHE_SECONDS", "between 0"),
+        ("3601", "CFACCESS_USER_CACHE_SECONDS", "stays admitted"),
+        ("-1", "CFACCESS_USER_CACHE_SIZE", "whole number"),
+        ("1e3", "CFACCESS_USER_CACHE_SIZE", "whole number"),
+        ("100001", "CFACCESS_USER_CACHE_SIZE", "from 0 to 100000"),
+    ],
+)
+def test_bad_user_cache_settings_name_the_variable(value: str, variable: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({**BASE, variable: value})
+    assert caught.value.variable == variable
+    assert fragment in caught.value.problem
+
+
+def test_user_cache_settings_built_in_code_are_validated_too() -> None:
+    with pytest.raises(ConfigError, match="CFACCESS_USER_CACHE_SECONDS"):
+        Settings(exposure_mode=ExposureMode.LOCAL, user_cache_seconds=True)
+    with pytest.raises(ConfigError, match="CFACCESS_USER_CACHE_SIZE"):
+        Settings(exposure_mode=ExposureMode.LOCAL, user_cache_size=2.5)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("certs_url", ["http://127.0.0.1:9/certs", "http://[::1]:9/certs", "http://localhost:9/certs"])
 def test_a_zero_refetch_cooldown_is_allowed_for_a_loopback_certs_url(certs_url: str) -> None:
     env = {**BASE, "CFACCESS_CERTS_URL": certs_url, "CFACCESS_JWKS_REFRESH_COOLDOWN_SECONDS": "0"}

@@ -1,0 +1,218 @@
+"""Asking the app who a verified email is: its ``user_lookup`` called, its answer judged, found users remembered.
+
+The token proves an email; only the app knows whether that email is one of its users. This module is the
+one place that calls the app's ``user_lookup(email)``, so everything about that call lives here:
+
+- **Sync or async.** An ``async def`` lookup (or an object whose ``__call__`` is one) is awaited on the
+  event loop. A plain ``def`` (sqlite3, a SQLAlchemy session, the Django ORM) would block the loop, so it runs
+  in Starlette's thread pool; if it hands back an awaitable (an async function behind a plain wrapper), that
+  is awaited once.
+- **The answer must be a value.** The user object means "admit", ``None`` (or the ``False``, ``0`` or ``""``
+  of a yes/no lookup) means "not a user here" (403). Anything that is not a value is a programming error in the
+  app, refused with 503 ``user_lookup_failed`` and one log line that names the mistake, never the email:
+  a coroutine or other awaitable (an ``await`` forgotten inside the lookup: the coroutine is truthy, so taking
+  it for a user would admit everyone), a generator or async generator (a ``yield`` function, such as a FastAPI
+  dependency, passed as the lookup), ``True`` (a yes/no answer in place of the user), and a result whose truth
+  cannot be judged (``bool()`` raising, as a pandas DataFrame does). A lookup that raises is the same 503, and
+  only the exception's type is logged: a database error's text can carry a connection string with a password.
+- **The user cache** (``CFACCESS_USER_CACHE_SECONDS``, off by default). With a plain ``def`` lookup the thread
+  hop costs far more than the rest of the middleware (benchmarks/README.md), so found users can be remembered
+  for a few seconds, keyed by the normalised email. Only found users are kept: an unknown email (403) and a
+  failure (503) are asked again on the next request, so a user added to the app gets in at once and an outage
+  is not remembered. The price is the documented trade-off: a user deleted from the app stays admitted for at
+  most that long, unless the app calls :meth:`UserDirectory.forget` when it deletes one.
+
+Thread safety: the cache is read and written only on the event loop, after the lookup returned (the thread
+pool runs the app's function, never touches the cache). ``forget`` and ``forget_all`` are meant to be called
+from anywhere, including a plain ``def`` endpoint that Starlette runs in a worker thread, and ``cachetools``
+caches are not thread-safe (even a read reorders the entries), so every cache access holds one
+``threading.Lock``, which is never held across an ``await``. A lookup that was already running when ``forget``
+was called could still return the deleted user a moment later; a generation counter, bumped by every
+``forget``, keeps such an answer out of the cache (the request it answers is admitted, as it would have been
+without a cache). Concurrent first requests for the same email may each call the lookup: the cache does not
+make them wait for one another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import threading
+import time
+import types
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from cachetools import TTLCache
+from starlette.concurrency import run_in_threadpool
+
+from .errors import AuthUnavailable, Reason
+
+logger = logging.getLogger("cfaccess_mw")
+
+UserLookup = Callable[[str], Any]
+"""``lookup(email) -> user or None``, sync or async. Must only find existing users, never create one."""
+
+_UNAVAILABLE = "The user directory is unavailable; try again shortly."
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def is_async_callable(fn: object) -> bool:
+    """True for an ``async def`` function, or an object whose ``__call__`` is one (what must be awaited)."""
+    call = type(fn).__call__ if not inspect.isroutine(fn) and callable(fn) else None
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
+def cache_key(email: str) -> str:
+    """The key an app's email is remembered under: trimmed of ASCII space and tab, ASCII letters lower-cased,
+    as :func:`cfaccess_mw.authenticator.normalise_email` normalises a token's email (so
+    ``forget("Alice@Example.com")`` drops what ``alice@example.com`` cached), but never refusing one."""
+    email = email.strip(" \t")
+    return email.lower() if email.isascii() else email.translate(_ASCII_LOWER)
+
+
+def _lookup_failed(detail: str) -> AuthUnavailable:
+    return AuthUnavailable(Reason.USER_LOOKUP_FAILED, _UNAVAILABLE, detail)
+
+
+#: Generators and async generators: what a ``yield`` function returns. Everything else a lookup may never answer
+#: with has ``__await__`` (coroutines, Futures, Tasks, any awaitable), looked up on the type in :meth:`find`:
+#: ``isinstance(result, Awaitable)`` would cost an ABC check on every request.
+_GENERATORS = (types.AsyncGeneratorType, types.GeneratorType)
+
+
+def _describe(result: object) -> tuple[str, str]:
+    """What a result that is not a value is (a generator or an awaitable), and the likely mistake. Async
+    generators first: to ``inspect`` they are neither awaitable nor generators; generators before coroutines,
+    since a generator-based coroutine is both."""
+    if inspect.isasyncgen(result):
+        return "an async generator", "an 'async def' with 'yield' (a FastAPI dependency?) passed as the lookup"
+    if inspect.isgenerator(result):
+        return "a generator", "a function with 'yield' (a FastAPI dependency?) passed as the lookup"
+    if inspect.iscoroutine(result):
+        return "a coroutine", "an 'await' missing inside the lookup"
+    return f"an awaitable ({type(result).__name__})", "an 'await' missing inside the lookup"
+
+
+async def _dispose(result: Any) -> None:
+    """Close what a mistaken lookup handed back, so its code never runs later and Python does not warn that a
+    coroutine was never awaited (the warning would point at the middleware, not at the lookup)."""
+    try:
+        if inspect.isasyncgen(result):
+            await result.aclose()
+        elif isinstance(result, asyncio.Future):  # a Task or Future: the app's forgotten work
+            result.cancel()
+        elif callable(getattr(result, "close", None)):  # coroutines and generators
+            result.close()
+    except Exception as exc:  # closing a started generator runs its code; that must not turn into a 500
+        logger.error("cfaccess_mw: closing user_lookup's result raised %s", type(exc).__name__)
+
+
+class UserDirectory:
+    """The app's ``user_lookup``, called the one right way, with an optional cache of found users.
+
+    ``cache_seconds`` 0 (the default) asks the lookup on every request; otherwise up to ``cache_size`` found
+    users are remembered for ``cache_seconds`` each. ``timer`` is the cache's clock (monotonic seconds),
+    a parameter so tests can expire entries without sleeping.
+    """
+
+    def __init__(
+        self,
+        lookup: UserLookup | None,
+        *,
+        cache_seconds: float = 0.0,
+        cache_size: int = 4096,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.lookup = lookup
+        self._is_async = is_async_callable(lookup)
+        self._cache: TTLCache[str, Any] | None = (
+            TTLCache(maxsize=cache_size, ttl=cache_seconds, timer=timer)
+            if cache_seconds > 0 and cache_size > 0
+            else None
+        )
+        self._lock = threading.Lock()
+        self._generation = 0
+
+    async def find(self, email: str) -> Any:
+        """The app's user for a normalised ``email``, or ``None`` when the app has no such user.
+
+        Raises :class:`~cfaccess_mw.errors.AuthUnavailable` (503) when the lookup fails or answers with
+        something that is not a value.
+        """
+        cache = self._cache
+        generation = self._generation
+        if cache is not None:
+            with self._lock:
+                try:
+                    return cache[email]
+                except KeyError:
+                    pass
+        lookup = self.lookup
+        if lookup is None:
+            return None
+        try:
+            if self._is_async:
+                result = await lookup(email)
+            else:
+                result = await run_in_threadpool(lookup, email)
+                if inspect.isawaitable(result):
+                    result = await result  # a plain function handing back async work: awaited once, then judged
+        except Exception as exc:
+            # The type only: a database error's text can carry a connection string with its password.
+            logger.error("cfaccess_mw: user_lookup raised %s", type(exc).__name__)
+            raise _lookup_failed(f"user_lookup raised {type(exc).__name__}") from None
+        # Judged inline: this runs on every request without the cache, so the common case costs two checks.
+        if result is None:
+            return None
+        if result is True or isinstance(result, _GENERATORS) or hasattr(type(result), "__await__"):
+            await self._refuse(result)
+        try:
+            unknown = not result
+        except Exception as exc:  # a DataFrame, an ORM proxy: their truth is not a yes or no
+            logger.error(
+                "cfaccess_mw: user_lookup's result (a %s) cannot be tested for truth: bool() raised %s",
+                type(result).__name__,
+                type(exc).__name__,
+            )
+            raise _lookup_failed(f"bool() of user_lookup's result raised {type(exc).__name__}") from None
+        if unknown:  # the False, 0 or "" of a yes/no lookup: no such user
+            return None
+        if cache is not None:
+            with self._lock:
+                if generation == self._generation:  # no forget() ran while the lookup did
+                    cache[email] = result
+        return result
+
+    @staticmethod
+    async def _refuse(result: Any) -> NoReturn:
+        """A 503 for a result that is not a user: ``True``, a generator or an awaitable (closed first)."""
+        if result is True:
+            logger.error("cfaccess_mw: user_lookup returned True; it must return the user object or None")
+            raise _lookup_failed("user_lookup returned True instead of a user object")
+        what, likely = _describe(result)
+        await _dispose(result)
+        logger.error(
+            "cfaccess_mw: user_lookup returned %s, not a user; it must return the user object or None (%s?)",
+            what,
+            likely,
+        )
+        raise _lookup_failed(f"user_lookup returned {what} instead of a user object or None")
+
+    def forget(self, email: str) -> None:
+        """Drop one remembered user (call it when the app deletes or disables that user); safe from any thread."""
+        key = cache_key(email)
+        with self._lock:
+            self._generation += 1
+            if self._cache is not None:
+                with contextlib.suppress(KeyError):  # an entry expiring between pop's check and its delete
+                    del self._cache[key]
+
+    def forget_all(self) -> None:
+        """Drop every remembered user (after a bulk change to the users); safe from any thread."""
+        with self._lock:
+            self._generation += 1
+            if self._cache is not None:
+                self._cache.clear()
