@@ -145,17 +145,26 @@ def _state(request: Request) -> dict[str, Any]:
 
 
 def _asgi_scope(request: Request) -> dict[str, Any]:
-    """The request's ASGI scope, its header names lower-cased if they are not.
+    """The request's ASGI scope as the authenticator reads it: header names lower case, headers and client
+    sequences.
 
     ASGI servers lower-case header names; BlackSheep's test client passes a dict's
-    keys as given, so ``headers={"Cf-Access-Jwt-Assertion": token}`` would otherwise
-    read as no credential at all (and a header sent in two spellings as one).
+    keys as written, so ``headers={"Cf-Access-Jwt-Assertion": token}`` would otherwise
+    read as no credential at all (and a header sent in two spellings as one). ASGI
+    also allows any iterable for ``headers`` and ``client``: BlackSheep has already
+    read a headers iterator to build the request, so then its parsed headers are
+    used; a client iterator is read once and written back.
     """
     scope = _state(request)
+    client = scope.get("client")
+    if client is not None and type(client) is not tuple:
+        scope["client"] = tuple(client)
     headers = scope["headers"]
-    if any(name != name.lower() for name, _ in headers):
-        return {**scope, "headers": [(name.lower(), value) for name, value in headers]}
-    return scope
+    if not isinstance(headers, (list, tuple)):
+        headers = list(request.headers)
+    elif all(name == name.lower() for name, _ in headers):
+        return scope
+    return {**scope, "headers": [(bytes(name).lower(), bytes(value)) for name, value in headers]}
 
 
 def principal_of(request: Request) -> Principal:

@@ -39,7 +39,7 @@ from typing import Any, TypeAlias, cast
 from litestar import Request, WebSocket
 from litestar.config.app import AppConfig
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
+from litestar.datastructures import Headers, State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import (
@@ -166,6 +166,19 @@ def _scope_dict(scope: Scope) -> dict[str, Any]:
     return cast("dict[str, Any]", scope)
 
 
+def _read_once(scope: Scope) -> None:
+    """ASGI allows any iterable for ``headers`` and ``client``; the authenticator must not use one up before the
+    route reads it. The headers are taken through Litestar's own parsed copy (repeated headers kept) and written
+    back as a list, the client as a tuple. (Litestar's router has already iterated the headers looking for
+    ``Host``: an iterator reaches any middleware used up, and the request is refused, as no credential came.)"""
+    state = _scope_dict(scope)
+    if type(state["headers"]) is not list:
+        state["headers"] = Headers.from_scope(scope).to_header_list()
+    client = state.get("client")
+    if client is not None and type(client) is not tuple:
+        state["client"] = tuple(client)
+
+
 # --- the middleware --------------------------------------------------------------------------
 
 
@@ -205,6 +218,7 @@ class AccessAuthenticationMiddleware(AbstractAuthenticationMiddleware):
         if self._bypass(scope):
             await self.app(scope, receive, send)
             return
+        _read_once(scope)
         try:
             result = await self.authenticate_request(ASGIConnection(scope))
         except AccessRefused as exc:

@@ -34,7 +34,7 @@ from cfaccess_mw.testing import LocalIssuer
 from examples import blacksheep_app
 from examples.userdb import UserDB
 
-from .conftest import find_user, jwt_header
+from .conftest import REMOTE_PEER, find_user, jwt_header
 from .live_servers import granian_available, serve_granian, serve_hypercorn, serve_uvicorn
 
 API_KEY = "blacksheep-test-key-0123456789"
@@ -81,6 +81,11 @@ def build_app(settings: Any, events: list[AuditEvent], **options: Any) -> Applic
         identity = request.user
         assert isinstance(identity, CloudflareAccessIdentity)
         return {"kind": principal.kind, "who": principal.display_name, "roles": identity.roles}
+
+    @router.get("/echo")
+    async def echo(request: Request) -> dict[str, Any]:
+        extra = request.get_first_header(b"x-extra")
+        return {"who": principal_of(request).display_name, "extra": extra.decode() if extra else None}
 
     @router.get("/principal")
     async def by_binder(principal: Principal) -> dict[str, str]:
@@ -314,6 +319,28 @@ async def test_an_apps_own_refusal_handler_is_kept(shared_issuer: LocalIssuer) -
 
     async with started(app) as client:
         assert (await client.get("/")).status == 418
+
+
+@pytest.mark.anyio
+async def test_headers_and_client_given_as_iterators_are_read_intact(shared_issuer: LocalIssuer) -> None:
+    app = build_app(settings_for(shared_issuer), [])
+    headers = [(b"authorization", f"Bearer {API_KEY}".encode()), (b"x-extra", b"1")]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/echo", "raw_path": b"/echo", "root_path": "", "query_string": b"", "headers": iter(headers),
+             "client": iter(REMOTE_PEER), "server": ("testserver", 80)}  # fmt: skip
+    async with started(app):
+        await app(scope, receive, send)
+    assert sent[0]["status"] == 200  # BlackSheep read the headers iterator first: its parsed copy was used
+    assert json.loads(b"".join(message.get("body", b"") for message in sent[1:])) == {"who": "operator", "extra": "1"}
+    assert scope["client"] == REMOTE_PEER
 
 
 # --- websockets -----------------------------------------------------------------------------------

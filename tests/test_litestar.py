@@ -36,7 +36,7 @@ from cfaccess_mw.testing import LocalIssuer
 from examples import litestar_app
 from examples.userdb import UserDB
 
-from .conftest import error_of, find_user, jwt_header
+from .conftest import REMOTE_PEER, error_of, find_user, jwt_header
 from .live_servers import granian_available, serve_granian, serve_hypercorn, serve_uvicorn
 
 API_KEY = "litestar-test-key-0123456789"
@@ -86,6 +86,11 @@ async def raises() -> None:
     raise Forbidden(Reason.INSUFFICIENT_SCOPE, "Admins only.", "the handler said no")
 
 
+@get("/echo")
+async def echo(request: AccessRequest) -> dict[str, Any]:
+    return {"who": request.user.display_name, "extra": request.headers.get("x-extra"), "client": request.client}
+
+
 @get("/open", opt={"exclude_from_auth": True})
 async def opened() -> dict[str, str]:
     return {"status": "open"}
@@ -119,7 +124,7 @@ async def ws_admin(socket: AccessWebSocket) -> None:
     await socket.close()
 
 
-ROUTES = [me, by_dependency, admin, raises, opened, healthz, healthz_who, ws, ws_raise, ws_admin]
+ROUTES = [me, echo, by_dependency, admin, raises, opened, healthz, healthz_who, ws, ws_raise, ws_admin]
 
 
 @pytest.fixture
@@ -259,6 +264,29 @@ def test_exclude_patterns_and_no_method_is_exempt(shared_issuer: LocalIssuer) ->
         assert client.get("/open").status_code == 200
         assert client.get("/healthz").status_code == 401
         assert client.options("/me").status_code == 401  # Litestar's auth middleware would exempt OPTIONS
+
+
+@pytest.mark.anyio
+async def test_headers_as_a_tuple_and_client_as_an_iterator_reach_the_route_intact(shared_issuer: LocalIssuer) -> None:
+    access = CloudflareAccessAuth(settings=settings_for(shared_issuer))
+    app = Litestar(ROUTES, on_app_init=[access.on_app_init])
+    headers = [(b"authorization", f"Bearer {API_KEY}".encode()), (b"x-extra", b"1")]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/echo", "raw_path": b"/echo", "root_path": "", "query_string": b"", "headers": tuple(headers),
+             "client": iter(REMOTE_PEER), "server": ("testserver", 80)}  # fmt: skip
+    # ASGI allows any iterable; a headers *iterator* Litestar's own router uses up looking for Host.
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    assert sent[0]["status"] == 200
+    body = json.loads(b"".join(message.get("body", b"") for message in sent[1:]))
+    assert body == {"who": "operator", "extra": "1", "client": list(REMOTE_PEER)}
 
 
 # --- websockets -----------------------------------------------------------------------------------
