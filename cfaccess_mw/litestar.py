@@ -60,7 +60,7 @@ from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
 from .errors import AuthError, AuthUnavailable, Forbidden, Reason, Unauthorized, error_response, send_error
 from .principals import KINDS, Principal, PrincipalKind
-from .providers import token_header
+from .providers import PRESETS, token_header
 from .settings import Settings
 
 __all__ = [
@@ -412,8 +412,12 @@ class CloudflareAccessAuth:
     def openapi_components(self) -> Components:
         """The two ways to call the API, for the generated docs: the proxy's token header and a Bearer API key."""
         schemes: dict[str, SecurityScheme | Reference] = {}
-        header = token_header(self.authenticator.settings)
-        if header != "authorization":  # an OIDC ID token sent as Bearer is covered by the API key's scheme
+        settings = self.authenticator.settings
+        header = token_header(settings)
+        preset_header = PRESETS[settings.provider].header
+        if preset_header.lower() == header:
+            header = preset_header  # as the proxy spells it: Cf-Access-Jwt-Assertion
+        if header.lower() != "authorization":  # an OIDC ID token sent as Bearer is covered by the API key's scheme
             schemes[SCHEME_TOKEN] = SecurityScheme(
                 type="apiKey",
                 name=header,

@@ -33,6 +33,7 @@ from cfaccess_mw.litestar import (
     require,
 )
 from cfaccess_mw.testing import LocalIssuer
+from cfaccess_mw.testing_presets import GoogleIapIssuer, OidcIssuer
 from examples import litestar_app
 from examples.userdb import UserDB
 
@@ -382,9 +383,23 @@ def test_openapi_documents_both_schemes(client: TestClient[Litestar]) -> None:
     schema = client.get("/schema/openapi.json", headers=bearer()).json()
     schemes = schema["components"]["securitySchemes"]
     assert schemes["CloudflareAccess"]["type"] == "apiKey"
-    assert schemes["CloudflareAccess"]["name"] == "cf-access-jwt-assertion"
+    assert schemes["CloudflareAccess"]["name"] == "Cf-Access-Jwt-Assertion"
     assert schemes["ApiKey"] == {"type": "http", "scheme": "bearer", "description": schemes["ApiKey"]["description"]}
     assert {"CloudflareAccess": []} in schema["security"]
+
+
+@pytest.mark.parametrize(
+    ("issuer_type", "schemes"),
+    [
+        (GoogleIapIssuer, {"CloudflareAccess": "x-goog-iap-jwt-assertion", "ApiKey": None}),
+        (OidcIssuer, {"ApiKey": None}),
+    ],
+)
+def test_openapi_names_the_presets_token_header(issuer_type: Any, schemes: dict[str, str | None]) -> None:
+    with issuer_type() as preset_issuer:
+        components = CloudflareAccessAuth(settings=preset_issuer.settings()).openapi_components
+    documented = components.security_schemes or {}
+    assert {name: getattr(scheme, "name", None) for name, scheme in documented.items()} == schemes
 
 
 def test_repr_shows_no_secret(shared_issuer: LocalIssuer) -> None:
