@@ -1,0 +1,477 @@
+"""Litestar integration: one security config, one :class:`Authenticator`, however many middleware Litestar builds.
+
+Litestar builds app-level middleware once per route handler, after routing (a
+single route gave 22 instances, 20 of them for the OpenAPI routes), and lifespan
+never reaches them. A middleware that built its own key set would fetch the
+certs once per route and never at startup. So the configuration lives in one
+object, like Litestar's own ``JWTAuth``, that owns the one Authenticator and hands
+it to every middleware instance; its ``on_app_init`` also prefetches the keys at
+startup, renders every refusal in our JSON shape and documents the schemes in
+OpenAPI::
+
+    from cfaccess_mw.litestar import AccessRequest, CloudflareAccessAuth
+
+    access = CloudflareAccessAuth(user_lookup=find_user)     # reads CFACCESS_*; a bad variable raises here
+
+    @get("/me")
+    async def me(request: AccessRequest) -> dict[str, str]:
+        return {"who": request.user.display_name}      # request.user is a Principal, request.auth its scopes
+
+    app = Litestar([me], on_app_init=[access.on_app_init])     # or plugins=[access]
+
+Refusals are raised as Litestar's own exceptions (:class:`NotAuthorizedException`,
+:class:`PermissionDeniedException`, :class:`ServiceUnavailableException`, each
+carrying the :class:`~cfaccess_mw.errors.AuthError`), so ``after_exception`` hooks
+see them as they see any other; the handlers installed here render them, and an
+``AuthError`` raised by a handler or guard, with
+:func:`~cfaccess_mw.errors.error_response` (an app's own handler for status 401,
+403 or 503 takes precedence: Litestar looks status codes up before types). A
+refused websocket handshake is answered by the core (the JSON denial where the
+server supports it, else close 1008).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from copy import copy
+from typing import Any, TypeAlias, cast
+
+from litestar import Request, WebSocket
+from litestar.config.app import AppConfig
+from litestar.connection import ASGIConnection
+from litestar.datastructures import Headers, State
+from litestar.di import NamedDependency, Provide
+from litestar.enums import ScopeType
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ServiceUnavailableException,
+)
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import DefineMiddleware
+from litestar.middleware._utils import should_bypass_middleware
+from litestar.middleware.authentication import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.openapi.spec import Components, Reference, SecurityRequirement, SecurityScheme
+from litestar.response import Response
+from litestar.types import ASGIApp, Guard, Message, Method, Receive, ReceiveMessage, Scope, Scopes, Send
+
+from .audit import AuditHook
+from .authenticator import Authenticator, ExtraScopes, UserLookup
+from .errors import AuthError, AuthUnavailable, Forbidden, Reason, Unauthorized, error_response, send_error
+from .principals import KINDS, Principal, PrincipalKind
+from .providers import PRESETS, token_header
+from .settings import Settings
+
+__all__ = [
+    "AccessAuthenticationMiddleware",
+    "AccessNotAuthorized",
+    "AccessPermissionDenied",
+    "AccessRefused",
+    "AccessRequest",
+    "AccessUnavailable",
+    "AccessWebSocket",
+    "CloudflareAccessAuth",
+    "CurrentPrincipal",
+    "provide_principal",
+    "refusal_for",
+    "render_refusal",
+    "require",
+]
+
+AccessRequest: TypeAlias = Request[Principal, list[str], State]
+"""A request on a protected route: ``request.user`` is the :class:`Principal`, ``request.auth`` its scopes."""
+AccessWebSocket: TypeAlias = WebSocket[Principal, list[str], State]
+"""A websocket on a protected route: ``socket.user`` is the :class:`Principal`, ``socket.auth`` its scopes."""
+
+CurrentPrincipal: TypeAlias = NamedDependency[Principal]
+"""Annotate a handler parameter named ``principal`` with this to receive the caller (the config's dependency)."""
+
+#: Where a refusal decided for this connection is kept, so it is audited once and never counted as an acceptance.
+_REFUSAL = "cfaccess.refusal"
+#: What a websocket app sends to start (or refuse) its answer.
+_WS_STARTS = frozenset({"websocket.accept", "websocket.close", "websocket.http.response.start"})
+
+SCHEME_TOKEN = "CloudflareAccess"
+SCHEME_API_KEY = "ApiKey"
+
+
+# --- refusals as Litestar exceptions ---------------------------------------------------------
+
+
+class AccessRefused(HTTPException):
+    """A refusal as a Litestar exception: the status, headers and detail of the :class:`AuthError` it carries.
+
+    Rendered by :func:`render_refusal` in our JSON shape; without it (the config's
+    ``on_app_init`` not used), Litestar's default handler still answers with the
+    right status, ``WWW-Authenticate`` / ``Retry-After``, and the reason in ``extra``.
+    """
+
+    def __init__(self, error: AuthError) -> None:
+        _, headers, _ = error_response(error)
+        super().__init__(
+            detail=error.message,
+            status_code=error.status_code,
+            headers={
+                name.decode("latin-1"): value.decode("latin-1")
+                for name, value in headers
+                if name not in (b"content-type", b"content-length")
+            },
+            extra={"code": error.code, "reason": error.reason.value},
+        )
+        self.error = error
+
+
+class AccessNotAuthorized(AccessRefused, NotAuthorizedException):
+    """401: no credential, or one that does not verify."""
+
+
+class AccessPermissionDenied(AccessRefused, PermissionDeniedException):
+    """403: a proven caller this app does not admit."""
+
+
+class AccessUnavailable(AccessRefused, ServiceUnavailableException):
+    """503: the decision cannot be made now (no signing keys, the user lookup failing)."""
+
+
+def refusal_for(error: AuthError) -> AccessRefused:
+    """The Litestar exception for ``error``, by its status."""
+    if isinstance(error, AuthUnavailable):
+        return AccessUnavailable(error)
+    if error.status_code == 403:
+        return AccessPermissionDenied(error)
+    return AccessNotAuthorized(error)
+
+
+def render_refusal(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Litestar exception handler: an :class:`AuthError` (or :class:`AccessRefused`) as our JSON error."""
+    error = exc.error if isinstance(exc, AccessRefused) else exc
+    if not isinstance(error, AuthError):  # registered only for these two types
+        raise TypeError(f"render_refusal cannot render {type(exc).__name__}")
+    status, headers, body = error_response(error)
+    return Response(
+        content=body,
+        status_code=status,
+        media_type="application/json",
+        headers={
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in headers
+            if name not in (b"content-type", b"content-length")
+        },
+    )
+
+
+def _scope_dict(scope: Scope) -> dict[str, Any]:
+    """Litestar types the scope as a TypedDict; our own key in it is not one of its fields."""
+    return cast("dict[str, Any]", scope)
+
+
+def _read_once(scope: Scope) -> None:
+    """ASGI allows any iterable for ``headers`` and ``client``; the authenticator must not use one up before the
+    route reads it. The headers are taken through Litestar's own parsed copy (repeated headers kept) and written
+    back as a list, the client as a tuple. (Litestar's router has already iterated the headers looking for
+    ``Host``: an iterator reaches any middleware used up, and the request is refused, as no credential came.)"""
+    state = _scope_dict(scope)
+    if type(state["headers"]) is not list:
+        state["headers"] = Headers.from_scope(scope).to_header_list()
+    client = state.get("client")
+    if client is not None and type(client) is not tuple:
+        state["client"] = tuple(client)
+
+
+# --- the middleware --------------------------------------------------------------------------
+
+
+class AccessAuthenticationMiddleware(AbstractAuthenticationMiddleware):
+    """Authenticate each request with the shared :class:`Authenticator`; built by Litestar once per route.
+
+    Never construct one by hand: :attr:`CloudflareAccessAuth.middleware` defines it
+    with the config's one Authenticator, so every instance shares one key set and
+    one token cache. Bypassed (as Litestar's own auth middleware is) for ``exclude``
+    patterns, a route whose ``opt`` holds ``exclude_opt_key``, ``exclude_http_methods``
+    (none by default: unlike Litestar's default, OPTIONS is not exempt), and
+    ``CFACCESS_PUBLIC_PATHS``; there ``request.user`` is unset.
+    """
+
+    __slots__ = ("authenticator",)
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        authenticator: Authenticator,
+        exclude: str | list[str] | None = None,
+        exclude_from_auth_key: str = "exclude_from_auth",
+        exclude_http_methods: Sequence[Method] = (),
+        scopes: Scopes | None = None,
+    ) -> None:
+        super().__init__(
+            app,
+            exclude=exclude,
+            exclude_from_auth_key=exclude_from_auth_key,
+            exclude_http_methods=exclude_http_methods,
+            scopes=scopes,
+        )
+        self.authenticator = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._bypass(scope):
+            await self.app(scope, receive, send)
+            return
+        _read_once(scope)
+        try:
+            result = await self.authenticate_request(ASGIConnection(scope))
+        except AccessRefused as exc:
+            if scope["type"] == ScopeType.WEBSOCKET:
+                await send_error(_scope_dict(scope), receive, send, exc.error)  # type: ignore[arg-type]
+                return
+            raise  # Litestar's exception handling renders it (with render_refusal) and runs its hooks
+        scope["user"] = result.user
+        scope["auth"] = result.auth
+        await self._call_app(scope, receive, send, result.user)
+
+    def _bypass(self, scope: Scope) -> bool:
+        return should_bypass_middleware(
+            exclude_http_methods=self.exclude_http_methods,
+            exclude_opt_key=self.exclude_opt_key,
+            exclude_path_pattern=self.exclude,
+            scope=scope,
+            scopes=self.scopes,
+        ) or self.authenticator.is_public(scope)
+
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+        """The principal and its scopes, or the refusal (audited here) as a Litestar exception."""
+        auth = self.authenticator
+        try:
+            principal, scopes = await auth.authenticate(connection)
+        except AuthError as err:
+            _scope_dict(connection.scope)[_REFUSAL] = err
+            await auth.audit(connection, err.status_code, err=err)
+            raise refusal_for(err) from None
+        return AuthenticationResult(user=principal, auth=scopes)
+
+    async def _call_app(self, scope: Scope, receive: Receive, send: Send, principal: Principal) -> None:
+        """Run the route; audit the acceptance with the status it answers, unless a handler refused instead.
+
+        A refusal raised in the handler or a guard is audited by the config's
+        ``after_exception`` hook, which records it in the scope before Litestar answers;
+        so the answer is not also counted as an acceptance. In a websocket Litestar
+        answers any exception with close code 4500: a refusal's close is replaced by
+        ours (the JSON denial or 1008 before accept, 1008 after).
+        """
+        auth = self.authenticator
+        audit = auth.audits_acceptances
+        websocket = scope["type"] == ScopeType.WEBSOCKET
+        if not audit and not websocket:
+            await self.app(scope, receive, send)
+            return
+        state = _scope_dict(scope)
+        started = False
+        connected = False
+
+        async def tracking_receive() -> ReceiveMessage:
+            nonlocal connected
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                connected = True
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            refused: AuthError | None = state.get(_REFUSAL)
+            if websocket and refused is not None and message["type"] == "websocket.close":
+                if not started:
+                    started = True
+                    await send_error(state, receive, send, refused, connected=connected)  # type: ignore[arg-type]
+                    return
+                message = {"type": "websocket.close", "code": 1008, "reason": refused.code}
+            if not started and (not websocket or message["type"] in _WS_STARTS):
+                started = True
+                if audit and refused is None:
+                    await auth.audit(scope, cast("int | None", message.get("status")), principal=principal)
+            await send(message)
+
+        try:
+            await self.app(scope, tracking_receive if websocket else receive, tracking_send)
+        except Exception:
+            if audit and not started and state.get(_REFUSAL) is None:
+                await auth.audit(scope, None, principal=principal)
+            raise
+        if audit and not started and state.get(_REFUSAL) is None:
+            await auth.audit(scope, None, principal=principal)
+
+
+# --- guards and the principal dependency -----------------------------------------------------
+
+
+def _principal_in(scope: Scope) -> Principal:
+    principal = _scope_dict(scope).get("user")
+    if isinstance(principal, Principal):
+        return principal
+    raise Unauthorized(Reason.NO_CREDENTIALS, "Authentication required.", "endpoint requires a principal")
+
+
+def provide_principal(scope: Scope) -> Principal:
+    """The dependency the config registers as ``principal``: the caller, or 401 on a route the middleware skipped."""
+    return _principal_in(scope)
+
+
+def require(*kinds: PrincipalKind, scopes: Sequence[str] = ()) -> Guard:
+    """A Litestar guard admitting only the given kinds (any, if none given) holding every scope in ``scopes``."""
+    for kind in kinds:
+        if kind not in KINDS:
+            raise ValueError(f"unknown principal kind {kind!r}; expected one of {', '.join(KINDS)}")
+    needed = tuple(scopes)
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal = _principal_in(connection.scope)
+        if kinds and principal.kind not in kinds:
+            raise Forbidden(
+                Reason.INSUFFICIENT_SCOPE,
+                f"This endpoint is only for {' or '.join(kinds)} callers.",
+                f"{principal.kind} caller refused; endpoint admits {', '.join(kinds)}",
+            )
+        held = _scope_dict(connection.scope).get("auth") or []
+        missing = [scope for scope in needed if scope not in held]
+        if missing:
+            raise Forbidden(
+                Reason.INSUFFICIENT_SCOPE,
+                "You do not have permission for this endpoint.",
+                f"{principal.identity} lacks scopes {missing}",
+            )
+
+    return guard
+
+
+# --- the configuration ---------------------------------------------------------------------
+
+
+class CloudflareAccessAuth:
+    """The Litestar security config: one :class:`Authenticator` for the app, and everything Litestar needs.
+
+    Pass ``authenticator=Authenticator(...)``, or the Authenticator's own options
+    (``settings`` defaults to ``Settings.from_env()``, so a bad ``CFACCESS_*`` variable
+    raises :class:`~cfaccess_mw.errors.ConfigError` here, before the app exists).
+
+    ``exclude`` (regular expressions *searched* in the path, Litestar's semantics:
+    anchor them, ``"^/healthz$"``), ``exclude_opt_key`` (a route whose ``opt`` sets it
+    is public), ``exclude_http_methods`` (none by default) and ``scopes`` are those of
+    Litestar's auth middleware; ``CFACCESS_PUBLIC_PATHS`` is honoured as well.
+    ``dependency_key`` names the :class:`Principal` dependency (``None``: none); a handler
+    takes it as ``principal: CurrentPrincipal``.
+    """
+
+    def __init__(
+        self,
+        authenticator: Authenticator | None = None,
+        *,
+        settings: Settings | None = None,
+        user_lookup: UserLookup | None = None,
+        audit_hook: AuditHook | None = None,
+        extra_scopes: ExtraScopes | None = None,
+        exclude: str | list[str] | None = None,
+        exclude_opt_key: str = "exclude_from_auth",
+        exclude_http_methods: Sequence[Method] = (),
+        scopes: Scopes | None = None,
+        dependency_key: str | None = "principal",
+        openapi: bool = True,
+    ) -> None:
+        if authenticator is not None:
+            given = [name for name, value in (("settings", settings), ("user_lookup", user_lookup),
+                     ("audit_hook", audit_hook), ("extra_scopes", extra_scopes)) if value is not None]  # fmt: skip
+            if given:
+                raise TypeError(f"pass either authenticator or {', '.join(given)}, not both")
+        else:
+            authenticator = Authenticator(
+                settings, user_lookup=user_lookup, audit_hook=audit_hook, extra_scopes=extra_scopes
+            )
+        self.authenticator = authenticator
+        self.exclude = exclude
+        self.exclude_opt_key = exclude_opt_key
+        self.exclude_http_methods = tuple(exclude_http_methods)
+        self.scopes = scopes
+        self.dependency_key = dependency_key
+        self.openapi = openapi
+
+    def __repr__(self) -> str:
+        return f"CloudflareAccessAuth({self.authenticator!r})"
+
+    @property
+    def middleware(self) -> DefineMiddleware:
+        """The middleware definition, every instance sharing this config's Authenticator."""
+        return DefineMiddleware(
+            AccessAuthenticationMiddleware,
+            authenticator=self.authenticator,
+            exclude=self.exclude,
+            exclude_from_auth_key=self.exclude_opt_key,
+            exclude_http_methods=self.exclude_http_methods,
+            scopes=self.scopes,
+        )
+
+    @property
+    def openapi_components(self) -> Components:
+        """The two ways to call the API, for the generated docs: the proxy's token header and a Bearer API key."""
+        schemes: dict[str, SecurityScheme | Reference] = {}
+        settings = self.authenticator.settings
+        header = token_header(settings)
+        preset_header = PRESETS[settings.provider].header
+        if preset_header.lower() == header:
+            header = preset_header  # as the proxy spells it: Cf-Access-Jwt-Assertion
+        if header.lower() != "authorization":  # an OIDC ID token sent as Bearer is covered by the API key's scheme
+            schemes[SCHEME_TOKEN] = SecurityScheme(
+                type="apiKey",
+                name=header,
+                security_scheme_in="header",
+                description="The identity token the authenticating proxy adds at the edge, verified at the origin.",
+            )
+        schemes[SCHEME_API_KEY] = SecurityScheme(
+            type="http",
+            scheme="bearer",
+            description="An API key configured in CFACCESS_API_KEYS, for CLIs, agents and the local operator.",
+        )
+        return Components(security_schemes=schemes)
+
+    @property
+    def security_requirements(self) -> list[SecurityRequirement]:
+        return [{name: []} for name in self.openapi_components.security_schemes or {}]
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        """Wire the app: the middleware first, key prefetch at startup, our refusals, the dependency, OpenAPI.
+
+        Works as ``Litestar(on_app_init=[access.on_app_init])`` and as ``Litestar(plugins=[access])``.
+        """
+        app_config.middleware.insert(0, self.middleware)
+        app_config.on_startup.append(self.on_startup)
+        app_config.on_shutdown.append(self.on_shutdown)
+        app_config.after_exception.append(self.after_exception)
+        for exc_type in (AuthError, AccessRefused):
+            app_config.exception_handlers.setdefault(exc_type, render_refusal)
+        if self.dependency_key is not None:
+            app_config.dependencies.setdefault(self.dependency_key, Provide(provide_principal, sync_to_thread=False))
+        if self.openapi and app_config.openapi_config is not None:
+            openapi_config = app_config.openapi_config = copy(app_config.openapi_config)
+            components = openapi_config.components
+            if isinstance(components, list):
+                components.append(self.openapi_components)
+            else:
+                openapi_config.components = [self.openapi_components, components]
+            openapi_config.security = [*(openapi_config.security or []), *self.security_requirements]
+        return app_config
+
+    async def on_startup(self) -> None:
+        """Fetch the signing keys once, at startup (however many middleware instances exist)."""
+        await self.authenticator.startup()
+
+    async def on_shutdown(self) -> None:
+        await self.authenticator.aclose()
+
+    async def after_exception(self, exc: Exception, scope: Scope) -> None:
+        """Audit a refusal raised by a handler or guard, once, and mark it so it is not also an acceptance."""
+        error = exc.error if isinstance(exc, AccessRefused) else exc
+        if not isinstance(error, AuthError):
+            return
+        state = _scope_dict(scope)
+        if state.get(_REFUSAL) is error:  # the middleware's own refusal, audited where it was decided
+            return
+        state[_REFUSAL] = error
+        await self.authenticator.audit(scope, error.status_code, err=error)
