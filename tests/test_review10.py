@@ -1,0 +1,111 @@
+"""Issue 10's fresh review: what got through the middleware's surroundings after the issue's own fixes.
+
+Each test goes through a real app (a Starlette app under its TestClient, uvicorn's own proxy-headers
+middleware, a live hypercorn on 127.0.0.1, a real SQLite file) and failed before its fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+from cfaccess_mw import ExposureMode, Settings
+from cfaccess_mw.testing import LocalIssuer
+
+from .conftest import LOCAL_BASE_URL, LOOPBACK_PEER, REMOTE_PEER, ClientFactory, build_app, error_of, jwt_header
+from .live_servers import serve_hypercorn
+
+ALICE = "alice@example.com"
+STRANGER = "mallory@example.com"
+LOCAL = Settings(exposure_mode=ExposureMode.LOCAL)
+
+
+def lookup_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "cfaccess_mw" and r.levelno >= logging.ERROR]
+
+
+# --- a lookup that returns the query's cursor instead of its row ------------------------------------------
+# Forgetting .fetchone() (sqlite3), .first() / .scalar_one_or_none() (SQLAlchemy) or next() (filter) hands the
+# middleware a cursor or iterator: truthy whether or not a row matched, so every verified identity got in.
+
+
+@pytest.fixture
+def users_db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    connection = sqlite3.connect(tmp_path / "users.db", check_same_thread=False)
+    connection.execute("create table users (email text primary key, name text)")
+    connection.execute("insert into users values (?, ?)", (ALICE, "Alice"))
+    connection.commit()
+    yield connection
+    connection.close()
+
+
+class AsyncRows:
+    """An async iterator that is not an async generator, like SQLAlchemy's ``AsyncResult`` from ``stream()``."""
+
+    def __aiter__(self) -> AsyncRows:
+        return self
+
+    async def __anext__(self) -> Any:
+        raise StopAsyncIteration
+
+
+def test_a_lookup_returning_its_cursor_admits_no_one(
+    shared_issuer: LocalIssuer,
+    make_client: ClientFactory,
+    users_db: sqlite3.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def find_user(email: str) -> Any:
+        return users_db.execute("select email, name from users where email = ?", (email,))  # no .fetchone()
+
+    client = make_client(shared_issuer.settings(), user_lookup=find_user)
+    for email in (ALICE, STRANGER):
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG):
+            response = client.get("/", headers=jwt_header(shared_issuer.identity_token(email)))
+        assert response.status_code == 503, email
+        assert error_of(response)["reason"] == "user_lookup_failed"
+        (line,) = lookup_errors(caplog)
+        assert "returned an iterator (Cursor), not a user" in line
+        assert "fetch" in line  # names the likely mistake
+        assert email not in line
+
+
+def test_the_same_lookup_fetching_its_row_works(
+    shared_issuer: LocalIssuer, make_client: ClientFactory, users_db: sqlite3.Connection
+) -> None:
+    def find_user(email: str) -> Any:
+        return users_db.execute("select email, name from users where email = ?", (email,)).fetchone()
+
+    client = make_client(shared_issuer.settings(), user_lookup=find_user)
+    assert client.get("/", headers=jwt_header(shared_issuer.identity_token(ALICE))).status_code == 200
+    assert client.get("/", headers=jwt_header(shared_issuer.identity_token(STRANGER))).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("lookup", "what"),
+    [
+        (lambda email: filter(lambda known: known == email, [ALICE]), "an iterator (filter)"),
+        (lambda email: iter([]), "an iterator (list_iterator)"),
+        (lambda email: AsyncRows(), "an async iterator (AsyncRows)"),
+    ],
+    ids=["filter", "empty-iterator", "async-iterator"],
+)
+def test_a_lookup_returning_an_iterator_admits_no_one(
+    shared_issuer: LocalIssuer, make_client: ClientFactory, caplog: pytest.LogCaptureFixture, lookup: Any, what: str
+) -> None:
+    client = make_client(shared_issuer.settings(), user_lookup=lookup)
+    with caplog.at_level(logging.DEBUG):
+        response = client.get("/", headers=jwt_header(shared_issuer.identity_token(STRANGER)))
+    assert response.status_code == 503
+    assert error_of(response)["reason"] == "user_lookup_failed"
+    (line,) = lookup_errors(caplog)
+    assert f"returned {what}, not a user" in line
