@@ -109,3 +109,70 @@ def test_a_lookup_returning_an_iterator_admits_no_one(
     assert error_of(response)["reason"] == "user_lookup_failed"
     (line,) = lookup_errors(caplog)
     assert f"returned {what}, not a user" in line
+
+
+# --- local mode: a request that came through a proxy is not the local operator ------------------------
+# A proxy on this host (nginx, Caddy, cloudflared, a dev server's proxy) connects from loopback, and a default
+# nginx ``proxy_pass http://127.0.0.1:8000`` even sends ``Host: 127.0.0.1:8000``: the peer and Host rules both
+# pass for a caller on the internet. uvicorn with ``--forwarded-allow-ips='*'`` (``FORWARDED_ALLOW_IPS=*``, set by
+# popular Docker images) goes further and makes any remote caller's ``X-Forwarded-For: 127.0.0.1`` the socket
+# peer. A forwarding header is the proxy's own mark, so its presence withdraws local trust.
+
+PROXY_HEADERS = [
+    {"X-Forwarded-For": "203.0.113.7"},
+    {"X-Forwarded-For": "127.0.0.1"},
+    {"Forwarded": "for=203.0.113.7"},
+    {"X-Real-IP": "203.0.113.7"},
+    {"X-Forwarded-Host": "app.example.com"},
+    {"X-Forwarded-Proto": "https"},
+    {"Cf-Connecting-Ip": "203.0.113.7"},
+    {"True-Client-IP": "203.0.113.7"},
+    {"Via": "1.1 proxy"},
+]
+
+
+@pytest.mark.parametrize(
+    "headers", PROXY_HEADERS, ids=[next(iter(h)) + "=" + next(iter(h.values())) for h in PROXY_HEADERS]
+)
+def test_a_forwarded_request_from_loopback_is_not_the_operator(headers: dict[str, str]) -> None:
+    with TestClient(build_app(LOCAL), base_url="http://127.0.0.1:8000", client=LOOPBACK_PEER) as client:
+        assert client.get("/").json()["kind"] == "local"  # the same request, not forwarded
+        response = client.get("/", headers=headers)
+    assert response.status_code == 401
+    assert error_of(response)["reason"] == "no_credentials"
+
+
+def test_uvicorn_trusting_every_proxy_does_not_make_a_remote_caller_the_operator() -> None:
+    inner: Any = build_app(LOCAL)
+    app: Any = ProxyHeadersMiddleware(inner, trusted_hosts="*")  # what --forwarded-allow-ips='*' builds
+    with TestClient(app, base_url=LOCAL_BASE_URL, client=REMOTE_PEER) as client:
+        assert client.get("/").status_code == 401
+        response = client.get("/", headers={"X-Forwarded-For": "127.0.0.1"})
+    assert response.status_code == 401
+    assert error_of(response)["reason"] == "no_credentials"
+
+
+def test_a_same_host_proxy_in_front_of_a_live_server_is_not_the_operator() -> None:
+    """Under hypercorn (which reads no forwarding header), as a default nginx on this host would forward."""
+    with serve_hypercorn(build_app(LOCAL)) as base, httpx.Client(base_url=base, timeout=10) as client:
+        assert client.get("/").json()["kind"] == "local"  # curl on this host
+        forwarded = client.get("/", headers={"X-Forwarded-For": "203.0.113.7", "X-Real-IP": "203.0.113.7"})
+        assert forwarded.status_code == 401
+        assert error_of(forwarded)["reason"] == "no_credentials"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("proxy_header", "status"), [(b"x-real-ip", 401), (b"accept", 200)])
+async def test_header_names_as_bytearray_are_read_in_local_mode(proxy_header: bytes, status: int) -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    headers = [(bytearray(b"host"), bytearray(b"localhost")), (bytearray(proxy_header), bytearray(b"203.0.113.7"))]
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": headers, "client": LOOPBACK_PEER}
+    await build_app(LOCAL)(scope, receive, send)
+    assert sent[0]["status"] == status
