@@ -176,3 +176,45 @@ async def test_header_names_as_bytearray_are_read_in_local_mode(proxy_header: by
     scope = {"type": "http", "method": "GET", "path": "/", "headers": headers, "client": LOOPBACK_PEER}
     await build_app(LOCAL)(scope, receive, send)
     assert sent[0]["status"] == status
+
+
+# --- extra_scopes returning something that is not a collection of scope names ---------------------------
+# list() of a mapping keeps its keys, so {"admin": user.is_admin} granted "admin" to everyone; list() of a
+# string grants its letters; an ``async def`` left a coroutine never awaited. Each is a 503 with one log line.
+
+
+async def async_scopes(principal: Any) -> list[str]:
+    return ["admin"]  # pragma: no cover - never awaited
+
+
+@pytest.mark.parametrize(
+    ("extra_scopes", "what"),
+    [
+        (lambda principal: {"admin": False, "editor": False}, "a dict"),
+        (lambda principal: "admin", "a str"),
+        (lambda principal: b"admin", "a bytes"),
+        (async_scopes, "a coroutine"),
+    ],
+    ids=["mapping-of-flags", "one-string", "bytes", "async-def"],
+)
+def test_extra_scopes_that_are_not_scope_names_are_503(
+    caplog: pytest.LogCaptureFixture, extra_scopes: Any, what: str
+) -> None:
+    app = build_app(LOCAL, extra_scopes=extra_scopes)
+    with (
+        TestClient(app, base_url=LOCAL_BASE_URL, client=LOOPBACK_PEER) as client,
+        caplog.at_level(logging.DEBUG),
+    ):
+        response = client.get("/admin")
+    assert response.status_code == 503
+    assert error_of(response)["reason"] == "user_lookup_failed"
+    (line,) = lookup_errors(caplog)
+    assert f"extra_scopes returned {what}" in line
+
+
+def test_extra_scopes_as_a_set_or_generator_still_work() -> None:
+    for extra_scopes in (lambda principal: {"admin"}, lambda principal: (s for s in ["admin"])):
+        with TestClient(
+            build_app(LOCAL, extra_scopes=extra_scopes), base_url=LOCAL_BASE_URL, client=LOOPBACK_PEER
+        ) as client:
+            assert client.get("/admin").text == "admin area"
