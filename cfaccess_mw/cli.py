@@ -43,7 +43,15 @@ from .keys import JWKSClient
 from .keysources import KeyStore, build_key_source
 from .middleware import CloudflareAccessMiddleware
 from .principals import Principal
-from .providers import Provider, build_profile, decode_unverified_for, describe_preset, preset_hint, token_header
+from .providers import (
+    PRESETS,
+    Provider,
+    build_profile,
+    decode_unverified_for,
+    describe_preset,
+    preset_hint,
+    token_header,
+)
 from .settings import ApiKey, ExposureMode, Settings
 from .tokens import check_claims, human_duration
 
@@ -191,7 +199,7 @@ def _advice(settings: Settings) -> list[str]:
         )
     if settings.exposure_mode is ExposureMode.REVERSE_PROXY and not settings.api_keys:
         notes.append(
-            "no API keys: only Cloudflare Access tokens get in, scripts on this host included "
+            f"no API keys: only {PRESETS[settings.provider].label} tokens get in, scripts on this host included "
             f"(make a key with: {PROG} new-api-key NAME)"
         )
     return notes
@@ -311,13 +319,14 @@ async def _any_user(email: str) -> str:
     return email
 
 
-async def _authenticate(settings: Settings, token: str) -> tuple[Principal | None, AuthError | None, list[str]]:
-    """Run the middleware's own decision on a request carrying ``token`` and nothing else."""
+async def _authenticate(settings: Settings, token: str) -> tuple[Principal | None, AuthError | None, list[str], str]:
+    """Run the middleware's own decision on a request carrying ``token`` and nothing else; also say the kids
+    known afterwards and where they came from."""
     authenticator = Authenticator(settings, user_lookup=_any_user)
     jwks = authenticator.jwks
     assert jwks is not None  # jwt_enabled
     if not await jwks.refresh():
-        raise CliError(f"cannot fetch the signing keys from {settings.certs_url}: {jwks.last_failure}")
+        raise CliError(f"cannot fetch the signing keys from {jwks.url}: {jwks.last_failure}")
     header = token_header(settings)
     value = f"Bearer {token}" if header == "authorization" else token
     scope: dict[str, Any] = {
@@ -330,8 +339,8 @@ async def _authenticate(settings: Settings, token: str) -> tuple[Principal | Non
     try:
         principal = await authenticator.identify(scope)
     except AuthError as err:
-        return None, err, jwks.kids
-    return principal, None, jwks.kids
+        return None, err, jwks.kids, jwks.url
+    return principal, None, jwks.kids, jwks.url
 
 
 async def cmd_explain(args: argparse.Namespace) -> int:
@@ -352,12 +361,12 @@ async def cmd_explain(args: argparse.Namespace) -> int:
             "CFACCESS_TEAM_DOMAIN and CFACCESS_AUD are not set, so the middleware does not read Access tokens",
             EXIT_USAGE,
         )
-    principal, err, kids = await _authenticate(settings, token)
+    principal, err, kids, keys_url = await _authenticate(settings, token)
     _out("Checked as the middleware would, against:")
     _row("provider", f"{settings.provider} (token from {token_header(settings)})")
     _row("issuer", ", ".join(settings.issuers) or str(settings.issuer))
     _row("audiences", ", ".join(settings.audiences) or "none (checked: signer and client)")
-    _row(f"signing keys ({len(kids)})", f"{', '.join(kids)} from {settings.certs_url}")
+    _row(f"signing keys ({len(kids)})", f"{', '.join(kids)} from {keys_url}")  # oidc: the discovered jwks_uri
     _row("leeway", _seconds(settings.leeway_seconds))
     _out()
     if principal is not None:

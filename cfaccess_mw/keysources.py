@@ -111,8 +111,11 @@ def discovery_url(issuer: str) -> str:
 def _fetchable(url: object) -> bool:
     if not isinstance(url, str):
         return False
-    parts = httpx.URL(url)
-    if parts.userinfo:
+    try:
+        parts = httpx.URL(url)  # InvalidURL (no HTTPError) for a broken host or port
+    except httpx.InvalidURL:
+        return False
+    if parts.userinfo or not parts.host:
         return False
     return parts.scheme == "https" or (parts.scheme == "http" and is_loopback_url_host(parts.host))
 

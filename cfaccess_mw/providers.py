@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from .ec import key_algorithm, parse_ec_jwk, verify_signature
 from .errors import ConfigError, InvalidToken, Reason
@@ -201,8 +201,19 @@ def _fail(name: str, problem: str) -> ConfigError:
     return ConfigError(VARIABLES.get(name, name), problem)
 
 
+def _url_parts(url: str, variable: str) -> SplitResult:
+    """``urlsplit`` with its port read, so a broken host or port is a ConfigError now, not a ValueError or
+    a URL every fetch refuses (a 503 on every request) later."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        raise ConfigError(variable, f"{url!r} is not a valid URL ({exc})") from None
+    return parts
+
+
 def _https_or_loopback(url: str, variable: str) -> str:
-    parts = urlsplit(url)
+    parts = _url_parts(url, variable)
     host = parts.hostname or ""
     if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
         raise ConfigError(variable, f"{url!r} must not carry a user name, password, query or fragment")
@@ -359,8 +370,16 @@ def _pomerium_issuer(value: str) -> str:
     value = value.strip()
     if "://" not in value:
         return _route_host(value, "CFACCESS_ISSUER")
-    parts = urlsplit(value)
-    if parts.scheme != "https" or parts.path != "/" or parts.query or parts.fragment or parts.port is not None:
+    parts = _url_parts(value, "CFACCESS_ISSUER")
+    if (
+        parts.scheme != "https"
+        or parts.path != "/"
+        or parts.query
+        or parts.fragment
+        or parts.port is not None
+        or parts.username is not None
+        or parts.password is not None
+    ):
         raise _fail("issuers", f"{value!r}: Pomerium's uri issuer form is https://HOST/ exactly")
     return f"https://{_route_host(parts.hostname or '', 'CFACCESS_ISSUER')}/"
 

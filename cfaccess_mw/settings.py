@@ -289,12 +289,12 @@ class Settings:
 
     @staticmethod
     def _check_certs_url(url: str) -> str:
-        parts = urlsplit(url.strip())
-        host = parts.hostname or ""
         try:
+            parts = urlsplit(url.strip())  # raises ValueError for a broken IPv6 host ("https://[::1/")
             parts.port  # noqa: B018 - raises ValueError for a port out of range
         except ValueError:
-            raise _fail("certs_url", "has an invalid port") from None
+            raise _fail("certs_url", "has an invalid host or port") from None
+        host = parts.hostname or ""
         if parts.username is not None or parts.password is not None:
             raise _fail("certs_url", "must not carry a user name or password (it would be logged)")
         if parts.scheme == "https" and host:

@@ -99,3 +99,18 @@ def test_explain_says_what_the_claims_would_fail_after_a_bad_signature(
     assert code == 1
     assert "verdict: refused with 401 bad_signature" in out
     assert "also, in the unverified claims: expired" in out
+
+
+def test_explain_names_where_the_keys_came_from(deployed: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    # For oidc the keys come from the discovery document's jwks_uri: CFACCESS_CERTS_URL is unset.
+    code, out, err = run(capsys, "explain", deployed.identity_token("alice@example.com"))
+    assert code == 0, err
+    (keys_row,) = [line for line in out.splitlines() if line.lstrip().startswith("signing keys")]
+    assert deployed.base_url in keys_row, keys_row
+    assert "from None" not in out
+
+
+def test_check_notes_speak_of_the_preset_not_cloudflare(deployed: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "check")
+    assert code == 0, err
+    assert "Cloudflare Access tokens" not in out

@@ -348,6 +348,25 @@ def test_a_discovery_document_that_does_not_match_gets_503(oidc: OidcIssuer, doc
         oidc.responder = None
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("jwks_uri", ["https://[::1/jwks", "https://keys.example.com:abc/jwks", "https:///jwks"])
+async def test_a_jwks_uri_httpx_cannot_use_is_a_refused_discovery_document(oidc: OidcIssuer, jwks_uri: str) -> None:
+    # A refusal the key source explains (jwks_uri is not usable), not an "unexpected InvalidURL" logged as a bug.
+    document = {**oidc.discovery_document(), "jwks_uri": jwks_uri}
+    oidc.responder = lambda path: (
+        200,
+        {"Content-Type": "application/json"},
+        __import__("json").dumps(document).encode(),
+    )
+    try:
+        source = build_key_source(oidc.settings())
+        assert not await source.refresh()
+        assert source.last_failure is not None
+        assert "jwks_uri" in source.last_failure, source.last_failure
+    finally:
+        oidc.responder = None
+
+
 def _oidc_client(oidc: OidcIssuer, **overrides: Any) -> TestClient:
     settings = oidc.settings(api_keys=(ApiKey.from_secret("operator", API_KEY),), **overrides)
     return TestClient(build_app(settings), client=REMOTE_PEER)
@@ -535,3 +554,49 @@ def test_the_default_provider_is_cloudflare_and_reads_only_its_own_settings() ->
 
 def test_a_preset_from_the_environment_matches_its_issuer(oidc: OidcIssuer) -> None:
     assert Settings.from_env(oidc.env()) == oidc.settings()
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    ["https://idp.example.com:99999", "https://idp.example.com:abc", "https://[::1/", "https://"],
+    ids=["port-out-of-range", "port-not-a-number", "broken-ipv6", "no-host"],
+)
+@pytest.mark.parametrize("provider", ["oidc", "aws-alb", "pomerium"])
+def test_an_issuer_url_that_cannot_be_fetched_or_matched_is_a_config_error(provider: str, issuer: str) -> None:
+    # Not a ValueError from urlsplit at startup, nor a URL httpx refuses on every fetch (a 503 forever).
+    env = {"CFACCESS_PROVIDER": provider, "CFACCESS_ISSUER": issuer + ("/" if provider == "pomerium" else "")}
+    env.update(
+        {
+            "oidc": {"CFACCESS_AUD": "c"},
+            "aws-alb": {"CFACCESS_AWS_CLIENT_ID": "c", "CFACCESS_AWS_ALB_ARN": ALB_ARN},
+            "pomerium": {"CFACCESS_AUD": "app.example.com"},
+        }[provider]
+    )
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == "CFACCESS_ISSUER", caught.value
+
+
+def test_a_pomerium_issuer_with_a_user_name_is_refused_not_silently_cut() -> None:
+    env = {
+        "CFACCESS_PROVIDER": "pomerium",
+        "CFACCESS_ISSUER": "https://u@app.example.com/",
+        "CFACCESS_AUD": "app.example.com",
+    }
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == "CFACCESS_ISSUER"
+
+
+@pytest.mark.parametrize("provider", ["google-iap", "oidc"])
+def test_a_certs_url_with_a_broken_host_is_a_config_error(provider: str) -> None:
+    env = {"CFACCESS_PROVIDER": provider, "CFACCESS_CERTS_URL": "https://[::1/keys"}
+    env.update(
+        {
+            "google-iap": {"CFACCESS_AUD": "/projects/1/apps/x"},
+            "oidc": {"CFACCESS_ISSUER": "https://idp.example.com", "CFACCESS_AUD": "c"},
+        }[provider]
+    )
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == "CFACCESS_CERTS_URL"

@@ -1,0 +1,204 @@
+"""Quart integration: an extension in Flask's ``init_app`` style, a typed ``current_principal``, and refusals
+answered by an ``errorhandler(AuthError)`` in the package's JSON shape.
+
+    from cfaccess_mw.quart import CloudflareAccess, current_principal
+
+    app = Quart(__name__)
+    CloudflareAccess(app, user_lookup=find_user)     # or: cfaccess = CloudflareAccess(); cfaccess.init_app(app)
+
+    @app.get("/me")
+    async def me() -> dict[str, str]:
+        return {"who": current_principal.display_name}   # typed as Principal
+
+Why an extension and not the ASGI middleware around ``app.asgi_app`` (which also
+works, and is tested): Quart's own hooks see the decision. A refusal goes through
+Quart's error handling (``after_request`` hooks, its response class), an
+``AuthError`` raised in a view becomes the same JSON refusal instead of Quart's 500,
+``before_serving`` fetches the keys (Quart's test client runs it in ``test_app()``),
+and views read the caller from a typed proxy rather than an untyped
+``request.scope["user"]``, which Quart's scope type does not even declare.
+
+What lands where: ``request.scope["user"]`` and ``["auth"]`` as the ASGI middleware
+sets them (a :class:`Principal` and Starlette's ``AuthCredentials``), read back by
+:data:`current_principal` and :func:`get_scopes`, which therefore also work
+behind the raw middleware. The scopes are a function, not a proxy: a proxy typed
+``list[str]`` would fail where a real list is needed (``json.dumps``).
+
+Quart has no authentication of its own; Quart-Auth's ``current_user`` (its cookie
+login) does not see this caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, MutableMapping
+from typing import Any, cast
+
+import httpx
+from quart import Quart, Response, g, has_websocket_context, request, websocket
+from quart.typing import ResponseReturnValue, ResponseTypes
+from starlette.authentication import AuthCredentials
+from werkzeug.datastructures import Headers
+from werkzeug.local import LocalProxy
+
+from .audit import AuditHook
+from .authenticator import Authenticator, ExtraScopes, UserLookup
+from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, error_response
+from .keys import JWKSClient
+from .principals import Principal
+from .settings import Settings
+
+__all__ = ["CloudflareAccess", "current_principal", "get_principal", "get_scopes"]
+
+#: Whether the current request was refused, on ``g`` (one app context per request or websocket in Quart).
+_REFUSED = "_cfaccess_mw_refused"
+
+
+def _scope() -> MutableMapping[str, Any]:
+    """The current request's or websocket's ASGI scope (Quart types it as a TypedDict without ``user``)."""
+    source = websocket if has_websocket_context() else request
+    return cast("MutableMapping[str, Any]", source.scope)
+
+
+def get_principal() -> Principal:
+    """The caller of the current request or websocket; 401 where none was authenticated (a public path)."""
+    principal = _scope().get("user")
+    if isinstance(principal, Principal):
+        return principal
+    raise Unauthorized(Reason.NO_CREDENTIALS, "Authentication required.", "view requires a principal")
+
+
+def get_scopes() -> list[str]:
+    """The caller's scopes (``extra_scopes`` applied); 401 where none was authenticated."""
+    get_principal()
+    credentials = _scope().get("auth")
+    return list(credentials.scopes) if isinstance(credentials, AuthCredentials) else []
+
+
+current_principal: Principal = cast("Principal", LocalProxy(get_principal))
+"""The current caller, as Quart's ``request`` is the current request: a proxy typed as :class:`Principal`."""
+
+
+class CloudflareAccess:
+    """Authenticate every request and websocket of a Quart app behind Cloudflare Access.
+
+    Takes :class:`~cfaccess_mw.authenticator.Authenticator`'s options, or
+    ``authenticator=`` to share one key set and token cache (several apps, or this
+    and the ASGI middleware). The authenticator is built at :meth:`init_app`, so a
+    module-level ``CloudflareAccess()`` reads no settings at import; a bad
+    ``CFACCESS_*`` variable raises :class:`~cfaccess_mw.errors.ConfigError` from the
+    app factory, naming it, before the server starts.
+    """
+
+    def __init__(
+        self,
+        app: Quart | None = None,
+        *,
+        authenticator: Authenticator | None = None,
+        settings: Settings | None = None,
+        user_lookup: UserLookup | None = None,
+        audit_hook: AuditHook | None = None,
+        extra_scopes: ExtraScopes | None = None,
+        jwks: JWKSClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        options = {"settings": settings, "user_lookup": user_lookup, "audit_hook": audit_hook,
+                   "extra_scopes": extra_scopes, "jwks": jwks, "transport": transport}  # fmt: skip
+        if authenticator is not None:
+            given = [name for name, value in options.items() if value is not None]
+            if given:
+                raise TypeError(f"pass either authenticator or {', '.join(given)}, not both")
+        self._authenticator = authenticator
+        self._options: dict[str, Any] = {**options, "clock": clock}
+        if app is not None:
+            self.init_app(app)
+
+    @property
+    def authenticator(self) -> Authenticator:
+        """The shared decision, built on first use from the options (reading ``CFACCESS_*`` if no settings)."""
+        if self._authenticator is None:
+            options = dict(self._options)
+            self._authenticator = Authenticator(options.pop("settings"), **options)
+        return self._authenticator
+
+    def init_app(self, app: Quart) -> None:
+        """Register the hooks on ``app``: authentication first among its ``before_request`` and
+        ``before_websocket`` hooks (so no other hook sees an unproven caller), the key prefetch at
+        ``before_serving``, and the JSON answer to every :class:`AuthError`."""
+        self.authenticator  # noqa: B018 - settings are read and checked now, in the app factory
+        app.extensions["cfaccess_mw"] = self
+        app.before_request_funcs.setdefault(None, []).insert(0, self._before_request)
+        app.before_websocket_funcs.setdefault(None, []).insert(0, self._before_websocket)
+        app.after_request(self._after_request)
+        app.register_error_handler(AuthError, self._handle_auth_error)
+        app.before_serving(self.authenticator.startup)
+        app.after_serving(self.authenticator.aclose)
+
+    # --- hooks ---------------------------------------------------------------------------------
+
+    async def _before_request(self) -> ResponseReturnValue | None:
+        await self._authenticate(request.scope)
+        return None  # a refusal was raised, and _handle_auth_error answers it
+
+    async def _before_websocket(self) -> ResponseReturnValue | None:
+        scope = cast("MutableMapping[str, Any]", websocket.scope)
+        try:
+            principal = await self._authenticate(scope)
+        except AuthError as err:
+            # Before the handler, so before any accept: the JSON answer where the server can send one.
+            response = await self._refusal(scope, err)
+            if "websocket.http.response" not in (scope.get("extensions") or {}):
+                await websocket.close(WS_POLICY_VIOLATION, err.code)
+            return response  # not None: Quart then skips the handler
+        if principal is not None and self.authenticator.audits_acceptances:
+            # Now, not at the end: a websocket may last hours, and a client that leaves cancels Quart's hooks.
+            await self.authenticator.audit(scope, None, principal=principal)
+        return None
+
+    async def _authenticate(self, raw_scope: Any) -> Principal | None:
+        """Set ``scope["user"]`` and ``["auth"]`` for the caller (``None`` on a public path), or raise."""
+        scope = cast("MutableMapping[str, Any]", raw_scope)
+        auth = self.authenticator
+        if auth.is_public(scope):
+            return None
+        principal, scopes = await auth.authenticate(scope)
+        scope["user"] = principal
+        scope["auth"] = AuthCredentials(scopes)
+        return principal
+
+    async def _after_request(self, response: ResponseTypes) -> ResponseTypes:
+        """Audit an acceptance with the status the app answered, unless the request was refused after all."""
+        principal = request.scope.get("user")
+        auth = self.authenticator
+        if isinstance(principal, Principal) and not getattr(g, _REFUSED, False) and auth.audits_acceptances:
+            await auth.audit(request.scope, response.status_code, principal=principal)
+        return response
+
+    async def _handle_auth_error(self, err: AuthError) -> ResponseReturnValue:
+        """Answer an :class:`AuthError` from our hook or from a view: audited, then our JSON refusal.
+
+        A view's refusal on a websocket may come after ``accept``, when no HTTP answer is
+        possible: the socket is closed with 1008 (before ``accept`` the server turns that
+        close into a 403), and the JSON body is what Quart would have sent otherwise.
+        """
+        if not has_websocket_context():
+            return await self._refusal(cast("MutableMapping[str, Any]", request.scope), err)
+        scope = cast("MutableMapping[str, Any]", websocket.scope)
+        response = await self._refusal(scope, err)
+        with contextlib.suppress(RuntimeError):  # raised when the view closed it already
+            await websocket.close(WS_POLICY_VIOLATION, err.code)
+        return response
+
+    async def _refusal(self, scope: MutableMapping[str, Any], err: AuthError) -> Response:
+        setattr(g, _REFUSED, True)
+        await self.authenticator.audit(scope, err.status_code, err=err)
+        status, headers, body = error_response(err)
+        return Response(
+            body, status=status, headers=Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers])
+        )
+
+    def __repr__(self) -> str:
+        state = repr(self._authenticator) if self._authenticator is not None else "not initialised"
+        return f"CloudflareAccess({state})"
