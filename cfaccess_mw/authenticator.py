@@ -24,10 +24,11 @@ attribute (Starlette's, Litestar's, Django's and Falcon's request objects): only
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import anyio
 import httpx
@@ -49,7 +50,8 @@ logger = logging.getLogger("cfaccess_mw")
 __all__ = ["Authenticated", "Authenticator", "ExtraScopes", "UserLookup", "normalise_email", "route_path", "scope_of"]
 
 ExtraScopes = Callable[[Principal], Iterable[str]]
-"""``extra_scopes(principal) -> scopes``: app-defined scopes (roles, say) added to the principal's own."""
+"""``extra_scopes(principal) -> scopes``: app-defined scopes (roles, say) added to the principal's own. A plain
+function returning a list, set or other iterable of names; a string, a mapping or an awaitable is a 503."""
 
 #: Longest Bearer key considered; longer ones are refused without hashing.
 MAX_API_KEY_LENGTH = 512
@@ -330,7 +332,13 @@ class Authenticator:
         if self.extra_scopes is None:
             return principal.scopes
         try:
-            extra = list(self.extra_scopes(principal))
+            given = self.extra_scopes(principal)
+            if isinstance(given, (str, bytes, Mapping)) or hasattr(type(given), "__await__"):
+                # list() would keep a mapping's keys ({"admin": False} grants admin) or a string's letters.
+                self._extra_scopes_mistake(given)
+            extra = list(given)
+        except AuthUnavailable:
+            raise
         except Exception as exc:
             logger.error("cfaccess_mw: extra_scopes raised %s", type(exc).__name__)
             raise AuthUnavailable(
@@ -346,6 +354,22 @@ class Authenticator:
                 "extra_scopes returned something other than an iterable of strings",
             )
         return [*principal.scopes, *extra]
+
+    @staticmethod
+    def _extra_scopes_mistake(given: object) -> NoReturn:
+        """503 for an ``extra_scopes`` answer that is not a collection of names; a coroutine is closed first."""
+        what = "a coroutine" if inspect.iscoroutine(given) else f"a {type(given).__name__}"
+        if inspect.iscoroutine(given):
+            given.close()  # an ``async def`` extra_scopes: not supported, and never to be warned about later
+        logger.error(
+            "cfaccess_mw: extra_scopes returned %s; it must be a plain function returning a list or set of scope names",
+            what,
+        )
+        raise AuthUnavailable(
+            Reason.USER_LOOKUP_FAILED,
+            "The user directory is unavailable; try again shortly.",
+            f"extra_scopes returned {what}, not a collection of scope names",
+        )
 
     async def _from_token(self, token: str) -> Principal:
         """Verify the token, then admit its user or service; what the claims yield is kept with the token."""

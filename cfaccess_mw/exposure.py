@@ -1,8 +1,8 @@
 """Peer trust: whether the socket peer is this host, decided from the socket alone.
 
 Only ASGI's ``scope["client"]`` counts. ``X-Forwarded-For``, ``X-Real-IP`` and
-``Forwarded`` are written by whoever sends the request, so they are never read
-here. Whether a loopback peer earns anything is the middleware's decision, by
+``Forwarded`` are written by whoever sends the request, so their values are never
+trusted; their mere presence takes local trust away (:class:`LocalAddressing`). Whether a loopback peer earns anything is the middleware's decision, by
 exposure mode: in ``reverse-proxy`` mode it earns nothing, because ``cloudflared``
 or the proxy on the same host makes every request arrive from loopback.
 """
@@ -67,6 +67,22 @@ def _host_of_authority(authority: str) -> str | None:
     return host.lower()
 
 
+#: Headers a proxy adds to what it forwards (nginx, Caddy, Traefik, Apache, HAProxy, Envoy, cloudflared, a dev
+#: server's proxy). A program addressing the app directly sends none of them.
+_PROXY_HEADERS = frozenset(
+    {
+        b"forwarded",
+        b"via",
+        b"x-forwarded-for",
+        b"x-forwarded-host",
+        b"x-forwarded-proto",
+        b"x-real-ip",
+        b"cf-connecting-ip",
+        b"true-client-ip",
+    }
+)
+
+
 class LocalAddressing:
     """Whether a loopback peer addressed this app as a local service, so that it may count as the operator.
 
@@ -81,10 +97,15 @@ class LocalAddressing:
     * an ``Origin``, when there is one, that is such a loopback origin too: a browser
       adds ``Origin`` to cross-origin requests, websockets and POSTs;
     * no ``Sec-Fetch-Site: cross-site``: what a browser says of a request that another
-      site's page made (a plain link or an image from elsewhere carries no ``Origin``).
+      site's page made (a plain link or an image from elsewhere carries no ``Origin``);
+    * no forwarding header (``Forwarded``, ``X-Forwarded-*``, ``X-Real-IP``, ``Via``...):
+      a proxy on this host connects from loopback too, and a default nginx even sends
+      ``Host: 127.0.0.1``; uvicorn trusting every proxy (``--forwarded-allow-ips='*'``)
+      makes a remote caller's ``X-Forwarded-For: 127.0.0.1`` the socket peer. Either
+      way the header is the proxy's mark, and its value is never believed.
 
-    curl, httpx and a UI served by the app itself pass all three. Parsed once; per
-    request only the three headers are read.
+    curl, httpx and a UI served by the app itself pass all four. Parsed once; per
+    request only the headers are scanned, once.
     """
 
     __slots__ = ("extra_hosts",)
@@ -112,6 +133,8 @@ class LocalAddressing:
                 origin = value.decode("latin-1")
             elif name == b"sec-fetch-site":
                 fetch_site = value.decode("latin-1")
+            elif bytes(name) in _PROXY_HEADERS:  # bytes(): ASGI allows bytearray names, which cannot be hashed
+                return f"the request came through a proxy (it carries {name.decode('latin-1')})"
         if host_header is None:
             return "no Host header"
         host = _host_of_authority(host_header.strip())

@@ -12,8 +12,10 @@ one place that calls the app's ``user_lookup(email)``, so everything about that 
   app, refused with 503 ``user_lookup_failed`` and one log line that names the mistake, never the email:
   a coroutine or other awaitable (an ``await`` forgotten inside the lookup: the coroutine is truthy, so taking
   it for a user would admit everyone), a generator or async generator (a ``yield`` function, such as a FastAPI
-  dependency, passed as the lookup), ``True`` (a yes/no answer in place of the user), and a result whose truth
-  cannot be judged (``bool()`` raising, as a pandas DataFrame does). A lookup that raises is the same 503, and
+  dependency, passed as the lookup), any other iterator or async iterator (a query's cursor or result returned
+  without fetching its row: ``conn.execute(...)`` without ``.fetchone()``, a SQLAlchemy ``Result`` without
+  ``.first()``, a ``filter`` object; truthy whether or not a row matched), ``True`` (a yes/no answer in place of
+  the user), and a result whose truth cannot be judged (``bool()`` raising, as a pandas DataFrame does). A lookup that raises is the same 503, and
   only the exception's type is logged: a database error's text can carry a connection string with a password.
 - **The user cache** (``CFACCESS_USER_CACHE_SECONDS``, off by default). With a plain ``def`` lookup the thread
   hop costs far more than the rest of the middleware (benchmarks/README.md), so found users can be remembered
@@ -41,7 +43,6 @@ import inspect
 import logging
 import threading
 import time
-import types
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -77,12 +78,6 @@ def _lookup_failed(detail: str) -> AuthUnavailable:
     return AuthUnavailable(Reason.USER_LOOKUP_FAILED, _UNAVAILABLE, detail)
 
 
-#: Generators and async generators: what a ``yield`` function returns. Everything else a lookup may never answer
-#: with has ``__await__`` (coroutines, Futures, Tasks, any awaitable), looked up on the type in :meth:`find`:
-#: ``isinstance(result, Awaitable)`` would cost an ABC check on every request.
-_GENERATORS = (types.AsyncGeneratorType, types.GeneratorType)
-
-
 def _describe(result: object) -> tuple[str, str]:
     """What a result that is not a value is (a generator or an awaitable), and the likely mistake. Async
     generators first: to ``inspect`` they are neither awaitable nor generators; generators before coroutines,
@@ -93,7 +88,12 @@ def _describe(result: object) -> tuple[str, str]:
         return "a generator", "a function with 'yield' (a FastAPI dependency?) passed as the lookup"
     if inspect.iscoroutine(result):
         return "a coroutine", "an 'await' missing inside the lookup"
-    return f"an awaitable ({type(result).__name__})", "an 'await' missing inside the lookup"
+    if hasattr(type(result), "__await__"):
+        return f"an awaitable ({type(result).__name__})", "an 'await' missing inside the lookup"
+    fetch = "a query's cursor or result returned without fetching its row: fetchone(), first(), next()"
+    if hasattr(type(result), "__anext__"):
+        return f"an async iterator ({type(result).__name__})", fetch
+    return f"an iterator ({type(result).__name__})", fetch
 
 
 async def _dispose(result: Any) -> None:
@@ -104,7 +104,9 @@ async def _dispose(result: Any) -> None:
             await result.aclose()
         elif isinstance(result, asyncio.Future):  # a Task or Future: the app's forgotten work
             result.cancel()
-        elif callable(getattr(result, "close", None)):  # coroutines and generators
+        elif (inspect.isgenerator(result) or hasattr(type(result), "__await__")) and callable(
+            getattr(result, "close", None)
+        ):  # coroutines and generators; a cursor is left alone (sqlite3's may belong to the worker thread)
             result.close()
     except Exception as exc:  # closing a started generator runs its code; that must not turn into a 500
         logger.error("cfaccess_mw: closing user_lookup's result raised %s", type(exc).__name__)
@@ -164,10 +166,14 @@ class UserDirectory:
             # The type only: a database error's text can carry a connection string with its password.
             logger.error("cfaccess_mw: user_lookup raised %s", type(exc).__name__)
             raise _lookup_failed(f"user_lookup raised {type(exc).__name__}") from None
-        # Judged inline: this runs on every request without the cache, so the common case costs two checks.
+        # Judged inline: this runs on every request without the cache, so the common case costs a few checks.
+        # Looked up on the type: isinstance(result, Awaitable | Iterator) would cost ABC checks on every request.
+        # __next__ and __anext__ cover generators and async generators, and every cursor or result set that is
+        # truthy whether or not a row matched; no user object is an iterator.
         if result is None:
             return None
-        if result is True or isinstance(result, _GENERATORS) or hasattr(type(result), "__await__"):
+        kind = type(result)
+        if result is True or hasattr(kind, "__await__") or hasattr(kind, "__next__") or hasattr(kind, "__anext__"):
             await self._refuse(result)
         try:
             unknown = not result
@@ -188,7 +194,7 @@ class UserDirectory:
 
     @staticmethod
     async def _refuse(result: Any) -> NoReturn:
-        """A 503 for a result that is not a user: ``True``, a generator or an awaitable (closed first)."""
+        """A 503 for a result that is not a user: ``True``, an awaitable or an iterator (closed first)."""
         if result is True:
             logger.error("cfaccess_mw: user_lookup returned True; it must return the user object or None")
             raise _lookup_failed("user_lookup returned True instead of a user object")

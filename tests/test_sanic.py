@@ -454,17 +454,25 @@ def test_sanic_test_client_runs_sanics_own_server(shared_issuer: LocalIssuer, tm
 
 @pytest.mark.filterwarnings(LIVE_CLIENT_WARNING)
 def test_local_mode_trusts_the_socket_peer_not_forwarded_headers(shared_issuer: LocalIssuer) -> None:
-    """Under Sanic's own server the peer is the real socket's: 127.0.0.1 here, whatever X-Forwarded-For says;
-    under the ASGI client it is sanic-testing's made-up "mockserver", which is not loopback."""
-    app: Sanic[Any, Any] = Sanic(unique("local"))
+    """Under Sanic's own server the peer is the real socket's: 127.0.0.1 here; a request carrying
+    X-Forwarded-For came through a proxy, so it is not the operator whatever the header says (issue 10's
+    review). Under the ASGI client the peer is sanic-testing's made-up "mockserver", which is not loopback."""
 
-    async def index(request: Request) -> HTTPResponse:
-        return text(get_principal(request).kind)
+    def local_app() -> Sanic[Any, Any]:  # a fresh app per live run: sanic-testing's server runs an app once
+        app: Sanic[Any, Any] = Sanic(unique("local"))
 
-    app.add_route(index, "/")
-    CloudflareAccess(app, settings=Settings(exposure_mode=ExposureMode.LOCAL))
-    _, response = SanicTestClient(app).get("/", headers={"X-Forwarded-For": "203.0.113.9"})
+        async def index(request: Request) -> HTTPResponse:
+            return text(get_principal(request).kind)
+
+        app.add_route(index, "/")
+        CloudflareAccess(app, settings=Settings(exposure_mode=ExposureMode.LOCAL))
+        return app
+
+    _, response = SanicTestClient(local_app()).get("/")
     assert response.text == "local"
+    _, forwarded = SanicTestClient(local_app()).get("/", headers={"X-Forwarded-For": "127.0.0.1"})
+    assert forwarded.status == 401
+    app = local_app()
 
     async def through_asgi() -> int:
         async with SanicASGITestClient(app) as client:
