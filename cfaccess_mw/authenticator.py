@@ -68,6 +68,8 @@ class Authenticated(NamedTuple):
 
 def scope_of(source: Any) -> Mapping[str, Any]:
     """The ASGI scope of ``source``: a scope itself, or a request object carrying one in ``.scope``."""
+    if type(source) is dict:  # what servers pass: no ABC check on every request
+        return source
     if isinstance(source, Mapping):
         return source
     scope = getattr(source, "scope", None)
@@ -282,8 +284,9 @@ class Authenticator:
         """The principal for this request, or an :class:`AuthError` saying why not."""
         scope = scope_of(source)
         jwt_header = authorization = cookie = None
+        token_header = self._token_header  # b"cf-access-jwt-assertion" unless another proxy's preset
         for name, value in scope["headers"]:  # one pass; a credential header sent twice is ambiguous
-            if name == self._token_header:  # b"cf-access-jwt-assertion" unless another proxy's preset
+            if name == token_header:
                 if jwt_header is not None:
                     raise InvalidToken(
                         Reason.TOKEN_MALFORMED,
@@ -373,8 +376,9 @@ class Authenticator:
 
     async def _from_token(self, token: str) -> Principal:
         """Verify the token, then admit its user or service; what the claims yield is kept with the token."""
-        assert self.verifier is not None
-        verified = await self.verifier.verify_token(token)
+        verifier = self.verifier
+        assert verifier is not None
+        verified = verifier.cached(token) or await verifier.verify_token(token)
         identity: _Identity | None = verified.memo
         if identity is None:
             identity = verified.memo = self._identity(verified.claims)

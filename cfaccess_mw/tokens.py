@@ -422,16 +422,26 @@ class TokenVerifier:
         """Verified claims of ``token`` (read-only), or :class:`InvalidToken` saying which check failed."""
         return (await self.verify_token(token)).claims
 
-    async def verify_token(self, token: str) -> VerifiedToken:
-        """Like :meth:`verify`, returning the cache entry (with its ``memo`` slot)."""
-        now = self._clock()
+    def cached(self, token: str) -> VerifiedToken | None:
+        """The cache entry for ``token`` while it is still good (not expired, its key unchanged), else ``None``.
+
+        No ``await``: the middleware tries this first, so a repeated token costs no coroutine of ours here.
+        An entry gone stale is dropped, and :meth:`verify_token` then verifies afresh for the precise reason.
+        """
         cached = self._cache.get(token)
         if cached is not None:
-            if now <= cached.exp + self.leeway and self.keys.cached_key(cached.kid) is cached.key:
+            if self._clock() <= cached.exp + self.leeway and self.keys.cached_key(cached.kid) is cached.key:
                 self._cache.move_to_end(token)
                 return cached
-            del self._cache[token]  # expired, or its key withdrawn or changed: verify afresh for the precise reason
+            del self._cache[token]  # expired, or its key withdrawn or changed
+        return None
 
+    async def verify_token(self, token: str) -> VerifiedToken:
+        """Like :meth:`verify`, returning the cache entry (with its ``memo`` slot)."""
+        cached = self.cached(token)
+        if cached is not None:
+            return cached
+        now = self._clock()
         if self.profile is not None:  # another proxy's preset (providers.py); cached exactly like a Cloudflare token
             return self._remember(token, await self.profile.verify(token, self.keys, now))
         header_b64, payload_b64, signature_b64 = split_token(token)
