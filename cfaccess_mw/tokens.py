@@ -179,6 +179,8 @@ def check_header(header: Mapping[str, Any]) -> str:
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims.get(name)
+    if type(value) is int and -MAX_NUMERIC_DATE < value < MAX_NUMERIC_DATE:
+        return float(value)  # the common case, a JSON integer, first; everything else is checked below
     if value is None and name not in claims:
         return None
     # RFC 7519 NumericDate is a JSON number; a string or boolean is refused (PyJWT alone accepts "9999999999").
@@ -230,7 +232,15 @@ def check_claims(
 
     aud = claims.get("aud")
     token_auds = [aud] if type(aud) is str else aud
-    if type(token_auds) is not list or not token_auds or any(type(a) is not str for a in token_auds):
+    if (
+        type(token_auds) is not list
+        or not token_auds
+        or (
+            type(token_auds[0]) is not str  # one audience, the common case: no generator
+            if len(token_auds) == 1
+            else any(type(a) is not str for a in token_auds)
+        )
+    ):
         raise InvalidToken(
             Reason.AUDIENCE_MISMATCH,
             "The token's audience is missing or invalid.",
