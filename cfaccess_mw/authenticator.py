@@ -89,6 +89,24 @@ class _Identity:
         self.principal = principal
 
 
+_new_object = object.__new__
+
+
+def _user_principal(email: str, user: Any, claims: Mapping[str, Any]) -> Principal:
+    """``Principal("user", email=email, user=user, claims=claims)``, built without the frozen dataclass's
+    ``__init__``, which sets each field through ``object.__setattr__`` (0.8 µs against 0.27 µs). It runs for every
+    fresh token, and for every request whose lookup returns a new object (an ORM session per request). The result
+    is the same frozen object: test_authenticator compares every field with the constructor's."""
+    principal: Principal = _new_object(Principal)
+    fields = principal.__dict__
+    fields["kind"] = "user"
+    fields["email"] = email
+    fields["name"] = None
+    fields["user"] = user
+    fields["claims"] = claims
+    return principal
+
+
 def _access_cookie(cookie: str) -> str | None:
     """The ``CF_Authorization`` cookie's value; refused when sent twice (cookie tossing from a sibling domain)."""
     names = [chunk.split("=", 1)[0].strip() for chunk in cookie.split(";")]
@@ -399,7 +417,7 @@ class Authenticator:
             )
         principal = identity.principal
         if principal is None or principal.user is not user:
-            principal = identity.principal = Principal("user", email=identity.email, user=user, claims=verified.claims)
+            principal = identity.principal = _user_principal(identity.email, user, verified.claims)
         return principal
 
     def _identity(self, claims: Mapping[str, Any]) -> _Identity:

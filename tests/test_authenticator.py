@@ -3,6 +3,7 @@ refusal paths conforming to the ASGI spec (checked with a strict hand-written se
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
@@ -15,7 +16,7 @@ from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from cfaccess_mw import ApiKey, Authenticator, CloudflareAccessMiddleware, InvalidToken, Principal
-from cfaccess_mw.authenticator import normalise_email
+from cfaccess_mw.authenticator import _user_principal, normalise_email
 from cfaccess_mw.testing import LocalIssuer
 
 from .conftest import REMOTE_PEER, build_app, error_of, find_user, jwt_header
@@ -176,3 +177,16 @@ def test_every_whitespace_character_inside_an_email_refuses() -> None:
         with pytest.raises(InvalidToken):
             normalise_email(f"alice{c}x@example.com")
     assert normalise_email(" \tAlice@Example.COM\t ") == "alice@example.com"
+
+
+def test_a_users_principal_is_built_as_the_constructor_builds_it() -> None:
+    """_user_principal skips the frozen dataclass's __init__ for speed: a field added to Principal must be set."""
+    claims = {"email": "alice@example.com"}
+    user = {"name": "Alice"}
+    fast = _user_principal("alice@example.com", user, claims)
+    slow = Principal("user", email="alice@example.com", user=user, claims=claims)
+    assert vars(fast) == vars(slow)
+    assert [f.name for f in dataclasses.fields(Principal)] == list(vars(fast))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.email = "mallory@example.com"  # type: ignore[misc]
+    assert (fast.identity, fast.scopes, repr(fast)) == (slow.identity, slow.scopes, repr(slow))
