@@ -42,13 +42,14 @@ call and so letting every request through unauthenticated.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import falcon
 import falcon.asgi
 import httpx
 
+from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
 from .errors import WS_POLICY_VIOLATION, AuthError, Forbidden, Reason, Unauthorized, error_response
@@ -89,25 +90,15 @@ def _context(req: falcon.asgi.Request) -> Any:
     return req.context
 
 
-def _scope(req: falcon.asgi.Request) -> dict[str, Any]:
+def _scope(req: falcon.asgi.Request) -> MutableMapping[str, Any]:
     """The request's ASGI scope, with ``headers`` and ``client`` made sequences if they came as iterators.
 
-    ASGI types both as iterables, and Falcon's test client passes iterators (on
-    purpose, to catch code that indexes them). Falcon's request has already read the
-    headers iterator by the time middleware runs, so the headers are rebuilt from
-    what it parsed (where a repeated header is joined with commas: a joined token or
-    key fails its check, so this stays closed). ``client`` is materialised once and
-    written back, for Falcon's ``req.remote_addr`` to unpack later. Servers pass
-    lists and tuples, which are used as they are.
+    Falcon's test client passes both as iterators (on purpose, to catch code that
+    indexes them), and Falcon's request has already read the headers by the time
+    middleware runs: :func:`~cfaccess_mw.asgi.read_scope` rebuilds them from what it
+    parsed, and writes ``client`` back for Falcon's ``req.remote_addr`` to unpack later.
     """
-    scope = req.scope
-    headers = scope.get("headers")
-    if not isinstance(headers, (list, tuple)) or not all(isinstance(pair, (list, tuple)) for pair in headers):
-        scope["headers"] = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in req.headers.items()]
-    client = scope.get("client")
-    if client is not None and not isinstance(client, (tuple, list)):
-        scope["client"] = tuple(client)
-    return scope
+    return read_scope(req.scope, parsed_headers=lambda: req.headers.items())
 
 
 def _render(resp: falcon.asgi.Response, err: AuthError) -> None:
