@@ -56,6 +56,7 @@ from litestar.openapi.spec import Components, Reference, SecurityRequirement, Se
 from litestar.response import Response
 from litestar.types import ASGIApp, Guard, Message, Method, Receive, ReceiveMessage, Scope, Scopes, Send
 
+from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
 from .errors import AuthError, AuthUnavailable, Forbidden, Reason, Unauthorized, error_response, send_error
@@ -168,15 +169,9 @@ def _scope_dict(scope: Scope) -> dict[str, Any]:
 
 def _read_once(scope: Scope) -> None:
     """ASGI allows any iterable for ``headers`` and ``client``; the authenticator must not use one up before the
-    route reads it. The headers are taken through Litestar's own parsed copy (repeated headers kept) and written
-    back as a list, the client as a tuple. (Litestar's router has already iterated the headers looking for
-    ``Host``: an iterator reaches any middleware used up, and the request is refused, as no credential came.)"""
-    state = _scope_dict(scope)
-    if type(state["headers"]) is not list:
-        state["headers"] = Headers.from_scope(scope).to_header_list()
-    client = state.get("client")
-    if client is not None and type(client) is not tuple:
-        state["client"] = tuple(client)
+    route reads it (:func:`~cfaccess_mw.asgi.read_scope`). Litestar's router has already iterated the headers
+    looking for ``Host``, so a spent iterator is replaced by Litestar's own parsed copy (repeated headers kept)."""
+    read_scope(_scope_dict(scope), parsed_headers=lambda: Headers.from_scope(scope).to_header_list())
 
 
 # --- the middleware --------------------------------------------------------------------------
