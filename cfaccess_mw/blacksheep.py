@@ -45,7 +45,15 @@ from guardpost.authorization import AuthorizationContext, ForbiddenError, Requir
 from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import WS_POLICY_VIOLATION, AuthError, Forbidden, Reason, Unauthorized, error_response, send_error
+from .errors import (
+    WS_POLICY_VIOLATION,
+    AuthError,
+    Forbidden,
+    Reason,
+    Unauthorized,
+    framework_error_response,
+    send_error,
+)
 from .principals import Principal
 from .settings import Settings
 
@@ -178,8 +186,8 @@ class PrincipalBinder(Binder):
 
 
 def _render(error: AuthError) -> Response:
-    status, headers, body = error_response(error)
-    kept = [(name, value) for name, value in headers if name not in (b"content-type", b"content-length")]
+    status, headers, body = framework_error_response(error)
+    kept = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
     return Response(status, kept, Content(b"application/json", body))
 
 

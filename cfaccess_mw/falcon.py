@@ -52,7 +52,7 @@ import httpx
 from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import WS_POLICY_VIOLATION, AuthError, Forbidden, Reason, Unauthorized, error_response
+from .errors import WS_POLICY_VIOLATION, AuthError, Forbidden, Reason, Unauthorized, framework_error_response
 from .keys import JWKSClient
 from .principals import KINDS, Principal, PrincipalKind
 from .settings import Settings
@@ -65,9 +65,6 @@ __all__ = [
     "install",
     "require",
 ]
-
-#: Response headers Falcon computes itself from ``resp.data`` and ``resp.content_type``.
-_COMPUTED = (b"content-length", b"content-type")
 
 
 class AccessContext(falcon.Context):
@@ -102,13 +99,11 @@ def _scope(req: falcon.asgi.Request) -> MutableMapping[str, Any]:
 
 
 def _render(resp: falcon.asgi.Response, err: AuthError) -> None:
-    status, headers, body = error_response(err)
+    status, headers, body = framework_error_response(err)
     resp.status = status
     resp.content_type = "application/json"
     resp.data = body
-    for name, value in headers:
-        if name not in _COMPUTED:
-            resp.set_header(name.decode("latin-1"), value.decode("latin-1"))
+    resp.set_headers(headers)
 
 
 class CloudflareAccessMiddleware:

@@ -59,7 +59,7 @@ from litestar.types import ASGIApp, Guard, Message, Method, Receive, ReceiveMess
 from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import AuthError, AuthUnavailable, Forbidden, Reason, Unauthorized, error_response, send_error
+from .errors import AuthError, AuthUnavailable, Forbidden, Reason, Unauthorized, framework_error_response, send_error
 from .principals import KINDS, Principal, PrincipalKind
 from .providers import PRESETS, token_header
 from .settings import Settings
@@ -109,15 +109,10 @@ class AccessRefused(HTTPException):
     """
 
     def __init__(self, error: AuthError) -> None:
-        _, headers, _ = error_response(error)
         super().__init__(
             detail=error.message,
             status_code=error.status_code,
-            headers={
-                name.decode("latin-1"): value.decode("latin-1")
-                for name, value in headers
-                if name not in (b"content-type", b"content-length")
-            },
+            headers=framework_error_response(error)[1],
             extra={"code": error.code, "reason": error.reason.value},
         )
         self.error = error
@@ -149,17 +144,8 @@ def render_refusal(request: Request[Any, Any, Any], exc: Exception) -> Response[
     error = exc.error if isinstance(exc, AccessRefused) else exc
     if not isinstance(error, AuthError):  # registered only for these two types
         raise TypeError(f"render_refusal cannot render {type(exc).__name__}")
-    status, headers, body = error_response(error)
-    return Response(
-        content=body,
-        status_code=status,
-        media_type="application/json",
-        headers={
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in headers
-            if name not in (b"content-type", b"content-length")
-        },
-    )
+    status, headers, body = framework_error_response(error)
+    return Response(content=body, status_code=status, media_type="application/json", headers=headers)
 
 
 def _scope_dict(scope: Scope) -> dict[str, Any]:

@@ -39,12 +39,11 @@ import httpx
 from quart import Quart, Response, g, has_websocket_context, request, websocket
 from quart.typing import ResponseReturnValue, ResponseTypes
 from starlette.authentication import AuthCredentials
-from werkzeug.datastructures import Headers
 from werkzeug.local import LocalProxy
 
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, error_response
+from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, framework_error_response
 from .keys import JWKSClient
 from .principals import Principal
 from .settings import Settings
@@ -194,10 +193,8 @@ class CloudflareAccess:
     async def _refusal(self, scope: MutableMapping[str, Any], err: AuthError) -> Response:
         setattr(g, _REFUSED, True)
         await self.authenticator.audit(scope, err.status_code, err=err)
-        status, headers, body = error_response(err)
-        return Response(
-            body, status=status, headers=Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers])
-        )
+        status, headers, body = framework_error_response(err)
+        return Response(body, status=status, headers=headers, content_type="application/json")
 
     def __repr__(self) -> str:
         state = repr(self._authenticator) if self._authenticator is not None else "not initialised"

@@ -44,7 +44,7 @@ from sanic.response import BaseHTTPResponse, HTTPResponse, raw
 
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, error_response, send_error
+from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, framework_error_response, send_error
 from .keys import JWKSClient
 from .principals import Principal
 from .settings import Settings
@@ -103,7 +103,7 @@ class _AsgiWebsocketRefusal(HTTPResponse):
     """
 
     def __init__(self, request: AnyRequest, err: AuthError) -> None:
-        status, _, body = error_response(err)
+        status, _, body = framework_error_response(err)
         super().__init__(body, status=status, content_type="application/json")
         self._transport = cast("MockTransport", request.transport)  # only built where _asgi_scope is not empty
         # Sanic's ASGI adapter reads a request body from receive(), on a websocket too, where the message it
@@ -250,14 +250,10 @@ class CloudflareAccess:
         """Answer an :class:`AuthError` from the decision or a handler: audited, then our JSON refusal."""
         request.ctx.refused = True
         await self.authenticator.audit(scope_of_request(request), err.status_code, err=err)
-        status, headers, body = error_response(err)
         if _asgi_scope(request).get("type") == "websocket":
             return _AsgiWebsocketRefusal(request, err)
-        response = raw(body, status=status, content_type="application/json")
-        for name, value in headers:
-            if name not in (b"content-type", b"content-length"):
-                response.headers[name.decode("latin-1")] = value.decode("latin-1")
-        return response
+        status, headers, body = framework_error_response(err)
+        return raw(body, status=status, headers=headers, content_type="application/json")
 
     async def _on_websocket_exception(self, request: AnyRequest, websocket: Any, exception: Exception) -> None:
         """A websocket handler that raises an :class:`AuthError` after the upgrade: audited, closed with 1008
