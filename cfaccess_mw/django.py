@@ -78,7 +78,8 @@ from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
 from .errors import AuthError, AuthUnavailable, Forbidden, Reason, Unauthorized, error_response
-from .principals import KINDS, Principal, PrincipalKind
+from .permissions import admit, requirement
+from .principals import Principal, PrincipalKind
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -409,27 +410,10 @@ def require(*kinds: PrincipalKind, scopes: Sequence[str] = ()) -> Callable[[View
     For machine callers, whom ``@login_required`` cannot admit (their ``request.user``
     is ``AnonymousUser``); refusals are the JSON errors. Sync and async views alike.
     """
-    for kind in kinds:
-        if kind not in KINDS:
-            raise ValueError(f"unknown principal kind {kind!r}; expected one of {', '.join(KINDS)}")
-    needed = tuple(scopes)
+    needed = requirement(kinds, scopes)
 
     def check(request: HttpRequest) -> None:
-        principal = get_principal(request)
-        if kinds and principal.kind not in kinds:
-            raise Forbidden(
-                Reason.INSUFFICIENT_SCOPE,
-                f"This endpoint is only for {' or '.join(kinds)} callers.",
-                f"{principal.kind} caller refused; view admits {', '.join(kinds)}",
-            )
-        held = getattr(request, "principal_scopes", ())
-        missing = [scope for scope in needed if scope not in held]
-        if missing:
-            raise Forbidden(
-                Reason.INSUFFICIENT_SCOPE,
-                "You do not have permission for this endpoint.",
-                f"{principal.identity} lacks scopes {missing}",
-            )
+        admit(get_principal(request), getattr(request, "principal_scopes", ()), kinds, needed, where="view")
 
     def decorate(view: View) -> View:
         if iscoroutinefunction(view):

@@ -52,9 +52,10 @@ import httpx
 from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import WS_POLICY_VIOLATION, AuthError, Forbidden, Reason, Unauthorized, framework_error_response
+from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, framework_error_response
 from .keys import JWKSClient
-from .principals import KINDS, Principal, PrincipalKind
+from .permissions import admit, requirement
+from .principals import Principal, PrincipalKind
 from .settings import Settings
 
 __all__ = [
@@ -260,26 +261,9 @@ def require(
     *kinds: PrincipalKind, scopes: Sequence[str] = ()
 ) -> Callable[[falcon.asgi.Request, Any, Any, dict[str, Any]], Awaitable[None]]:
     """A ``@falcon.before`` hook admitting only the given kinds (any, if none given) holding every scope."""
-    for kind in kinds:
-        if kind not in KINDS:
-            raise ValueError(f"unknown principal kind {kind!r}; expected one of {', '.join(KINDS)}")
-    needed = tuple(scopes)
+    needed = requirement(kinds, scopes)
 
     async def hook(req: falcon.asgi.Request, resp: Any, resource: Any, params: dict[str, Any]) -> None:
-        principal = get_principal(req)
-        if kinds and principal.kind not in kinds:
-            raise Forbidden(
-                Reason.INSUFFICIENT_SCOPE,
-                f"This endpoint is only for {' or '.join(kinds)} callers.",
-                f"{principal.kind} caller refused; responder admits {', '.join(kinds)}",
-            )
-        held = getattr(req.context, "scopes", ())
-        missing = [scope for scope in needed if scope not in held]
-        if missing:
-            raise Forbidden(
-                Reason.INSUFFICIENT_SCOPE,
-                "You do not have permission for this endpoint.",
-                f"{principal.identity} lacks scopes {missing}",
-            )
+        admit(get_principal(req), getattr(req.context, "scopes", ()), kinds, needed, where="responder")
 
     return hook

@@ -59,8 +59,9 @@ from litestar.types import ASGIApp, Guard, Message, Method, Receive, ReceiveMess
 from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import AuthError, AuthUnavailable, Forbidden, Reason, Unauthorized, framework_error_response, send_error
-from .principals import KINDS, Principal, PrincipalKind
+from .errors import AuthError, AuthUnavailable, Reason, Unauthorized, framework_error_response, send_error
+from .permissions import admit, requirement
+from .principals import Principal, PrincipalKind
 from .providers import PRESETS, token_header
 from .settings import Settings
 
@@ -299,27 +300,10 @@ def provide_principal(scope: Scope) -> Principal:
 
 def require(*kinds: PrincipalKind, scopes: Sequence[str] = ()) -> Guard:
     """A Litestar guard admitting only the given kinds (any, if none given) holding every scope in ``scopes``."""
-    for kind in kinds:
-        if kind not in KINDS:
-            raise ValueError(f"unknown principal kind {kind!r}; expected one of {', '.join(KINDS)}")
-    needed = tuple(scopes)
+    needed = requirement(kinds, scopes)
 
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        principal = _principal_in(connection.scope)
-        if kinds and principal.kind not in kinds:
-            raise Forbidden(
-                Reason.INSUFFICIENT_SCOPE,
-                f"This endpoint is only for {' or '.join(kinds)} callers.",
-                f"{principal.kind} caller refused; endpoint admits {', '.join(kinds)}",
-            )
-        held = _scope_dict(connection.scope).get("auth") or []
-        missing = [scope for scope in needed if scope not in held]
-        if missing:
-            raise Forbidden(
-                Reason.INSUFFICIENT_SCOPE,
-                "You do not have permission for this endpoint.",
-                f"{principal.identity} lacks scopes {missing}",
-            )
+        admit(_principal_in(connection.scope), _scope_dict(connection.scope).get("auth") or [], kinds, needed)
 
     return guard
 
