@@ -42,6 +42,7 @@ from blacksheep.server.websocket import WebSocket, WebSocketDisconnectError, Web
 from guardpost import AuthenticationHandler, Identity, Policy, UnauthorizedError
 from guardpost.authorization import AuthorizationContext, ForbiddenError, Requirement
 
+from .adapter import check_options
 from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
@@ -316,10 +317,8 @@ def use_cloudflare_access(
     :class:`~cfaccess_mw.errors.ConfigError` here, before the app starts.
     """
     if authenticator is not None:
-        given = [name for name, value in (("settings", settings), ("user_lookup", user_lookup),
-                 ("audit_hook", audit_hook), ("extra_scopes", extra_scopes)) if value is not None]  # fmt: skip
-        if given:
-            raise TypeError(f"pass either authenticator or {', '.join(given)}, not both")
+        check_options(authenticator, {"settings": settings, "user_lookup": user_lookup,
+                      "audit_hook": audit_hook, "extra_scopes": extra_scopes})  # fmt: skip
     else:
         authenticator = Authenticator(
             settings, user_lookup=user_lookup, audit_hook=audit_hook, extra_scopes=extra_scopes

@@ -49,6 +49,7 @@ import falcon
 import falcon.asgi
 import httpx
 
+from .adapter import check_options
 from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
@@ -127,11 +128,8 @@ class CloudflareAccessMiddleware:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if authenticator is not None:
-            given = [name for name, value in (("settings", settings), ("user_lookup", user_lookup),
-                     ("audit_hook", audit_hook), ("extra_scopes", extra_scopes), ("jwks", jwks),
-                     ("transport", transport)) if value is not None]  # fmt: skip
-            if given:
-                raise TypeError(f"pass either authenticator or {', '.join(given)}, not both")
+            check_options(authenticator, {"settings": settings, "user_lookup": user_lookup, "audit_hook": audit_hook,
+                          "extra_scopes": extra_scopes, "jwks": jwks, "transport": transport})  # fmt: skip
             self.authenticator = authenticator
         else:
             # Settings.from_env() runs here, when the app is built: a bad variable stops start-up, naming it.

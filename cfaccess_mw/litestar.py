@@ -56,6 +56,7 @@ from litestar.openapi.spec import Components, Reference, SecurityRequirement, Se
 from litestar.response import Response
 from litestar.types import ASGIApp, Guard, Message, Method, Receive, ReceiveMessage, Scope, Scopes, Send
 
+from .adapter import check_options
 from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
@@ -342,10 +343,8 @@ class CloudflareAccessAuth:
         openapi: bool = True,
     ) -> None:
         if authenticator is not None:
-            given = [name for name, value in (("settings", settings), ("user_lookup", user_lookup),
-                     ("audit_hook", audit_hook), ("extra_scopes", extra_scopes)) if value is not None]  # fmt: skip
-            if given:
-                raise TypeError(f"pass either authenticator or {', '.join(given)}, not both")
+            check_options(authenticator, {"settings": settings, "user_lookup": user_lookup,
+                          "audit_hook": audit_hook, "extra_scopes": extra_scopes})  # fmt: skip
         else:
             authenticator = Authenticator(
                 settings, user_lookup=user_lookup, audit_hook=audit_hook, extra_scopes=extra_scopes

@@ -41,6 +41,7 @@ from quart.typing import ResponseReturnValue, ResponseTypes
 from starlette.authentication import AuthCredentials
 from werkzeug.local import LocalProxy
 
+from .adapter import DeferredAuthenticator
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
 from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, framework_error_response
@@ -79,7 +80,7 @@ current_principal: Principal = cast("Principal", LocalProxy(get_principal))
 """The current caller, as Quart's ``request`` is the current request: a proxy typed as :class:`Principal`."""
 
 
-class CloudflareAccess:
+class CloudflareAccess(DeferredAuthenticator):
     """Authenticate every request and websocket of a Quart app behind Cloudflare Access.
 
     Takes :class:`~cfaccess_mw.authenticator.Authenticator`'s options, or
@@ -105,22 +106,9 @@ class CloudflareAccess:
     ) -> None:
         options = {"settings": settings, "user_lookup": user_lookup, "audit_hook": audit_hook,
                    "extra_scopes": extra_scopes, "jwks": jwks, "transport": transport}  # fmt: skip
-        if authenticator is not None:
-            given = [name for name, value in options.items() if value is not None]
-            if given:
-                raise TypeError(f"pass either authenticator or {', '.join(given)}, not both")
-        self._authenticator = authenticator
-        self._options: dict[str, Any] = {**options, "clock": clock}
+        super().__init__(authenticator, options, clock=clock)
         if app is not None:
             self.init_app(app)
-
-    @property
-    def authenticator(self) -> Authenticator:
-        """The shared decision, built on first use from the options (reading ``CFACCESS_*`` if no settings)."""
-        if self._authenticator is None:
-            options = dict(self._options)
-            self._authenticator = Authenticator(options.pop("settings"), **options)
-        return self._authenticator
 
     def init_app(self, app: Quart) -> None:
         """Register the hooks on ``app``: authentication first among its ``before_request`` and
@@ -195,7 +183,3 @@ class CloudflareAccess:
         await self.authenticator.audit(scope, err.status_code, err=err)
         status, headers, body = framework_error_response(err)
         return Response(body, status=status, headers=headers, content_type="application/json")
-
-    def __repr__(self) -> str:
-        state = repr(self._authenticator) if self._authenticator is not None else "not initialised"
-        return f"CloudflareAccess({state})"

@@ -42,6 +42,7 @@ from sanic.models.asgi import MockTransport
 from sanic.request import Request
 from sanic.response import BaseHTTPResponse, HTTPResponse, raw
 
+from .adapter import DeferredAuthenticator
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
 from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, framework_error_response, send_error
@@ -134,7 +135,7 @@ def get_scopes(request: AnyRequest) -> list[str]:
     return list(request.ctx.scopes)
 
 
-class CloudflareAccess:
+class CloudflareAccess(DeferredAuthenticator):
     """Authenticate every request and websocket handshake of a Sanic app behind Cloudflare Access.
 
     Takes :class:`~cfaccess_mw.authenticator.Authenticator`'s options, or
@@ -158,22 +159,9 @@ class CloudflareAccess:
     ) -> None:
         options = {"settings": settings, "user_lookup": user_lookup, "audit_hook": audit_hook,
                    "extra_scopes": extra_scopes, "jwks": jwks, "transport": transport}  # fmt: skip
-        if authenticator is not None:
-            given = [name for name, value in options.items() if value is not None]
-            if given:
-                raise TypeError(f"pass either authenticator or {', '.join(given)}, not both")
-        self._authenticator = authenticator
-        self._options: dict[str, Any] = {**options, "clock": clock}
+        super().__init__(authenticator, options, clock=clock)
         if app is not None:
             self.init_app(app)
-
-    @property
-    def authenticator(self) -> Authenticator:
-        """The shared decision, built on first use from the options (reading ``CFACCESS_*`` if no settings)."""
-        if self._authenticator is None:
-            options = dict(self._options)
-            self._authenticator = Authenticator(options.pop("settings"), **options)
-        return self._authenticator
 
     def init_app(self, app: Sanic[Any, Any]) -> None:
         """Register on ``app``: authentication once routing is done (the ``http.routing.after`` signal,
@@ -268,7 +256,3 @@ class CloudflareAccess:
             await transport.send({"type": "websocket.close", "code": WS_POLICY_VIOLATION})
         else:
             await websocket.close(WS_POLICY_VIOLATION, exception.code)
-
-    def __repr__(self) -> str:
-        state = repr(self._authenticator) if self._authenticator is not None else "not initialised"
-        return f"CloudflareAccess({state})"
