@@ -29,7 +29,7 @@ our JSON shape and status (401, 403 or 503), not guardpost's plain-text 401/403.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
 
 from blacksheep import Content, Request, Response
@@ -42,9 +42,19 @@ from blacksheep.server.websocket import WebSocket, WebSocketDisconnectError, Web
 from guardpost import AuthenticationHandler, Identity, Policy, UnauthorizedError
 from guardpost.authorization import AuthorizationContext, ForbiddenError, Requirement
 
+from .adapter import check_options
+from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import WS_POLICY_VIOLATION, AuthError, Forbidden, Reason, Unauthorized, error_response, send_error
+from .errors import (
+    WS_POLICY_VIOLATION,
+    AuthError,
+    Forbidden,
+    Reason,
+    Unauthorized,
+    framework_error_response,
+    send_error,
+)
 from .principals import Principal
 from .settings import Settings
 
@@ -144,27 +154,17 @@ def _state(request: Request) -> dict[str, Any]:
     return scope
 
 
-def _asgi_scope(request: Request) -> dict[str, Any]:
-    """The request's ASGI scope as the authenticator reads it: header names lower case, headers and client
-    sequences.
+def _asgi_scope(request: Request) -> MutableMapping[str, Any]:
+    """The request's ASGI scope as the authenticator reads it (:func:`~cfaccess_mw.asgi.read_scope`): header
+    names lower case, headers and client sequences.
 
-    ASGI servers lower-case header names; BlackSheep's test client passes a dict's
-    keys as written, so ``headers={"Cf-Access-Jwt-Assertion": token}`` would otherwise
-    read as no credential at all (and a header sent in two spellings as one). ASGI
-    also allows any iterable for ``headers`` and ``client``: BlackSheep has already
-    read a headers iterator to build the request, so then its parsed headers are
-    used; a client iterator is read once and written back.
+    BlackSheep's test client passes a dict's keys as written, so
+    ``headers={"Cf-Access-Jwt-Assertion": token}`` would otherwise read as no
+    credential at all. BlackSheep has already read a headers iterator to build the
+    request, so then its parsed headers are used. The headers read are the
+    authenticator's copy; BlackSheep's scope keeps its own (the client is written back).
     """
-    scope = _state(request)
-    client = scope.get("client")
-    if client is not None and type(client) is not tuple:
-        scope["client"] = tuple(client)
-    headers = scope["headers"]
-    if not isinstance(headers, (list, tuple)):
-        headers = list(request.headers)
-    elif all(name == name.lower() for name, _ in headers):
-        return scope
-    return {**scope, "headers": [(bytes(name).lower(), bytes(value)) for name, value in headers]}
+    return read_scope(_state(request), parsed_headers=lambda: list(request.headers), lower=True, write_back=False)
 
 
 def principal_of(request: Request) -> Principal:
@@ -187,8 +187,8 @@ class PrincipalBinder(Binder):
 
 
 def _render(error: AuthError) -> Response:
-    status, headers, body = error_response(error)
-    kept = [(name, value) for name, value in headers if name not in (b"content-type", b"content-length")]
+    status, headers, body = framework_error_response(error)
+    kept = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
     return Response(status, kept, Content(b"application/json", body))
 
 
@@ -317,10 +317,8 @@ def use_cloudflare_access(
     :class:`~cfaccess_mw.errors.ConfigError` here, before the app starts.
     """
     if authenticator is not None:
-        given = [name for name, value in (("settings", settings), ("user_lookup", user_lookup),
-                 ("audit_hook", audit_hook), ("extra_scopes", extra_scopes)) if value is not None]  # fmt: skip
-        if given:
-            raise TypeError(f"pass either authenticator or {', '.join(given)}, not both")
+        check_options(authenticator, {"settings": settings, "user_lookup": user_lookup,
+                      "audit_hook": audit_hook, "extra_scopes": extra_scopes})  # fmt: skip
     else:
         authenticator = Authenticator(
             settings, user_lookup=user_lookup, audit_hook=audit_hook, extra_scopes=extra_scopes

@@ -62,7 +62,7 @@ import functools
 import logging
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -74,10 +74,12 @@ from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.utils.module_loading import import_string
 
+from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
 from .errors import AuthError, AuthUnavailable, Forbidden, Reason, Unauthorized, error_response
-from .principals import KINDS, Principal, PrincipalKind
+from .permissions import admit, requirement
+from .principals import Principal, PrincipalKind
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -231,31 +233,34 @@ def _prefetch(auth: Authenticator) -> None:
 # --- the middleware ----------------------------------------------------------------------------
 
 
-def _is_sequence_scope(scope: Mapping[str, Any]) -> bool:
-    """Whether ``headers`` and ``client`` are sequences the authenticator can read (ASGI allows any iterable,
-    and an iterator has already been read by Django when it built the request)."""
-    headers = scope.get("headers")
-    client = scope.get("client")
-    return (
-        isinstance(headers, (list, tuple))
-        and all(isinstance(pair, (list, tuple)) for pair in headers)
-        and (client is None or isinstance(client, (list, tuple)))
-    )
-
-
 def request_scope(request: HttpRequest) -> Mapping[str, Any]:
     """What the authenticator reads of a request: the ASGI scope under ASGI, else one built from ``META``.
 
     Under ASGI (servers, ``AsyncClient``) the scope is exact, repeated headers
-    included. Under WSGI (the sync test ``Client``), or where a server passed the
-    headers as an iterator (which Django read when it built the request), it is
-    rebuilt from ``META``, where a repeated header is already joined with commas (a
-    joined token or key fails its check, so this stays closed).
+    included; where a server passed the headers as an iterator, Django has read it
+    when it built the request, so :func:`~cfaccess_mw.asgi.read_scope` takes them from
+    ``META``. Under WSGI (the sync test ``Client``) the whole scope is built from
+    ``META``. In ``META`` a repeated header is already joined with commas (a joined
+    token or key fails its check, so this stays closed).
     """
     scope = getattr(request, "scope", None)
-    if isinstance(scope, Mapping) and _is_sequence_scope(scope):
-        return scope
     meta = request.META
+    if isinstance(scope, MutableMapping):
+        return read_scope(scope, parsed_headers=lambda: _meta_headers(meta))
+    address, port = meta.get("REMOTE_ADDR"), str(meta.get("REMOTE_PORT") or "0")
+    prefix_length = len(request.path) - len(request.path_info)
+    return {
+        "type": "http",
+        "method": request.method or "GET",
+        "path": request.path,
+        "root_path": request.path[:prefix_length] if prefix_length > 0 else "",
+        "headers": _meta_headers(meta),
+        "client": (address, int(port) if port.isdigit() else 0) if address else None,
+    }
+
+
+def _meta_headers(meta: Mapping[str, Any]) -> list[tuple[bytes, bytes]]:
+    """The request headers ``META`` holds, as ASGI has them: ``HTTP_X_Y`` becomes ``x-y``."""
     headers: list[tuple[bytes, bytes]] = []
     for key, value in meta.items():
         if key.startswith("HTTP_"):
@@ -265,16 +270,7 @@ def request_scope(request: HttpRequest) -> Mapping[str, Any]:
         else:
             continue
         headers.append((name.lower().replace("_", "-").encode("latin-1"), str(value).encode("latin-1", "replace")))
-    address, port = meta.get("REMOTE_ADDR"), str(meta.get("REMOTE_PORT") or "0")
-    prefix_length = len(request.path) - len(request.path_info)
-    return {
-        "type": "http",
-        "method": request.method or "GET",
-        "path": request.path,
-        "root_path": request.path[:prefix_length] if prefix_length > 0 else "",
-        "headers": headers,
-        "client": (address, int(port) if port.isdigit() else 0) if address else None,
-    }
+    return headers
 
 
 def json_error(err: AuthError) -> HttpResponse:
@@ -414,27 +410,10 @@ def require(*kinds: PrincipalKind, scopes: Sequence[str] = ()) -> Callable[[View
     For machine callers, whom ``@login_required`` cannot admit (their ``request.user``
     is ``AnonymousUser``); refusals are the JSON errors. Sync and async views alike.
     """
-    for kind in kinds:
-        if kind not in KINDS:
-            raise ValueError(f"unknown principal kind {kind!r}; expected one of {', '.join(KINDS)}")
-    needed = tuple(scopes)
+    needed = requirement(kinds, scopes)
 
     def check(request: HttpRequest) -> None:
-        principal = get_principal(request)
-        if kinds and principal.kind not in kinds:
-            raise Forbidden(
-                Reason.INSUFFICIENT_SCOPE,
-                f"This endpoint is only for {' or '.join(kinds)} callers.",
-                f"{principal.kind} caller refused; view admits {', '.join(kinds)}",
-            )
-        held = getattr(request, "principal_scopes", ())
-        missing = [scope for scope in needed if scope not in held]
-        if missing:
-            raise Forbidden(
-                Reason.INSUFFICIENT_SCOPE,
-                "You do not have permission for this endpoint.",
-                f"{principal.identity} lacks scopes {missing}",
-            )
+        admit(get_principal(request), getattr(request, "principal_scopes", ()), kinds, needed, where="view")
 
     def decorate(view: View) -> View:
         if iscoroutinefunction(view):

@@ -132,6 +132,19 @@ def error_response(err: AuthError, realm: str = "cfaccess") -> tuple[int, list[t
     return err.status_code, headers, body
 
 
+#: What a framework's own response object computes from its body and media type, so never set by hand.
+_COMPUTED_HEADERS = (b"content-type", b"content-length")
+
+
+def framework_error_response(err: AuthError, realm: str = "cfaccess") -> tuple[int, dict[str, str], bytes]:
+    """:func:`error_response` for a framework that builds its own response object (Falcon, Litestar, Sanic,
+    Quart, BlackSheep): the headers as a ``str`` dict without ``content-type`` and ``content-length``, which
+    the framework sets itself from the body and the media type it is given (``application/json``)."""
+    status, headers, body = error_response(err, realm)
+    kept = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers if name not in _COMPUTED_HEADERS}
+    return status, kept, body
+
+
 async def send_error(scope: Scope, receive: Receive, send: Send, err: AuthError, *, connected: bool = False) -> None:
     """Refuse a request: the JSON error for HTTP; for a websocket, the same JSON error as the handshake's
     answer where the server supports ASGI's ``websocket.http.response`` extension, else close code 1008.

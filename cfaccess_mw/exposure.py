@@ -1,10 +1,10 @@
 """Peer trust: whether the socket peer is this host, decided from the socket alone.
 
-Only ASGI's ``scope["client"]`` counts. ``X-Forwarded-For``, ``X-Real-IP`` and
-``Forwarded`` are written by whoever sends the request, so their values are never
-trusted; their mere presence takes local trust away (:class:`LocalAddressing`). Whether a loopback peer earns anything is the middleware's decision, by
-exposure mode: in ``reverse-proxy`` mode it earns nothing, because ``cloudflared``
-or the proxy on the same host makes every request arrive from loopback.
+Only ASGI's ``scope["client"]`` counts. ``X-Forwarded-For``, ``X-Real-IP`` and ``Forwarded`` are written by whoever
+sends the request, so their values are never trusted; their mere presence takes local trust away
+(:class:`LocalAddressing`). Whether a loopback peer earns anything is the middleware's decision, by exposure mode:
+in ``reverse-proxy`` mode it earns nothing, because ``cloudflared`` or the proxy on the same host makes every
+request arrive from loopback.
 """
 
 from __future__ import annotations

@@ -42,18 +42,21 @@ call and so letting every request through unauthenticated.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 import falcon
 import falcon.asgi
 import httpx
 
+from .adapter import check_options
+from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import WS_POLICY_VIOLATION, AuthError, Forbidden, Reason, Unauthorized, error_response
+from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, framework_error_response
 from .keys import JWKSClient
-from .principals import KINDS, Principal, PrincipalKind
+from .permissions import admit, requirement
+from .principals import Principal, PrincipalKind
 from .settings import Settings
 
 __all__ = [
@@ -64,9 +67,6 @@ __all__ = [
     "install",
     "require",
 ]
-
-#: Response headers Falcon computes itself from ``resp.data`` and ``resp.content_type``.
-_COMPUTED = (b"content-length", b"content-type")
 
 
 class AccessContext(falcon.Context):
@@ -89,35 +89,23 @@ def _context(req: falcon.asgi.Request) -> Any:
     return req.context
 
 
-def _scope(req: falcon.asgi.Request) -> dict[str, Any]:
+def _scope(req: falcon.asgi.Request) -> MutableMapping[str, Any]:
     """The request's ASGI scope, with ``headers`` and ``client`` made sequences if they came as iterators.
 
-    ASGI types both as iterables, and Falcon's test client passes iterators (on
-    purpose, to catch code that indexes them). Falcon's request has already read the
-    headers iterator by the time middleware runs, so the headers are rebuilt from
-    what it parsed (where a repeated header is joined with commas: a joined token or
-    key fails its check, so this stays closed). ``client`` is materialised once and
-    written back, for Falcon's ``req.remote_addr`` to unpack later. Servers pass
-    lists and tuples, which are used as they are.
+    Falcon's test client passes both as iterators (on purpose, to catch code that
+    indexes them), and Falcon's request has already read the headers by the time
+    middleware runs: :func:`~cfaccess_mw.asgi.read_scope` rebuilds them from what it
+    parsed, and writes ``client`` back for Falcon's ``req.remote_addr`` to unpack later.
     """
-    scope = req.scope
-    headers = scope.get("headers")
-    if not isinstance(headers, (list, tuple)) or not all(isinstance(pair, (list, tuple)) for pair in headers):
-        scope["headers"] = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in req.headers.items()]
-    client = scope.get("client")
-    if client is not None and not isinstance(client, (tuple, list)):
-        scope["client"] = tuple(client)
-    return scope
+    return read_scope(req.scope, parsed_headers=lambda: req.headers.items())
 
 
 def _render(resp: falcon.asgi.Response, err: AuthError) -> None:
-    status, headers, body = error_response(err)
+    status, headers, body = framework_error_response(err)
     resp.status = status
     resp.content_type = "application/json"
     resp.data = body
-    for name, value in headers:
-        if name not in _COMPUTED:
-            resp.set_header(name.decode("latin-1"), value.decode("latin-1"))
+    resp.set_headers(headers)
 
 
 class CloudflareAccessMiddleware:
@@ -140,11 +128,8 @@ class CloudflareAccessMiddleware:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if authenticator is not None:
-            given = [name for name, value in (("settings", settings), ("user_lookup", user_lookup),
-                     ("audit_hook", audit_hook), ("extra_scopes", extra_scopes), ("jwks", jwks),
-                     ("transport", transport)) if value is not None]  # fmt: skip
-            if given:
-                raise TypeError(f"pass either authenticator or {', '.join(given)}, not both")
+            check_options(authenticator, {"settings": settings, "user_lookup": user_lookup, "audit_hook": audit_hook,
+                          "extra_scopes": extra_scopes, "jwks": jwks, "transport": transport})  # fmt: skip
             self.authenticator = authenticator
         else:
             # Settings.from_env() runs here, when the app is built: a bad variable stops start-up, naming it.
@@ -274,26 +259,9 @@ def require(
     *kinds: PrincipalKind, scopes: Sequence[str] = ()
 ) -> Callable[[falcon.asgi.Request, Any, Any, dict[str, Any]], Awaitable[None]]:
     """A ``@falcon.before`` hook admitting only the given kinds (any, if none given) holding every scope."""
-    for kind in kinds:
-        if kind not in KINDS:
-            raise ValueError(f"unknown principal kind {kind!r}; expected one of {', '.join(KINDS)}")
-    needed = tuple(scopes)
+    needed = requirement(kinds, scopes)
 
     async def hook(req: falcon.asgi.Request, resp: Any, resource: Any, params: dict[str, Any]) -> None:
-        principal = get_principal(req)
-        if kinds and principal.kind not in kinds:
-            raise Forbidden(
-                Reason.INSUFFICIENT_SCOPE,
-                f"This endpoint is only for {' or '.join(kinds)} callers.",
-                f"{principal.kind} caller refused; responder admits {', '.join(kinds)}",
-            )
-        held = getattr(req.context, "scopes", ())
-        missing = [scope for scope in needed if scope not in held]
-        if missing:
-            raise Forbidden(
-                Reason.INSUFFICIENT_SCOPE,
-                "You do not have permission for this endpoint.",
-                f"{principal.identity} lacks scopes {missing}",
-            )
+        admit(get_principal(req), getattr(req.context, "scopes", ()), kinds, needed, where="responder")
 
     return hook

@@ -37,8 +37,9 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 
-from .errors import Forbidden, Reason, Unauthorized
-from .principals import KINDS, Principal, PrincipalKind
+from .errors import Reason, Unauthorized
+from .permissions import admit, requirement
+from .principals import Principal, PrincipalKind
 
 
 class _DocumentedHeader(APIKeyHeader):
@@ -116,23 +117,7 @@ class _Requirement(_AccessDependency):
 
     async def __call__(self, connection: HTTPConnection) -> Principal:
         principal = _principal_of(connection)
-        kinds = self.kinds
-        if kinds and principal.kind not in kinds:
-            raise Forbidden(
-                Reason.INSUFFICIENT_SCOPE,
-                f"This endpoint is only for {' or '.join(kinds)} callers.",
-                f"{principal.kind} caller refused; endpoint admits {', '.join(kinds)}",
-            )
-        if self.needed:
-            held = connection.scope["auth"].scopes
-            missing = [scope for scope in self.needed if scope not in held]
-            if missing:
-                raise Forbidden(
-                    Reason.INSUFFICIENT_SCOPE,
-                    "You do not have permission for this endpoint.",
-                    f"{principal.identity} lacks scopes {missing}",
-                )
-        return principal
+        return admit(principal, connection.scope["auth"].scopes if self.needed else (), self.kinds, self.needed)
 
     def __repr__(self) -> str:
         return f"require({', '.join(map(repr, self.kinds))}, scopes={list(self.needed)!r})"
@@ -144,12 +129,7 @@ def require(*kinds: PrincipalKind, scopes: Sequence[str] = ()) -> Callable[..., 
     Use it as ``Depends(require(...))``; it returns the :class:`Principal`, so
     ``Annotated[Principal, Depends(require("service"))]`` works as a parameter too.
     """
-    for kind in kinds:
-        if kind not in KINDS:
-            raise ValueError(f"unknown principal kind {kind!r}; expected one of {', '.join(KINDS)}")
-    if isinstance(scopes, str):
-        raise ValueError("scopes must be a list of scope names, not one string")
-    return _Requirement(tuple(kinds), tuple(scopes))
+    return _Requirement(tuple(kinds), requirement(kinds, scopes))
 
 
 def document_security(app: FastAPI) -> None:

@@ -56,10 +56,13 @@ from litestar.openapi.spec import Components, Reference, SecurityRequirement, Se
 from litestar.response import Response
 from litestar.types import ASGIApp, Guard, Message, Method, Receive, ReceiveMessage, Scope, Scopes, Send
 
+from .adapter import check_options
+from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import AuthError, AuthUnavailable, Forbidden, Reason, Unauthorized, error_response, send_error
-from .principals import KINDS, Principal, PrincipalKind
+from .errors import AuthError, AuthUnavailable, Reason, Unauthorized, framework_error_response, send_error
+from .permissions import admit, requirement
+from .principals import Principal, PrincipalKind
 from .providers import PRESETS, token_header
 from .settings import Settings
 
@@ -108,15 +111,10 @@ class AccessRefused(HTTPException):
     """
 
     def __init__(self, error: AuthError) -> None:
-        _, headers, _ = error_response(error)
         super().__init__(
             detail=error.message,
             status_code=error.status_code,
-            headers={
-                name.decode("latin-1"): value.decode("latin-1")
-                for name, value in headers
-                if name not in (b"content-type", b"content-length")
-            },
+            headers=framework_error_response(error)[1],
             extra={"code": error.code, "reason": error.reason.value},
         )
         self.error = error
@@ -148,17 +146,8 @@ def render_refusal(request: Request[Any, Any, Any], exc: Exception) -> Response[
     error = exc.error if isinstance(exc, AccessRefused) else exc
     if not isinstance(error, AuthError):  # registered only for these two types
         raise TypeError(f"render_refusal cannot render {type(exc).__name__}")
-    status, headers, body = error_response(error)
-    return Response(
-        content=body,
-        status_code=status,
-        media_type="application/json",
-        headers={
-            name.decode("latin-1"): value.decode("latin-1")
-            for name, value in headers
-            if name not in (b"content-type", b"content-length")
-        },
-    )
+    status, headers, body = framework_error_response(error)
+    return Response(content=body, status_code=status, media_type="application/json", headers=headers)
 
 
 def _scope_dict(scope: Scope) -> dict[str, Any]:
@@ -168,15 +157,9 @@ def _scope_dict(scope: Scope) -> dict[str, Any]:
 
 def _read_once(scope: Scope) -> None:
     """ASGI allows any iterable for ``headers`` and ``client``; the authenticator must not use one up before the
-    route reads it. The headers are taken through Litestar's own parsed copy (repeated headers kept) and written
-    back as a list, the client as a tuple. (Litestar's router has already iterated the headers looking for
-    ``Host``: an iterator reaches any middleware used up, and the request is refused, as no credential came.)"""
-    state = _scope_dict(scope)
-    if type(state["headers"]) is not list:
-        state["headers"] = Headers.from_scope(scope).to_header_list()
-    client = state.get("client")
-    if client is not None and type(client) is not tuple:
-        state["client"] = tuple(client)
+    route reads it (:func:`~cfaccess_mw.asgi.read_scope`). Litestar's router has already iterated the headers
+    looking for ``Host``, so a spent iterator is replaced by Litestar's own parsed copy (repeated headers kept)."""
+    read_scope(_scope_dict(scope), parsed_headers=lambda: Headers.from_scope(scope).to_header_list())
 
 
 # --- the middleware --------------------------------------------------------------------------
@@ -318,27 +301,10 @@ def provide_principal(scope: Scope) -> Principal:
 
 def require(*kinds: PrincipalKind, scopes: Sequence[str] = ()) -> Guard:
     """A Litestar guard admitting only the given kinds (any, if none given) holding every scope in ``scopes``."""
-    for kind in kinds:
-        if kind not in KINDS:
-            raise ValueError(f"unknown principal kind {kind!r}; expected one of {', '.join(KINDS)}")
-    needed = tuple(scopes)
+    needed = requirement(kinds, scopes)
 
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        principal = _principal_in(connection.scope)
-        if kinds and principal.kind not in kinds:
-            raise Forbidden(
-                Reason.INSUFFICIENT_SCOPE,
-                f"This endpoint is only for {' or '.join(kinds)} callers.",
-                f"{principal.kind} caller refused; endpoint admits {', '.join(kinds)}",
-            )
-        held = _scope_dict(connection.scope).get("auth") or []
-        missing = [scope for scope in needed if scope not in held]
-        if missing:
-            raise Forbidden(
-                Reason.INSUFFICIENT_SCOPE,
-                "You do not have permission for this endpoint.",
-                f"{principal.identity} lacks scopes {missing}",
-            )
+        admit(_principal_in(connection.scope), _scope_dict(connection.scope).get("auth") or [], kinds, needed)
 
     return guard
 
@@ -377,10 +343,8 @@ class CloudflareAccessAuth:
         openapi: bool = True,
     ) -> None:
         if authenticator is not None:
-            given = [name for name, value in (("settings", settings), ("user_lookup", user_lookup),
-                     ("audit_hook", audit_hook), ("extra_scopes", extra_scopes)) if value is not None]  # fmt: skip
-            if given:
-                raise TypeError(f"pass either authenticator or {', '.join(given)}, not both")
+            check_options(authenticator, {"settings": settings, "user_lookup": user_lookup,
+                          "audit_hook": audit_hook, "extra_scopes": extra_scopes})  # fmt: skip
         else:
             authenticator = Authenticator(
                 settings, user_lookup=user_lookup, audit_hook=audit_hook, extra_scopes=extra_scopes

@@ -25,6 +25,7 @@ import httpx
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes
 from .errors import AuthError, AuthUnavailable, ConfigError, Reason, send_error
@@ -135,7 +136,7 @@ class CloudflareAccessMiddleware:
         if type(scope["headers"]) is not list or (
             scope.get("client") is not None and type(scope["client"]) is not tuple
         ):
-            _materialise(scope)
+            read_scope(scope)
         if auth is None:
             assert self.config_error is not None
             err = AuthUnavailable(
@@ -287,11 +288,3 @@ class CloudflareAccessMiddleware:
     def __repr__(self) -> str:
         state = "misconfigured" if self._authenticator is None else repr(self._authenticator)
         return f"CloudflareAccessMiddleware({state})"
-
-
-def _materialise(scope: Scope) -> None:
-    """ASGI allows any iterable for ``headers`` and ``client`` (Falcon's test client passes iterators): read
-    once here, an iterator would be used up before the app saw it. Both are written back as list and tuple."""
-    scope["headers"] = [(bytes(name), bytes(value)) for name, value in scope["headers"]]
-    if scope.get("client") is not None:
-        scope["client"] = tuple(scope["client"])

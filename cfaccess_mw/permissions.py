@@ -16,22 +16,66 @@ A websocket is refused before ``accept``, as the middleware refuses one.
     @requires(["user", "admin"])      # the kinds are scopes too: user, service, api_key, local
     def report(request): ...
 
-The FastAPI counterpart is the :func:`cfaccess_mw.fastapi.require` dependency.
+The FastAPI counterpart is the :func:`cfaccess_mw.fastapi.require` dependency. Every
+framework's ``require(*kinds, scopes=...)`` (FastAPI, Django, Falcon, Litestar) checks
+its declaration with :func:`requirement` and its caller with :func:`admit`, so all of
+them accept the same declarations and refuse with the same errors.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, ParamSpec
 
 from starlette.requests import HTTPConnection
 
 from .errors import Forbidden, Reason, Unauthorized
-from .principals import Principal
+from .principals import KINDS, Principal, PrincipalKind
 
 _P = ParamSpec("_P")
+
+
+def requirement(kinds: Sequence[str], scopes: Sequence[str]) -> tuple[str, ...]:
+    """Check a ``require(*kinds, scopes=...)`` declaration when the app is built; return the scopes it needs.
+
+    An unknown kind, or one scope name given as a string (which would otherwise
+    require each of its letters), is a programming error: ``ValueError`` at import,
+    not a refusal of every request.
+    """
+    for kind in kinds:
+        if kind not in KINDS:
+            raise ValueError(f"unknown principal kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if isinstance(scopes, str):
+        raise ValueError("scopes must be a list of scope names, not one string")
+    return tuple(scopes)
+
+
+def admit(
+    principal: Principal,
+    held: Collection[str],
+    kinds: Sequence[PrincipalKind] = (),
+    needed: Sequence[str] = (),
+    *,
+    where: str = "endpoint",
+) -> Principal:
+    """``principal`` if it is one of ``kinds`` (any, if none) and ``held`` has every scope in ``needed``; else
+    the 403 ``insufficient_scope`` refusal. ``where`` names what refused, in the operators' detail."""
+    if kinds and principal.kind not in kinds:
+        raise Forbidden(
+            Reason.INSUFFICIENT_SCOPE,
+            f"This endpoint is only for {' or '.join(kinds)} callers.",
+            f"{principal.kind} caller refused; {where} admits {', '.join(kinds)}",
+        )
+    missing = [scope for scope in needed if scope not in held]
+    if missing:
+        raise Forbidden(
+            Reason.INSUFFICIENT_SCOPE,
+            "You do not have permission for this endpoint.",
+            f"{principal.identity} lacks scopes {missing}",
+        )
+    return principal
 
 
 def check_scopes(connection: HTTPConnection, scopes: Sequence[str]) -> Principal:
@@ -42,15 +86,7 @@ def check_scopes(connection: HTTPConnection, scopes: Sequence[str]) -> Principal
     principal = connection.scope.get("user")
     if not isinstance(principal, Principal):
         raise Unauthorized(Reason.NO_CREDENTIALS, "Authentication required.", "endpoint requires a principal")
-    held = connection.auth.scopes
-    missing = [scope for scope in scopes if scope not in held]
-    if missing:
-        raise Forbidden(
-            Reason.INSUFFICIENT_SCOPE,
-            "You do not have permission for this endpoint.",
-            f"{principal.identity} lacks scopes {missing}",
-        )
-    return principal
+    return admit(principal, connection.auth.scopes, needed=scopes)
 
 
 def requires(scopes: str | Sequence[str]) -> Callable[[Callable[_P, Any]], Callable[_P, Any]]:

@@ -39,12 +39,12 @@ import httpx
 from quart import Quart, Response, g, has_websocket_context, request, websocket
 from quart.typing import ResponseReturnValue, ResponseTypes
 from starlette.authentication import AuthCredentials
-from werkzeug.datastructures import Headers
 from werkzeug.local import LocalProxy
 
+from .adapter import DeferredAuthenticator
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, error_response
+from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, framework_error_response
 from .keys import JWKSClient
 from .principals import Principal
 from .settings import Settings
@@ -80,7 +80,7 @@ current_principal: Principal = cast("Principal", LocalProxy(get_principal))
 """The current caller, as Quart's ``request`` is the current request: a proxy typed as :class:`Principal`."""
 
 
-class CloudflareAccess:
+class CloudflareAccess(DeferredAuthenticator):
     """Authenticate every request and websocket of a Quart app behind Cloudflare Access.
 
     Takes :class:`~cfaccess_mw.authenticator.Authenticator`'s options, or
@@ -106,22 +106,9 @@ class CloudflareAccess:
     ) -> None:
         options = {"settings": settings, "user_lookup": user_lookup, "audit_hook": audit_hook,
                    "extra_scopes": extra_scopes, "jwks": jwks, "transport": transport}  # fmt: skip
-        if authenticator is not None:
-            given = [name for name, value in options.items() if value is not None]
-            if given:
-                raise TypeError(f"pass either authenticator or {', '.join(given)}, not both")
-        self._authenticator = authenticator
-        self._options: dict[str, Any] = {**options, "clock": clock}
+        super().__init__(authenticator, options, clock=clock)
         if app is not None:
             self.init_app(app)
-
-    @property
-    def authenticator(self) -> Authenticator:
-        """The shared decision, built on first use from the options (reading ``CFACCESS_*`` if no settings)."""
-        if self._authenticator is None:
-            options = dict(self._options)
-            self._authenticator = Authenticator(options.pop("settings"), **options)
-        return self._authenticator
 
     def init_app(self, app: Quart) -> None:
         """Register the hooks on ``app``: authentication first among its ``before_request`` and
@@ -194,11 +181,5 @@ class CloudflareAccess:
     async def _refusal(self, scope: MutableMapping[str, Any], err: AuthError) -> Response:
         setattr(g, _REFUSED, True)
         await self.authenticator.audit(scope, err.status_code, err=err)
-        status, headers, body = error_response(err)
-        return Response(
-            body, status=status, headers=Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers])
-        )
-
-    def __repr__(self) -> str:
-        state = repr(self._authenticator) if self._authenticator is not None else "not initialised"
-        return f"CloudflareAccess({state})"
+        status, headers, body = framework_error_response(err)
+        return Response(body, status=status, headers=headers, content_type="application/json")

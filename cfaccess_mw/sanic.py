@@ -42,9 +42,10 @@ from sanic.models.asgi import MockTransport
 from sanic.request import Request
 from sanic.response import BaseHTTPResponse, HTTPResponse, raw
 
+from .adapter import DeferredAuthenticator
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, error_response, send_error
+from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, framework_error_response, send_error
 from .keys import JWKSClient
 from .principals import Principal
 from .settings import Settings
@@ -103,7 +104,7 @@ class _AsgiWebsocketRefusal(HTTPResponse):
     """
 
     def __init__(self, request: AnyRequest, err: AuthError) -> None:
-        status, _, body = error_response(err)
+        status, _, body = framework_error_response(err)
         super().__init__(body, status=status, content_type="application/json")
         self._transport = cast("MockTransport", request.transport)  # only built where _asgi_scope is not empty
         # Sanic's ASGI adapter reads a request body from receive(), on a websocket too, where the message it
@@ -134,7 +135,7 @@ def get_scopes(request: AnyRequest) -> list[str]:
     return list(request.ctx.scopes)
 
 
-class CloudflareAccess:
+class CloudflareAccess(DeferredAuthenticator):
     """Authenticate every request and websocket handshake of a Sanic app behind Cloudflare Access.
 
     Takes :class:`~cfaccess_mw.authenticator.Authenticator`'s options, or
@@ -158,22 +159,9 @@ class CloudflareAccess:
     ) -> None:
         options = {"settings": settings, "user_lookup": user_lookup, "audit_hook": audit_hook,
                    "extra_scopes": extra_scopes, "jwks": jwks, "transport": transport}  # fmt: skip
-        if authenticator is not None:
-            given = [name for name, value in options.items() if value is not None]
-            if given:
-                raise TypeError(f"pass either authenticator or {', '.join(given)}, not both")
-        self._authenticator = authenticator
-        self._options: dict[str, Any] = {**options, "clock": clock}
+        super().__init__(authenticator, options, clock=clock)
         if app is not None:
             self.init_app(app)
-
-    @property
-    def authenticator(self) -> Authenticator:
-        """The shared decision, built on first use from the options (reading ``CFACCESS_*`` if no settings)."""
-        if self._authenticator is None:
-            options = dict(self._options)
-            self._authenticator = Authenticator(options.pop("settings"), **options)
-        return self._authenticator
 
     def init_app(self, app: Sanic[Any, Any]) -> None:
         """Register on ``app``: authentication once routing is done (the ``http.routing.after`` signal,
@@ -250,14 +238,10 @@ class CloudflareAccess:
         """Answer an :class:`AuthError` from the decision or a handler: audited, then our JSON refusal."""
         request.ctx.refused = True
         await self.authenticator.audit(scope_of_request(request), err.status_code, err=err)
-        status, headers, body = error_response(err)
         if _asgi_scope(request).get("type") == "websocket":
             return _AsgiWebsocketRefusal(request, err)
-        response = raw(body, status=status, content_type="application/json")
-        for name, value in headers:
-            if name not in (b"content-type", b"content-length"):
-                response.headers[name.decode("latin-1")] = value.decode("latin-1")
-        return response
+        status, headers, body = framework_error_response(err)
+        return raw(body, status=status, headers=headers, content_type="application/json")
 
     async def _on_websocket_exception(self, request: AnyRequest, websocket: Any, exception: Exception) -> None:
         """A websocket handler that raises an :class:`AuthError` after the upgrade: audited, closed with 1008
@@ -272,7 +256,3 @@ class CloudflareAccess:
             await transport.send({"type": "websocket.close", "code": WS_POLICY_VIOLATION})
         else:
             await websocket.close(WS_POLICY_VIOLATION, exception.code)
-
-    def __repr__(self) -> str:
-        state = repr(self._authenticator) if self._authenticator is not None else "not initialised"
-        return f"CloudflareAccess({state})"

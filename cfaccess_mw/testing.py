@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -31,6 +31,7 @@ from jwt.algorithms import RSAAlgorithm
 from .settings import ApiKey, ExposureMode, ServiceToken, Settings
 
 Response = tuple[int, Mapping[str, str], bytes]
+_Server = TypeVar("_Server", bound="LoopbackKeyServer")
 
 
 def new_rsa_key(bits: int = 2048) -> rsa.RSAPrivateKey:
@@ -54,7 +55,86 @@ class _QuietServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class LocalIssuer:
+class LoopbackKeyServer:
+    """A key endpoint on 127.0.0.1 for a test issuer: a background thread, a request budget, a time limit.
+
+    It binds loopback only, answers ``max_requests`` requests (then 503 and stops),
+    and stops itself after ``max_seconds``; :meth:`stop` and :meth:`start` take the
+    endpoint down and bring it back on the same port. Subclasses say what is served
+    where (:meth:`answer`); :class:`LocalIssuer` and the issuers of
+    :mod:`cfaccess_mw.testing_presets` are the ones this package has.
+    """
+
+    def __init__(self, *, max_requests: int = 100_000, max_seconds: float = 900.0) -> None:
+        self.max_requests = max_requests
+        self.max_seconds = max_seconds
+        self.fetch_count = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._port = 0  # kept across stop() and start(), so a test can take the endpoint down and bring it back
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def answer(self, path: str) -> Response:
+        """The response to a GET of ``path`` (the query string removed)."""
+        raise NotImplementedError
+
+    def start(self: _Server) -> _Server:
+        """Serve on 127.0.0.1 in a background thread: a free port, then the same one after stop()."""
+        if self._server is not None:
+            return self
+        respond = self._respond
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                status, headers, body = respond(self.path)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                if not any(name.lower() == "content-length" for name in headers):
+                    self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = _QuietServer(("127.0.0.1", self._port), Handler)
+        self._port = self._server.server_address[1]
+        thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        self._timer = threading.Timer(self.max_seconds, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def _respond(self, path: str) -> Response:
+        with self._lock:
+            self.fetch_count += 1
+            count = self.fetch_count
+        if count > self.max_requests:
+            threading.Thread(target=self.stop, daemon=True).start()
+            return 503, {"Connection": "close"}, b"request budget exhausted"
+        return self.answer(path.split("?", 1)[0])
+
+    def stop(self) -> None:
+        """Stop the server (idempotent); until start() runs again, connections to it are refused."""
+        server, self._server = self._server, None
+        if self._timer is not None:
+            self._timer.cancel()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+    def __enter__(self: _Server) -> _Server:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class LocalIssuer(LoopbackKeyServer):
     """Keys, a loopback certs endpoint and a token minter for one Access application."""
 
     def __init__(
@@ -65,20 +145,13 @@ class LocalIssuer:
         max_requests: int = 100_000,
         max_seconds: float = 900.0,
     ) -> None:
+        super().__init__(max_requests=max_requests, max_seconds=max_seconds)
         self.team_domain = team_domain
         self.audience = audience if audience is not None else secrets.token_hex(32)
-        self.max_requests = max_requests
-        self.max_seconds = max_seconds
         self._keys: dict[str, rsa.RSAPrivateKey] = {}
         self.signing_kid = self.add_key()
         #: When set, called for each certs request instead of serving the document (to misbehave on purpose).
         self.responder: Callable[[], Response] | None = None
-        self.fetch_count = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._port = 0  # kept across stop() and start(), so a test can take the endpoint down and bring it back
-        self._thread: threading.Thread | None = None
-        self._timer: threading.Timer | None = None
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LocalIssuer(team_domain={self.team_domain!r}, kids={list(self._keys)!r})"
@@ -215,62 +288,10 @@ class LocalIssuer:
 
     # --- the certs server ---------------------------------------------------------------------
 
-    def start(self) -> LocalIssuer:
-        """Serve the certs document on 127.0.0.1 in a background thread: a free port, then the same one after stop()."""
-        if self._server is not None:
-            return self
-        issuer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                status, headers, body = issuer._respond(self.path)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                if not any(name.lower() == "content-length" for name in headers):
-                    self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = _QuietServer(("127.0.0.1", self._port), Handler)
-        self._port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        self._timer = threading.Timer(self.max_seconds, self.stop)
-        self._timer.daemon = True
-        self._timer.start()
-        return self
-
-    def _respond(self, path: str) -> Response:
-        with self._lock:
-            self.fetch_count += 1
-            count = self.fetch_count
-        if count > self.max_requests:
-            threading.Thread(target=self.stop, daemon=True).start()
-            return 503, {"Connection": "close"}, b"request budget exhausted"
-        if path.split("?", 1)[0] != "/cdn-cgi/access/certs":
+    def answer(self, path: str) -> Response:
+        if path != "/cdn-cgi/access/certs":
             return 404, {"Content-Type": "text/plain"}, b"not found"
         if self.responder is not None:
             return self.responder()
         body = json.dumps(self.certs_document()).encode()
         return 200, {"Content-Type": "application/json"}, body
-
-    def stop(self) -> None:
-        """Stop the server (idempotent); until start() runs again, connections to it are refused."""
-        server, self._server = self._server, None
-        if self._timer is not None:
-            self._timer.cancel()
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-
-    def __enter__(self) -> LocalIssuer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

@@ -17,11 +17,9 @@ import base64
 import hashlib
 import json
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -32,7 +30,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 
 from .providers import IAP_ISSUER, Provider, token_header
 from .settings import ExposureMode, Settings
-from .testing import Response, _QuietServer, new_rsa_key
+from .testing import LoopbackKeyServer, Response, new_rsa_key
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -96,24 +94,19 @@ def jws(key: PrivateKey, header: Mapping[str, Any], payload: Mapping[str, Any] |
     return f"{signing_input}.{_b64(sign(key, signing_input.encode('ascii')), padded)}"
 
 
-class _LoopbackIssuer:
-    """Keys, a loopback key server and a minter; subclasses say what is served where and how tokens look."""
+class _LoopbackIssuer(LoopbackKeyServer):
+    """Keys, a loopback key server (:class:`~cfaccess_mw.testing.LoopbackKeyServer`) and a minter; subclasses
+    say what is served where and how tokens look."""
 
     provider: Provider
     algorithm = "ES256"
 
     def __init__(self, *, max_requests: int = 100_000, max_seconds: float = 900.0) -> None:
-        self.max_requests = max_requests
-        self.max_seconds = max_seconds
+        super().__init__(max_requests=max_requests, max_seconds=max_seconds)
         self._keys: dict[str, PrivateKey] = {}
         self.signing_kid = self.add_key()
         #: When set, called for each key request instead of serving the keys (to misbehave on purpose).
         self.responder: Callable[[str], Response] | None = None
-        self.fetch_count = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._port = 0
-        self._timer: threading.Timer | None = None
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kids={list(self._keys)!r})"
@@ -225,62 +218,10 @@ class _LoopbackIssuer:
     def serve(self, path: str) -> Response:
         raise NotImplementedError
 
-    def start(self) -> _LoopbackIssuer:
-        """Serve on 127.0.0.1 in a background thread: a free port, then the same one after stop()."""
-        if self._server is not None:
-            return self
-        issuer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                status, headers, body = issuer._respond(self.path)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                if not any(name.lower() == "content-length" for name in headers):
-                    self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        self._server = _QuietServer(("127.0.0.1", self._port), Handler)
-        self._port = self._server.server_address[1]
-        thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        thread.start()
-        self._timer = threading.Timer(self.max_seconds, self.stop)
-        self._timer.daemon = True
-        self._timer.start()
-        return self
-
-    def _respond(self, path: str) -> Response:
-        with self._lock:
-            self.fetch_count += 1
-            count = self.fetch_count
-        if count > self.max_requests:
-            threading.Thread(target=self.stop, daemon=True).start()
-            return 503, {"Connection": "close"}, b"request budget exhausted"
-        path = path.split("?", 1)[0]
+    def answer(self, path: str) -> Response:
         if self.responder is not None:
             return self.responder(path)
         return self.serve(path)
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if self._timer is not None:
-            self._timer.cancel()
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-
-    def __enter__(self) -> Any:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 def _json(document: object, extra: Mapping[str, str] | None = None) -> Response:

@@ -15,8 +15,9 @@ one place that calls the app's ``user_lookup(email)``, so everything about that 
   dependency, passed as the lookup), any other iterator or async iterator (a query's cursor or result returned
   without fetching its row: ``conn.execute(...)`` without ``.fetchone()``, a SQLAlchemy ``Result`` without
   ``.first()``, a ``filter`` object; truthy whether or not a row matched), ``True`` (a yes/no answer in place of
-  the user), and a result whose truth cannot be judged (``bool()`` raising, as a pandas DataFrame does). A lookup that raises is the same 503, and
-  only the exception's type is logged: a database error's text can carry a connection string with a password.
+  the user), and a result whose truth cannot be judged (``bool()`` raising, as a pandas DataFrame does). A
+  lookup that raises is the same 503, and only the exception's type is logged: a database error's text can
+  carry a connection string with a password.
 - **The user cache** (``CFACCESS_USER_CACHE_SECONDS``, off by default). With a plain ``def`` lookup the thread
   hop costs far more than the rest of the middleware (benchmarks/README.md), so found users can be remembered
   for a few seconds, keyed by the normalised email. Only found users are kept: an unknown email (403) and a

@@ -20,8 +20,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocket
 
-from cfaccess_mw import AuditEvent, CloudflareAccessMiddleware, Principal
-from cfaccess_mw.permissions import requires
+from cfaccess_mw import AuditEvent, CloudflareAccessMiddleware, Forbidden, Principal, Reason
+from cfaccess_mw.permissions import admit, requires
 from cfaccess_mw.testing import LocalIssuer
 
 from .conftest import REMOTE_PEER, error_of, find_user, jwt_header
@@ -165,3 +165,27 @@ def test_an_endpoint_without_a_request_argument_is_refused_at_decoration() -> No
 def test_a_decorated_endpoint_called_without_a_request_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="not a Request or WebSocket"):
         report("not a request")  # type: ignore[arg-type]
+
+
+# --- the declaration every framework's require(*kinds, scopes=...) shares ---------------------------------
+
+
+@pytest.mark.parametrize("module", ["fastapi", "django", "falcon", "litestar"])
+def test_every_frameworks_require_refuses_a_bad_declaration_at_import(module: str) -> None:
+    require = pytest.importorskip(f"cfaccess_mw.{module}").require
+    with pytest.raises(ValueError, match="unknown principal kind"):
+        require("robot")
+    with pytest.raises(ValueError, match="not one string"):
+        require(scopes="admin")  # would otherwise require the scopes a, d, m, i, n
+
+
+def test_admit_refuses_the_wrong_kind_and_a_missing_scope_and_names_where() -> None:
+    service = Principal(kind="service", name="ci")
+    assert admit(service, ["deploy"], ("service",), ("deploy",)) is service
+    with pytest.raises(Forbidden) as caught:
+        admit(service, ["deploy"], ("user",), where="view")
+    assert caught.value.reason is Reason.INSUFFICIENT_SCOPE
+    assert caught.value.detail == "service caller refused; view admits user"
+    with pytest.raises(Forbidden) as caught:
+        admit(service, ["deploy"], (), ("deploy", "admin"))
+    assert "lacks scopes ['admin']" in caught.value.detail
