@@ -119,7 +119,15 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         # RFC 7519 section 7.2: the JSON is UTF-8 (json.loads on bytes would also take UTF-16 and UTF-32).
-        value = _DECODER.decode(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        # JSONDecoder.decode is raw_decode between two whitespace regex matches. A token's JSON has no whitespace
+        # around it: raw_decode alone, and decode (the same rules) only when something follows the value.
+        if text[:1] == "{":
+            value, end = _DECODER.raw_decode(text)
+            if end != len(text):
+                value = _DECODER.decode(text)
+        else:
+            value = _DECODER.decode(text)
     except (ValueError, RecursionError):
         raise _malformed(f"the {what} is not valid JSON") from None
     if not isinstance(value, dict):
@@ -462,7 +470,7 @@ class TokenVerifier:
                 self._headers.popitem(last=False)
             self._headers[header_b64] = kid
         signature = b64url_decode(signature_b64, "signature")
-        key = await self.keys.get_key(kid)
+        key = self.keys.cached_key(kid) or await self.keys.get_key(kid)  # no coroutine for a known key
         if not isinstance(key, RSAPublicKey):  # a key source shared with an ES256 preset: never for Cloudflare
             raise InvalidToken(
                 Reason.ALGORITHM_NOT_ALLOWED, "The token's signing key is not allowed.", f"key {kid!r} is not RSA"
