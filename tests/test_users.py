@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from cfaccess_mw import AuthUnavailable, CloudflareAccessMiddleware, Settings
+from cfaccess_mw import AuthUnavailable, CloudflareAccessMiddleware, Settings, users
 from cfaccess_mw.testing import LocalIssuer
-from cfaccess_mw import users
 from cfaccess_mw.users import UserDirectory, cache_key
 
 from .conftest import REMOTE_PEER, USERS, ClientFactory, Clock, error_of, jwt_header
@@ -272,8 +271,12 @@ async def test_a_types_verdict_is_remembered_for_values_only_true_is_refused_eve
         with pytest.raises(AuthUnavailable):
             await directory.find(ALICE)
     for i in range(users._VALUE_TYPES_REMEMBERED * 2):  # classes made at run time: each judged, none kept forever
-        kind = type(f"User{i}", (), {})
-        assert isinstance(await UserDirectory(lambda email, kind=kind: kind()).find(ALICE), kind)
+        kind: type = type(f"User{i}", (), {})
+
+        def lookup(email: str, kind: type = kind) -> object:
+            return kind()
+
+        assert isinstance(await UserDirectory(lookup).find(ALICE), kind)
     assert len(users._VALUE_TYPES) <= users._VALUE_TYPES_REMEMBERED
 
 
