@@ -68,6 +68,8 @@ class Authenticated(NamedTuple):
 
 def scope_of(source: Any) -> Mapping[str, Any]:
     """The ASGI scope of ``source``: a scope itself, or a request object carrying one in ``.scope``."""
+    if type(source) is dict:  # what servers pass: no ABC check on every request
+        return source
     if isinstance(source, Mapping):
         return source
     scope = getattr(source, "scope", None)
@@ -85,6 +87,24 @@ class _Identity:
     def __init__(self, email: str | None, principal: Principal | None = None) -> None:
         self.email = email
         self.principal = principal
+
+
+_new_object = object.__new__
+
+
+def _user_principal(email: str, user: Any, claims: Mapping[str, Any]) -> Principal:
+    """``Principal("user", email=email, user=user, claims=claims)``, built without the frozen dataclass's
+    ``__init__``, which sets each field through ``object.__setattr__`` (0.8 µs against 0.27 µs). It runs for every
+    fresh token, and for every request whose lookup returns a new object (an ORM session per request). The result
+    is the same frozen object: test_authenticator compares every field with the constructor's."""
+    principal: Principal = _new_object(Principal)
+    fields = principal.__dict__
+    fields["kind"] = "user"
+    fields["email"] = email
+    fields["name"] = None
+    fields["user"] = user
+    fields["claims"] = claims
+    return principal
 
 
 def _access_cookie(cookie: str) -> str | None:
@@ -142,7 +162,9 @@ def normalise_email(email: object) -> str:
     email = email.strip(_EMAIL_PADDING)
     if not email:
         raise InvalidToken(Reason.CLAIM_INVALID, "The token's email claim is invalid.", "claim 'email' is empty")
-    if not email.isprintable() or any(c.isspace() for c in email):
+    # The ASCII space is the only character both printable and whitespace (test_authenticator checks every code
+    # point), so this is "no control character and no whitespace" without a Python-level loop over the email.
+    if not email.isprintable() or " " in email:
         raise InvalidToken(
             Reason.CLAIM_INVALID,
             "The token's email claim is invalid.",
@@ -282,8 +304,9 @@ class Authenticator:
         """The principal for this request, or an :class:`AuthError` saying why not."""
         scope = scope_of(source)
         jwt_header = authorization = cookie = None
+        token_header = self._token_header  # b"cf-access-jwt-assertion" unless another proxy's preset
         for name, value in scope["headers"]:  # one pass; a credential header sent twice is ambiguous
-            if name == self._token_header:  # b"cf-access-jwt-assertion" unless another proxy's preset
+            if name == token_header:
                 if jwt_header is not None:
                     raise InvalidToken(
                         Reason.TOKEN_MALFORMED,
@@ -373,8 +396,9 @@ class Authenticator:
 
     async def _from_token(self, token: str) -> Principal:
         """Verify the token, then admit its user or service; what the claims yield is kept with the token."""
-        assert self.verifier is not None
-        verified = await self.verifier.verify_token(token)
+        verifier = self.verifier
+        assert verifier is not None
+        verified = verifier.cached(token) or await verifier.verify_token(token)
         identity: _Identity | None = verified.memo
         if identity is None:
             identity = verified.memo = self._identity(verified.claims)
@@ -393,7 +417,7 @@ class Authenticator:
             )
         principal = identity.principal
         if principal is None or principal.user is not user:
-            principal = identity.principal = Principal("user", email=identity.email, user=user, claims=verified.claims)
+            principal = identity.principal = _user_principal(identity.email, user, verified.claims)
         return principal
 
     def _identity(self, claims: Mapping[str, Any]) -> _Identity:

@@ -201,6 +201,7 @@ class JWKSClient:
         self._tasks: set[asyncio.Task[None]] = set()  # running asyncio background refreshes, held until they end
         self._running = 0  # background refreshes started and not yet ended (asyncio or trio)
         self._background_generation = -1  # the generation the latest one will fetch for (none since, if current)
+        self._kid_fetch_generation = -1  # the generation the latest fetch for an unknown kid was started from
         self._idle: anyio.Event | None = None  # set when _running drops to 0 (for settle())
         #: Number of HTTP fetches attempted (for tests, benchmarks and ``cfaccess-mw check``).
         self.fetch_count = 0
@@ -252,8 +253,13 @@ class JWKSClient:
             await self._refresh(generation)  # a fetch is under way: its answer is worth the wait
         elif self._running and self._background_generation == generation:
             await self._refresh(generation)  # a background fetch is about to start: run it now, or wait for it
+        elif self._kid_fetch_generation == generation:
+            # Another request's fetch for an unknown kid is about to start (its request is waiting for the lock,
+            # before the fetch is under way): wait for its answer rather than take this kid for undecided.
+            await self._refresh(generation)
         elif now >= self._next_kid_fetch_at():
             self._kid_fetch_at = now
+            self._kid_fetch_generation = generation
             await self._refresh(generation)
         key = self._keys.get(kid)
         if key is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
@@ -152,7 +152,9 @@ class CloudflareAccessMiddleware:
             await self._call_app(auth, scope, receive, send, None)
             return
         try:
-            principal, scopes = await auth.authenticate(scope)
+            # Authenticator.authenticate, without building the pair it returns: this runs on every request.
+            principal = await auth.identify(scope)
+            scopes = auth.scopes_for(principal)
         except AuthError as err:
             await self._refuse(auth, scope, receive, send, err)
             return
@@ -198,14 +200,58 @@ class CloudflareAccessMiddleware:
         starts its answer, with its status, so a request that a dependency then refuses
         yields one event, the refusal, not two.
         """
+        if scope["type"] == "websocket":
+            await self._call_websocket_app(auth, scope, receive, send, principal)
+            return
+        started = False
+        audit = principal is not None and auth.audits_acceptances
+        tracking_send: Send
+        if audit:
+
+            async def auditing_send(message: Message) -> None:
+                nonlocal started
+                if not started:
+                    started = True
+                    await auth.audit(scope, message.get("status"), principal=principal)
+                await send(message)
+
+            tracking_send = auditing_send
+        else:
+            # The common case (nothing records acceptances): a plain function handing back ``send``'s awaitable,
+            # which the app awaits; no coroutine of our own per message. ``started`` is set when the app calls
+            # ``send``, as the coroutine version sets it before it awaits.
+            def marking_send(message: Message) -> Awaitable[None]:
+                nonlocal started
+                started = True
+                return send(message)
+
+            tracking_send = marking_send
+        try:
+            await self.app(scope, receive, tracking_send)
+        except AuthError as err:
+            if started:
+                raise
+            await self._refuse(auth, scope, receive, send, err)
+            return
+        except Exception:
+            if audit and not started:
+                await auth.audit(scope, None, principal=principal)
+            raise
+        if audit and not started:
+            await auth.audit(scope, None, principal=principal)
+
+    async def _call_websocket_app(
+        self, auth: Authenticator, scope: Scope, receive: Receive, send: Send, principal: Principal | None
+    ) -> None:
+        """:meth:`_call_app` for a websocket: its answer starts with an accept, a close or a denial response,
+        and a refusal must know whether the app already consumed ``websocket.connect``."""
         started = False
         connected = False  # whether the app consumed websocket.connect (a refusal must not wait for it again)
         audit = principal is not None and auth.audits_acceptances
-        websocket = scope["type"] == "websocket"
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
-            if not started and (not websocket or message["type"] in _WS_STARTS):
+            if not started and message["type"] in _WS_STARTS:
                 started = True
                 if audit:
                     await auth.audit(scope, message.get("status"), principal=principal)
@@ -219,7 +265,7 @@ class CloudflareAccessMiddleware:
             return message
 
         try:
-            await self.app(scope, tracking_receive if websocket else receive, tracking_send)
+            await self.app(scope, tracking_receive, tracking_send)
         except AuthError as err:
             if started:
                 raise

@@ -119,7 +119,15 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         # RFC 7519 section 7.2: the JSON is UTF-8 (json.loads on bytes would also take UTF-16 and UTF-32).
-        value = _DECODER.decode(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        # JSONDecoder.decode is raw_decode between two whitespace regex matches. A token's JSON has no whitespace
+        # around it: raw_decode alone, and decode (the same rules) only when something follows the value.
+        if text[:1] == "{":
+            value, end = _DECODER.raw_decode(text)
+            if end != len(text):
+                value = _DECODER.decode(text)
+        else:
+            value = _DECODER.decode(text)
     except (ValueError, RecursionError):
         raise _malformed(f"the {what} is not valid JSON") from None
     if not isinstance(value, dict):
@@ -179,6 +187,8 @@ def check_header(header: Mapping[str, Any]) -> str:
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims.get(name)
+    if type(value) is int and -MAX_NUMERIC_DATE < value < MAX_NUMERIC_DATE:
+        return float(value)  # the common case, a JSON integer, first; everything else is checked below
     if value is None and name not in claims:
         return None
     # RFC 7519 NumericDate is a JSON number; a string or boolean is refused (PyJWT alone accepts "9999999999").
@@ -230,7 +240,15 @@ def check_claims(
 
     aud = claims.get("aud")
     token_auds = [aud] if type(aud) is str else aud
-    if type(token_auds) is not list or not token_auds or any(type(a) is not str for a in token_auds):
+    if (
+        type(token_auds) is not list
+        or not token_auds
+        or (
+            type(token_auds[0]) is not str  # one audience, the common case: no generator
+            if len(token_auds) == 1
+            else any(type(a) is not str for a in token_auds)
+        )
+    ):
         raise InvalidToken(
             Reason.AUDIENCE_MISMATCH,
             "The token's audience is missing or invalid.",
@@ -422,16 +440,26 @@ class TokenVerifier:
         """Verified claims of ``token`` (read-only), or :class:`InvalidToken` saying which check failed."""
         return (await self.verify_token(token)).claims
 
-    async def verify_token(self, token: str) -> VerifiedToken:
-        """Like :meth:`verify`, returning the cache entry (with its ``memo`` slot)."""
-        now = self._clock()
+    def cached(self, token: str) -> VerifiedToken | None:
+        """The cache entry for ``token`` while it is still good (not expired, its key unchanged), else ``None``.
+
+        No ``await``: the middleware tries this first, so a repeated token costs no coroutine of ours here.
+        An entry gone stale is dropped, and :meth:`verify_token` then verifies afresh for the precise reason.
+        """
         cached = self._cache.get(token)
         if cached is not None:
-            if now <= cached.exp + self.leeway and self.keys.cached_key(cached.kid) is cached.key:
+            if self._clock() <= cached.exp + self.leeway and self.keys.cached_key(cached.kid) is cached.key:
                 self._cache.move_to_end(token)
                 return cached
-            del self._cache[token]  # expired, or its key withdrawn or changed: verify afresh for the precise reason
+            del self._cache[token]  # expired, or its key withdrawn or changed
+        return None
 
+    async def verify_token(self, token: str) -> VerifiedToken:
+        """Like :meth:`verify`, returning the cache entry (with its ``memo`` slot)."""
+        cached = self.cached(token)
+        if cached is not None:
+            return cached
+        now = self._clock()
         if self.profile is not None:  # another proxy's preset (providers.py); cached exactly like a Cloudflare token
             return self._remember(token, await self.profile.verify(token, self.keys, now))
         header_b64, payload_b64, signature_b64 = split_token(token)
@@ -442,7 +470,7 @@ class TokenVerifier:
                 self._headers.popitem(last=False)
             self._headers[header_b64] = kid
         signature = b64url_decode(signature_b64, "signature")
-        key = await self.keys.get_key(kid)
+        key = self.keys.cached_key(kid) or await self.keys.get_key(kid)  # no coroutine for a known key
         if not isinstance(key, RSAPublicKey):  # a key source shared with an ES256 preset: never for Cloudflare
             raise InvalidToken(
                 Reason.ALGORITHM_NOT_ALLOWED, "The token's signing key is not allowed.", f"key {kid!r} is not RSA"

@@ -3,6 +3,8 @@ refusal paths conforming to the ASGI spec (checked with a strict hand-written se
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from typing import Any
 
 import anyio
@@ -13,7 +15,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
-from cfaccess_mw import ApiKey, Authenticator, CloudflareAccessMiddleware, Principal
+from cfaccess_mw import ApiKey, Authenticator, CloudflareAccessMiddleware, InvalidToken, Principal
+from cfaccess_mw.authenticator import _user_principal, normalise_email
 from cfaccess_mw.testing import LocalIssuer
 
 from .conftest import REMOTE_PEER, build_app, error_of, find_user, jwt_header
@@ -161,3 +164,29 @@ def test_headers_and_client_given_as_iterators_reach_the_app_intact(shared_issue
     server.run(CloudflareAccessMiddleware(app, settings=settings))
     assert server.sent[0]["status"] == 204
     assert seen == {"headers": headers, "client": REMOTE_PEER}
+
+
+def test_every_whitespace_character_inside_an_email_refuses() -> None:
+    """normalise_email tests ``isprintable()`` and the ASCII space, not ``isspace()`` character by character: the
+    same, because the ASCII space is the only character both printable and whitespace (every code point checked)."""
+    characters = [chr(point) for point in range(sys.maxunicode + 1)]
+    assert [c for c in characters if c.isspace() and c.isprintable()] == [" "]
+    spaces = [c for c in characters if c.isspace()]
+    assert len(spaces) > 20
+    for c in spaces:
+        with pytest.raises(InvalidToken):
+            normalise_email(f"alice{c}x@example.com")
+    assert normalise_email(" \tAlice@Example.COM\t ") == "alice@example.com"
+
+
+def test_a_users_principal_is_built_as_the_constructor_builds_it() -> None:
+    """_user_principal skips the frozen dataclass's __init__ for speed: a field added to Principal must be set."""
+    claims = {"email": "alice@example.com"}
+    user = {"name": "Alice"}
+    fast = _user_principal("alice@example.com", user, claims)
+    slow = Principal("user", email="alice@example.com", user=user, claims=claims)
+    assert vars(fast) == vars(slow)
+    assert [f.name for f in dataclasses.fields(Principal)] == list(vars(fast))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.email = "mallory@example.com"  # type: ignore[misc]
+    assert (fast.identity, fast.scopes, repr(fast)) == (slow.identity, slow.scopes, repr(slow))

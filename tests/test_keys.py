@@ -250,6 +250,38 @@ async def test_startup_fetch_does_not_spend_the_unknown_kid_allowance(issuer: Lo
     assert issuer.fetch_count == 2
 
 
+async def test_concurrent_first_requests_for_a_rotated_kid_all_wait_for_the_one_fetch(issuer: LocalIssuer) -> None:
+    """Found by the two-worker load test: the first request's fetch waits for the lock before it is under way,
+    and the requests that arrived meanwhile were told 503 "undecided" instead of waiting for its answer."""
+    keys = client_for(issuer, Clock(), cooldown_seconds=10)
+    await keys.refresh()
+    new_kid = issuer.rotate(keep_old=True)
+    found: list[object] = []
+
+    async def first_request() -> None:
+        found.append(await keys.get_key(new_kid))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(first_request)
+    assert len(found) == 20
+    assert all(key is found[0] for key in found)
+    assert issuer.fetch_count == 2  # start-up, and the one fetch every request waited for
+    made_up = ["made-up-a", "made-up-b", "made-up-c"]
+    outcomes: list[str] = []
+
+    async def made_up_request(kid: str) -> None:  # the window's fetch is spent: each is undecided, none fetches
+        with pytest.raises(AuthUnavailable):
+            await keys.get_key(kid)
+        outcomes.append(kid)
+
+    async with anyio.create_task_group() as tg:
+        for kid in made_up:
+            tg.start_soon(made_up_request, kid)
+    assert sorted(outcomes) == made_up
+    assert issuer.fetch_count == 2
+
+
 async def test_a_flood_of_made_up_kids_does_not_delay_a_rotation_beyond_one_cooldown(issuer: LocalIssuer) -> None:
     """The flood uses up each window's fetch, so the genuine kid waits for the next window, but it is never
     told its token is invalid (503 with Retry-After, not 401), and it is accepted in the first window that

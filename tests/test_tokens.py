@@ -378,13 +378,37 @@ async def test_malformed_tokens_are_refused_before_any_key_lookup(
         b"\xff\xfe",
         '{"email": "a@example.com"}'.encode("utf-16"),
         b'\xef\xbb\xbf{"email": "a@example.com"}',
+        b'{"email": "a@example.com"}{}',
+        b'{"email": "a@example.com"} x',
     ],
-    ids=["deeply-nested", "nan", "infinity", "not-json", "array", "not-utf8", "utf-16", "utf-8-bom"],
+    ids=[
+        "deeply-nested",
+        "nan",
+        "infinity",
+        "not-json",
+        "array",
+        "not-utf8",
+        "utf-16",
+        "utf-8-bom",
+        "trailing-object",
+        "trailing-text",
+    ],
 )
 async def test_signed_but_malformed_payload_is_refused(shared_issuer: LocalIssuer, payload: bytes) -> None:
     token = resign(shared_issuer, {"alg": "RS256", "kid": shared_issuer.signing_kid}, b64(payload))
     err = await refused(make_verifier(shared_issuer), token)
     assert err.reason is Reason.TOKEN_MALFORMED
+
+
+@pytest.mark.parametrize("padding", [("", ""), (" \n", ""), ("", " \r\n\t"), ("\t", " ")])
+async def test_json_whitespace_around_a_signed_payload_is_accepted(
+    shared_issuer: LocalIssuer, padding: tuple[str, str]
+) -> None:
+    """JSON allows whitespace around the value (PyJWT accepts it too); the fast path without it must agree."""
+    before, after = padding
+    text = before + json.dumps(shared_issuer.base_claims() | {"email": "a@example.com"}) + after
+    token = resign(shared_issuer, {"alg": "RS256", "kid": shared_issuer.signing_kid}, b64(text.encode()))
+    assert (await make_verifier(shared_issuer).verify(token))["email"] == "a@example.com"
 
 
 async def test_no_keys_at_all_is_unavailable_not_unauthorized(issuer: LocalIssuer) -> None:

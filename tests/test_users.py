@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from cfaccess_mw import AuthUnavailable, CloudflareAccessMiddleware, Settings
+from cfaccess_mw import AuthUnavailable, CloudflareAccessMiddleware, Settings, users
 from cfaccess_mw.testing import LocalIssuer
 from cfaccess_mw.users import UserDirectory, cache_key
 
@@ -258,6 +258,26 @@ async def test_true_and_a_bare_awaitable_are_refused_and_forget_without_a_cache_
             await directory.find(ALICE)
         directory.forget(ALICE)
         directory.forget_all()
+
+
+@pytest.mark.anyio
+async def test_a_types_verdict_is_remembered_for_values_only_true_is_refused_every_time_and_the_memory_is_bounded() -> (
+    None
+):
+    answers = iter([False, True, iter([USERS[ALICE]])])
+    directory = UserDirectory(lambda email: next(answers))
+    assert await directory.find(ALICE) is None  # False: no such user, and bool is remembered as a value type
+    for _ in range(2):  # True after False, then an iterator: each refused although a bool was judged before
+        with pytest.raises(AuthUnavailable):
+            await directory.find(ALICE)
+    for i in range(users._VALUE_TYPES_REMEMBERED * 2):  # classes made at run time: each judged, none kept forever
+        kind: type = type(f"User{i}", (), {})
+
+        def lookup(email: str, kind: type = kind) -> object:
+            return kind()
+
+        assert isinstance(await UserDirectory(lookup).find(ALICE), kind)
+    assert len(users._VALUE_TYPES) <= users._VALUE_TYPES_REMEMBERED
 
 
 # --- the user cache ------------------------------------------------------------------------------
