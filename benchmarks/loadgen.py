@@ -7,6 +7,7 @@ Python client by request count and a deadline.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import re
 import shutil
 import statistics
@@ -95,4 +96,7 @@ async def _python_load(port: int, header: tuple[str, str], seconds: float, conne
 def run_load(port: int, header: tuple[str, str], seconds: float, connections: int) -> Load:
     if wrk_path() is not None:
         return run_wrk(port, header, seconds, connections)
-    return asyncio.run(_python_load(port, header, seconds, connections))
+    # benchmarks.run calls this from inside its own event loop, where asyncio.run refuses to start a second one:
+    # the built-in client gets a loop of its own in a worker thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, _python_load(port, header, seconds, connections)).result()
