@@ -25,6 +25,7 @@ import httpx
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .adapter import check_options
 from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes
@@ -70,11 +71,8 @@ class CloudflareAccessMiddleware:
         self.app = app
         self.config_error: ConfigError | None = None
         if authenticator is not None:
-            given = [name for name, value in (("settings", settings), ("user_lookup", user_lookup),
-                     ("audit_hook", audit_hook), ("extra_scopes", extra_scopes), ("jwks", jwks),
-                     ("transport", transport)) if value is not None]  # fmt: skip
-            if given:
-                raise TypeError(f"pass either authenticator or {', '.join(given)}, not both")
+            check_options(authenticator, {"settings": settings, "user_lookup": user_lookup, "audit_hook": audit_hook,
+                          "extra_scopes": extra_scopes, "jwks": jwks, "transport": transport})  # fmt: skip
             self._authenticator: Authenticator | None = authenticator
             return
         try:
