@@ -37,7 +37,6 @@ from starlette.requests import cookie_parser
 from .audit import AuditEvent, AuditHook, Outcome, audit_logger, emit, request_facts
 from .errors import AuthError, AuthUnavailable, Forbidden, InvalidToken, Reason, Unauthorized
 from .exposure import LocalAddressing
-from .keys import JWKSClient
 from .keysources import KeyStore, build_key_source
 from .principals import Principal
 from .providers import PRESETS, Provider, build_profile, token_header
@@ -228,7 +227,9 @@ class Authenticator:
         self._proxy = PRESETS[self.settings.provider].label
         self._token_header = token_header(self.settings).encode("latin-1")
         self._token_in_authorization = self._token_header == b"authorization"  # the oidc preset's default
-        if self.settings.jwt_enabled and not self._cloudflare:
+        if self.settings.jwt_enabled:
+            if jwks is not None and self._cloudflare and jwks.url != self.settings.certs_url:
+                raise ValueError(f"jwks fetches {jwks.url}, but the settings name {self.settings.certs_url}")
             self.jwks = jwks or build_key_source(self.settings, transport)
             self.verifier = TokenVerifier(
                 issuer=str(self.settings.issuer),
@@ -237,32 +238,10 @@ class Authenticator:
                 leeway=self.settings.leeway_seconds,
                 cache_size=self.settings.token_cache_size,
                 clock=clock,
-                profile=build_profile(self.settings),
+                profile=None if self._cloudflare else build_profile(self.settings),
             )
             if user_lookup is None:
                 logger.warning("cfaccess_mw: no user_lookup given, so every %s user gets 403", self._proxy)
-        elif self.settings.jwt_enabled:
-            assert self.settings.certs_url is not None
-            assert self.settings.issuer is not None
-            if jwks is not None and jwks.url != self.settings.certs_url:
-                raise ValueError(f"jwks fetches {jwks.url}, but the settings name {self.settings.certs_url}")
-            self.jwks = jwks or JWKSClient(
-                self.settings.certs_url,
-                cache_seconds=self.settings.jwks_cache_seconds,
-                cooldown_seconds=self.settings.jwks_refresh_cooldown_seconds,
-                timeout=self.settings.jwks_timeout_seconds,
-                transport=transport,
-            )
-            self.verifier = TokenVerifier(
-                issuer=self.settings.issuer,
-                audiences=self.settings.audiences,
-                keys=self.jwks,
-                leeway=self.settings.leeway_seconds,
-                cache_size=self.settings.token_cache_size,
-                clock=clock,
-            )
-            if user_lookup is None:
-                logger.warning("cfaccess_mw: no user_lookup given, so every Cloudflare Access user gets 403")
 
     def __repr__(self) -> str:
         return f"Authenticator(mode={self.settings.exposure_mode.value!r}, jwt={self.settings.jwt_enabled})"

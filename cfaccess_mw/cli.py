@@ -39,7 +39,6 @@ from typing import Any, NoReturn
 from . import __version__
 from .authenticator import Authenticator
 from .errors import AuthError, ConfigError, InvalidToken, Reason
-from .keys import JWKSClient
 from .keysources import KeyStore, build_key_source
 from .middleware import CloudflareAccessMiddleware
 from .principals import Principal
@@ -206,21 +205,10 @@ def _advice(settings: Settings) -> list[str]:
 
 
 async def _fetch_keys(settings: Settings) -> KeyStore:
-    if settings.provider is not Provider.CLOUDFLARE:
-        source = build_key_source(settings)
-        if not await source.refresh():
-            raise CliError(f"cannot fetch the signing keys from {source.url}: {source.last_failure}")
-        return source
-    assert settings.certs_url is not None  # jwt_enabled
-    jwks = JWKSClient(
-        settings.certs_url,
-        cache_seconds=settings.jwks_cache_seconds,
-        cooldown_seconds=settings.jwks_refresh_cooldown_seconds,
-        timeout=settings.jwks_timeout_seconds,
-    )
-    if not await jwks.refresh():
-        raise CliError(f"cannot fetch the signing keys from {settings.certs_url}: {jwks.last_failure}")
-    return jwks
+    source = build_key_source(settings)
+    if not await source.refresh():
+        raise CliError(f"cannot fetch the signing keys from {source.url}: {source.last_failure}")
+    return source
 
 
 async def cmd_check(args: argparse.Namespace) -> int:

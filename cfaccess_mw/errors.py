@@ -34,6 +34,7 @@ class Reason(str, enum.Enum):
     TOKEN_TOO_LARGE = "token_too_large"
     ALGORITHM_NOT_ALLOWED = "algorithm_not_allowed"
     UNKNOWN_KEY = "unknown_key"
+    KEY_UNUSABLE = "key_unusable"
     BAD_SIGNATURE = "bad_signature"
     TOKEN_EXPIRED = "token_expired"
     TOKEN_NOT_YET_VALID = "token_not_yet_valid"

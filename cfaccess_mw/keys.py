@@ -58,7 +58,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import httpx
@@ -70,6 +70,9 @@ from .errors import AuthUnavailable, InvalidToken, Reason
 logger = logging.getLogger("cfaccess_mw.keys")
 
 MAX_JWKS_BYTES = 1 << 20  # Cloudflare's document is about 3 KB; 1 MiB is generous.
+#: How long keys stay trusted with no fetch confirming them (CFACCESS_JWKS_MAX_AGE_SECONDS): a day rides out any
+#: certs outage seen so far, and bounds how long a withdrawn key works while the endpoint cannot be reached.
+DEFAULT_MAX_AGE_SECONDS = 86400.0
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 8192  # bounds the work one verification can cost
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
@@ -94,7 +97,15 @@ JWKParser = Callable[[object], tuple[str, PublicKey]]
 
 
 class JWKSFetchError(Exception):
-    """A fetch of the certs endpoint failed; the message says how (no secrets involved)."""
+    """A fetch of the certs endpoint failed; the message says how (no secrets involved).
+
+    ``unusable`` is set when the document was a key set whose every key was unusable:
+    kid -> why, so that tokens naming those kids are told so (401) rather than to retry.
+    """
+
+    def __init__(self, message: str, unusable: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.unusable = unusable  # None: no key set was read (the network, the status, the body failed)
 
 
 def _b64_uint(value: object, what: str) -> int:
@@ -104,19 +115,56 @@ def _b64_uint(value: object, what: str) -> int:
     return int.from_bytes(raw, "big")
 
 
-def parse_jwk(jwk: object) -> tuple[str, RSAPublicKey]:
-    """One JWK to ``(kid, key)``; raise ``ValueError`` saying why it is unusable."""
+def jwk_kid(jwk: object) -> str:
+    """The ``kid`` of a JWK that may verify signatures; ``ValueError`` when it has none, or is for something else.
+
+    RFC 7517 section 4: ``use`` (when present) must be ``sig``, and ``key_ops`` (when
+    present) must list ``verify``; a key published for encryption, or for signing only,
+    is not one to verify with (Wycheproof's ``rejectWrongKeyOps``). Every key parser
+    starts here, so no key type skips the rule.
+    """
     if not isinstance(jwk, dict):
         raise ValueError("entry is not an object")
     kid = jwk.get("kid")
     if not isinstance(kid, str) or not kid:
         raise ValueError("no kid")
+    if "use" in jwk and jwk["use"] != "sig":
+        raise ValueError(f"kid {kid!r}: use is {jwk['use']!r}, not 'sig'")
+    if "key_ops" in jwk:
+        ops = jwk["key_ops"]
+        if not isinstance(ops, list) or "verify" not in ops or any(not isinstance(op, str) for op in ops):
+            raise ValueError(f"kid {kid!r}: key_ops {ops!r} does not include 'verify'")
+    return kid
+
+
+def _roca_masks() -> tuple[tuple[int, int], ...]:
+    """For each small prime ``p``: the bit mask of the residues ``65537**k mod p`` (the subgroup 65537 generates).
+
+    A modulus made by the Infineon library of CVE-2017-15361 (ROCA) is ``k * M + (65537**a mod M)``
+    with ``M`` the product of these primes, so ``n mod p`` lies in that subgroup for every one of
+    them; a random modulus does so with a probability of about 2**-150. This is the published
+    detector's test (Nemec et al., CCS 2017), its table computed here rather than copied.
+    """
+    primes = [p for p in range(3, 168) if all(p % d for d in range(2, int(p**0.5) + 1))]
+    return tuple((p, sum(1 << r for r in {pow(65537, k, p) for k in range(p)})) for p in primes)
+
+
+_ROCA = _roca_masks()
+
+
+def has_roca_fingerprint(n: int) -> bool:
+    """Whether an RSA modulus has the ROCA fingerprint (CVE-2017-15361): such keys can be factored."""
+    return all((mask >> (n % p)) & 1 for p, mask in _ROCA)
+
+
+def parse_jwk(jwk: object) -> tuple[str, RSAPublicKey]:
+    """One JWK to ``(kid, key)``; raise ``ValueError`` saying why it is unusable."""
+    kid = jwk_kid(jwk)
+    assert isinstance(jwk, dict)
     if jwk.get("kty") != "RSA":
         raise ValueError(f"kid {kid!r}: kty is {jwk.get('kty')!r}, not 'RSA'")
     if "alg" in jwk and jwk["alg"] != "RS256":
         raise ValueError(f"kid {kid!r}: alg is {jwk['alg']!r}, not 'RS256'")
-    if "use" in jwk and jwk["use"] != "sig":
-        raise ValueError(f"kid {kid!r}: use is {jwk['use']!r}, not 'sig'")
     if any(private in jwk for private in ("d", "p", "q")):
         raise ValueError(f"kid {kid!r}: contains private key material")
     n = _b64_uint(jwk.get("n"), f"kid {kid!r}: n")
@@ -125,19 +173,34 @@ def parse_jwk(jwk: object) -> tuple[str, RSAPublicKey]:
         raise ValueError(f"kid {kid!r}: RSA key of {n.bit_length()} bits is not {MIN_RSA_BITS}-{MAX_RSA_BITS} bits")
     if e < 3 or e % 2 == 0:
         raise ValueError(f"kid {kid!r}: bad RSA exponent")
+    if has_roca_fingerprint(n):
+        raise ValueError(f"kid {kid!r}: the RSA key has the ROCA weakness (CVE-2017-15361) and can be factored")
     return kid, RSAPublicNumbers(e, n).public_key()
 
 
-def parse_jwks(document: object, parse: JWKParser = parse_jwk) -> tuple[dict[str, PublicKey], list[str]]:
-    """A certs document to ``({kid: key}, [problems])``; unusable keys are skipped, not fatal.
+class KeySet(NamedTuple):
+    """A parsed certs document: the usable keys, the problems with the rest, and why each listed kid is unusable."""
+
+    keys: dict[str, PublicKey]
+    problems: list[str]
+    #: kid -> why it cannot be used (wrong type, curve, ``use``/``key_ops``, a weak key, listed twice). The
+    #: document proves these unusable: a token naming one is refused (401), not asked to wait for a fetch.
+    unusable: dict[str, str]
+
+
+def parse_jwks(document: object, parse: JWKParser = parse_jwk) -> KeySet:
+    """A certs document to a :class:`KeySet`; unusable keys are skipped, not fatal.
 
     A ``kid`` that appears twice is dropped altogether: with two keys under one
     name there is no safe way to pick, and Cloudflare never publishes that.
+    Raises :class:`JWKSFetchError` when the document is not a key set, or holds no
+    usable key (its ``unusable`` then says which kids it did list).
     """
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise JWKSFetchError("document has no 'keys' list")
     keys: dict[str, PublicKey] = {}
     problems: list[str] = []
+    unusable: dict[str, str] = {}
     seen: set[str] = set()
     duplicates: set[str] = set()
     for jwk in document["keys"]:
@@ -145,6 +208,9 @@ def parse_jwks(document: object, parse: JWKParser = parse_jwk) -> tuple[dict[str
             kid, key = parse(jwk)
         except (ValueError, TypeError) as exc:
             problems.append(str(exc))
+            listed = jwk.get("kid") if isinstance(jwk, dict) else None
+            if isinstance(listed, str) and listed:
+                unusable.setdefault(listed, str(exc))
             continue
         if kid in seen:
             duplicates.add(kid)
@@ -153,10 +219,13 @@ def parse_jwks(document: object, parse: JWKParser = parse_jwk) -> tuple[dict[str
     for kid in duplicates:
         del keys[kid]
         problems.append(f"kid {kid!r} appears more than once; ignoring it")
+        unusable[kid] = f"kid {kid!r} is published more than once, with no way to tell which key is meant"
+    for kid in keys:
+        unusable.pop(kid, None)  # listed once unusably and once usably: the usable entry stands
     if not keys:
         usable = "no usable RS256 keys" if parse is parse_jwk else "no usable keys"
-        raise JWKSFetchError(usable + (f" ({'; '.join(problems)})" if problems else ""))
-    return keys, problems
+        raise JWKSFetchError(usable + (f" ({'; '.join(problems)})" if problems else ""), unusable)
+    return KeySet(keys, problems, unusable)
 
 
 class JWKSClient:
@@ -174,6 +243,7 @@ class JWKSClient:
         cooldown_seconds: float = 10.0,
         timeout: float = 5.0,
         max_bytes: int = MAX_JWKS_BYTES,
+        max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         parse: JWKParser = parse_jwk,
@@ -181,13 +251,17 @@ class JWKSClient:
         self.url = url
         self._parse = parse  # which keys this client adopts; anything else in the document is skipped
         self.cache_seconds = cache_seconds
+        #: How long keys are trusted without a successful fetch confirming them (see :meth:`_expire`).
+        self.max_age_seconds = max(max_age_seconds, cache_seconds)
         self.cooldown_seconds = cooldown_seconds
         self.timeout = timeout
         self.max_bytes = max_bytes
         self._transport = transport
         self._clock = clock
         self._keys: Mapping[str, PublicKey] = {}
+        self._unusable: Mapping[str, str] = {}  # kid -> why, for the kids the last key set read lists unusably
         self._fetched_at = -math.inf  # last success
+        self._expired = False  # the keys outlived max_age_seconds unconfirmed and were dropped (said once)
         self._attempted_at = -math.inf  # end of the last attempt, success or not
         self._kid_fetch_at = -math.inf  # last fetch caused by an unknown kid (the cooldown's allowance)
         self._kid_waiting = False  # an unknown kid was left undecided since the last fetch started
@@ -219,6 +293,16 @@ class JWKSClient:
         """Why the most recent fetch failed, or ``None`` after a success."""
         return self._last_failure
 
+    @property
+    def age(self) -> float:
+        """Seconds since a fetch last confirmed the key set (infinite before the first success)."""
+        return self._clock() - self._fetched_at
+
+    @property
+    def expired(self) -> bool:
+        """Whether the keys went unconfirmed past ``max_age_seconds`` and are no longer trusted."""
+        return self._expired or (bool(self._keys) and self.age >= self.max_age_seconds)
+
     def has_kid(self, kid: str) -> bool:
         """Whether ``kid`` is in the cached key set (no I/O)."""
         return kid in self._keys
@@ -232,6 +316,8 @@ class JWKSClient:
         was verified with.
         """
         if self._clock() >= self._due_at:
+            if self._keys and self.age >= self.max_age_seconds:
+                self._expire()
             self._refresh_in_background()
         return self._keys.get(kid)
 
@@ -264,10 +350,20 @@ class JWKSClient:
         key = self._keys.get(kid)
         if key is not None:
             return key
+        unusable = self._unusable.get(kid)
+        if unusable is not None:
+            # The key set lists this kid, in a form that cannot verify this token: no fetch will change that.
+            raise InvalidToken(
+                Reason.KEY_UNUSABLE,
+                "The token was signed with a key this application cannot use.",
+                f"{unusable} (published at {self.url})",
+            )
         if not self._keys or self._last_failure is not None:
             # No keys at all, or the endpoint is failing and so cannot say whether ``kid`` is a key Cloudflare
             # just rotated in: the request cannot be decided, which is a 503 ("try again"), not a 401.
             why = f"key id {kid!r} is not cached and" if self._keys else "no signing keys:"
+            if self._expired:
+                why = f"no signing keys (none confirmed for over {human_seconds(self.max_age_seconds)}):"
             raise AuthUnavailable(
                 Reason.KEYS_UNAVAILABLE,
                 "The signing keys for this application cannot be fetched right now; try again shortly.",
@@ -330,7 +426,32 @@ class JWKSClient:
             due = max(due, self._attempted_at + self.cooldown_seconds)
         if self._kid_waiting:
             due = min(due, self._next_kid_fetch_at())
-        self._due_at = due
+        self._due_at = min(due, self._expires_at())
+
+    def _expires_at(self) -> float:
+        """When the cached keys stop being trusted unless a fetch confirms them (never, with none cached)."""
+        return self._fetched_at + self.max_age_seconds if self._keys else math.inf
+
+    def _expire(self) -> None:
+        """Stop trusting keys that no fetch has confirmed for ``max_age_seconds``.
+
+        Keeping the last good keys through an outage is right, within a bound: a key
+        the issuer withdrew (rotated out after a compromise, say) must not stay
+        trusted for as long as the certs endpoint stays unreachable, which an
+        attacker may be able to arrange. Past the bound every token gets 503 until a
+        fetch succeeds; said once, as an error.
+        """
+        logger.error(
+            "certs endpoint %s: no fetch has confirmed the %d signing keys for %s (the maximum age, "
+            "CFACCESS_JWKS_MAX_AGE_SECONDS); they are no longer trusted and tokens get 503 until a fetch succeeds "
+            "(last failure: %s)",
+            self.url,
+            len(self._keys),
+            human_seconds(self.age),
+            self._last_failure or "none",
+        )
+        self._keys = {}
+        self._expired = True
 
     def _refresh_in_background(self) -> None:
         """Start a refresh as a background task of the running event loop; never raises, never waits.
@@ -341,7 +462,7 @@ class JWKSClient:
         (its event loop closed under it), the next request after that starts another.
         """
         now = self._clock()
-        self._due_at = now + self.timeout + self.cooldown_seconds
+        self._due_at = min(now + self.timeout + self.cooldown_seconds, self._expires_at())
         if self._kid_waiting:  # this is the fetch the waiting kid was promised: it uses the cooldown's allowance
             self._kid_fetch_at = now
         generation = self._background_generation = self._generation
@@ -393,6 +514,8 @@ class JWKSClient:
                 keys, problems, listed = await self._fetch()
             except JWKSFetchError as exc:
                 failure: str | None = str(exc)
+                if exc.unusable is not None:  # a key set was read, and none of its keys is usable
+                    self._unusable = exc.unusable
             except Exception as exc:  # a bug must cost a 503, not a 500 on every request
                 logger.exception("certs endpoint %s: unexpected error while fetching keys", self.url)
                 failure = f"unexpected {type(exc).__name__}"
@@ -432,6 +555,9 @@ class JWKSClient:
         removed = sorted(set(self._keys) - set(keys))
         self._keys = keys
         self._fetched_at = self._clock()
+        if self._expired:
+            logger.warning("certs endpoint %s: %d signing keys confirmed again and trusted", self.url, len(keys))
+        self._expired = False
         if self._last_failure is not None:
             logger.warning("certs endpoint %s recovered; %d keys", self.url, len(keys))
         self._last_failure = None
@@ -460,39 +586,66 @@ class JWKSClient:
     async def _fetch(self) -> tuple[dict[str, PublicKey], list[str], set[str]]:
         """The usable keys, the problems with the rest, and every kid the document lists (usable or not)."""
         self.fetch_count += 1
-        try:
-            with anyio.fail_after(self.timeout):
-                body = await self._download()
-        except TimeoutError:
-            raise JWKSFetchError(f"no answer within {self.timeout:g}s") from None
-        except httpx.HTTPError as exc:
-            raise JWKSFetchError(f"{type(exc).__name__}: {exc}") from None
+        status, body = await http_get(
+            self.url, transport=self._transport, seconds=self.timeout, max_bytes=self.max_bytes
+        )
+        if status != 200:
+            raise JWKSFetchError(f"HTTP {status}")
         try:
             document = json.loads(body)
         except (ValueError, RecursionError):
             raise JWKSFetchError("response is not JSON") from None
-        keys, problems = parse_jwks(document, self._parse)
+        keys, problems, unusable = parse_jwks(document, self._parse)
+        self._unusable = unusable
         listed = {jwk["kid"] for jwk in document["keys"] if isinstance(jwk, dict) and isinstance(jwk.get("kid"), str)}
         return keys, problems, listed
 
-    async def _download(self) -> bytes:
-        timeout = httpx.Timeout(self.timeout)
-        async with (
-            httpx.AsyncClient(transport=self._transport, timeout=timeout, follow_redirects=False) as client,
-            client.stream("GET", self.url, headers={"accept": "application/json"}) as response,
-        ):
-            if response.is_redirect:
-                raise JWKSFetchError(f"HTTP {response.status_code} redirect refused (certs must be served directly)")
-            if response.status_code != 200:
-                raise JWKSFetchError(f"HTTP {response.status_code}")
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-                raise JWKSFetchError(f"body of {declared} bytes exceeds {self.max_bytes}")
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > self.max_bytes:
-                    raise JWKSFetchError(f"body exceeds {self.max_bytes} bytes")
-                chunks.append(chunk)
-            return b"".join(chunks)
+
+async def http_get(
+    url: str,
+    *,
+    transport: httpx.AsyncBaseTransport | None,
+    seconds: float,
+    max_bytes: int,
+    accept: str = "application/json",
+) -> tuple[int, bytes]:
+    """``(status, body)`` of one GET: no redirects, at most ``max_bytes``, ``seconds`` in all.
+
+    Every key source fetches through this. Raises :class:`JWKSFetchError` for a
+    network failure, a timeout, a redirect or an oversized body.
+    """
+    try:
+        with anyio.fail_after(seconds):
+            async with (
+                httpx.AsyncClient(
+                    transport=transport, timeout=httpx.Timeout(seconds), follow_redirects=False
+                ) as client,
+                client.stream("GET", url, headers={"accept": accept}) as response,
+            ):
+                if response.is_redirect:
+                    raise JWKSFetchError(f"HTTP {response.status_code} redirect refused (keys must be served directly)")
+                declared = response.headers.get("content-length")
+                if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                    raise JWKSFetchError(f"body of {declared} bytes exceeds {max_bytes}")
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise JWKSFetchError(f"body exceeds {max_bytes} bytes")
+                    chunks.append(chunk)
+                return response.status_code, b"".join(chunks)
+    except TimeoutError:
+        raise JWKSFetchError(f"no answer within {seconds:g}s") from None
+    except httpx.HTTPError as exc:
+        raise JWKSFetchError(f"{type(exc).__name__}: {exc}") from None
+
+
+def human_seconds(seconds: float) -> str:
+    """``2 days``, ``5 hours``, ``90 s``: an age or a bound, for the log and ``cfaccess-mw check``."""
+    if not math.isfinite(seconds):
+        return "ever"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f} {unit}s"
+    return f"{seconds:.0f} s"

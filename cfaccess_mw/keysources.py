@@ -9,10 +9,11 @@ answer depends on a fetch that failed.
   document once (its ``issuer`` must equal the configured one exactly, OpenID Connect
   Discovery section 4.3) and then fetches ``jwks_uri`` like any key set.
 * :class:`AlbKeySource` fetches ``<base>/<kid>`` for a ``kid`` it has not seen, only
-  once the kid is a UUID (so no token can steer the URL), keeps each key for good (a
-  kid's key never changes), remembers a kid AWS does not know for the cooldown, and
-  fetches at most :data:`ALB_FETCHES_PER_COOLDOWN` new kids per cooldown, so a flood of
-  made-up kids cannot make the app a load generator against AWS.
+  once the kid is a UUID (so no token can steer the URL), keeps each key until it is
+  ``max_age_seconds`` old and then fetches it again before trusting it (AWS never
+  changes a kid's key, but may stop publishing it), remembers a kid AWS does not know
+  for the cooldown, and fetches at most :data:`ALB_FETCHES_PER_COOLDOWN` new kids per
+  cooldown, so a flood of made-up kids cannot make the app a load generator against AWS.
 """
 
 from __future__ import annotations
@@ -31,8 +32,18 @@ import httpx
 from .ec import parse_p256_pem
 from .errors import AuthUnavailable, InvalidToken, Reason
 from .exposure import is_loopback_url_host
-from .keys import MAX_JWKS_BYTES, JWKParser, JWKSClient, JWKSFetchError, PublicKey
-from .providers import ALB_KID, PRESETS, KeyKind, jwk_parser
+from .keys import (
+    DEFAULT_MAX_AGE_SECONDS,
+    MAX_JWKS_BYTES,
+    JWKParser,
+    JWKSClient,
+    JWKSFetchError,
+    PublicKey,
+    http_get,
+    human_seconds,
+    parse_jwk,
+)
+from .providers import ALB_KID, PRESETS, KeyKind, Provider, jwk_parser
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -58,6 +69,9 @@ class KeyStore(Protocol):
     @property
     def last_failure(self) -> str | None: ...
 
+    @property
+    def expired(self) -> bool: ...
+
     def has_kid(self, kid: str) -> bool: ...
 
     def cached_key(self, kid: str) -> PublicKey | None: ...
@@ -67,40 +81,6 @@ class KeyStore(Protocol):
     async def get_key(self, kid: str) -> PublicKey: ...
 
     async def refresh(self) -> bool: ...
-
-
-async def http_get(
-    url: str, *, transport: httpx.AsyncBaseTransport | None, seconds: float, max_bytes: int, accept: str
-) -> tuple[int, bytes]:
-    """``(status, body)`` of one GET: no redirects, at most ``max_bytes``, ``seconds`` in all.
-
-    Raises :class:`JWKSFetchError` for a network failure, a timeout, a redirect or an oversized body.
-    """
-    try:
-        with anyio.fail_after(seconds):
-            async with (
-                httpx.AsyncClient(
-                    transport=transport, timeout=httpx.Timeout(seconds), follow_redirects=False
-                ) as client,
-                client.stream("GET", url, headers={"accept": accept}) as response,
-            ):
-                if response.is_redirect:
-                    raise JWKSFetchError(f"HTTP {response.status_code} redirect refused (keys must be served directly)")
-                declared = response.headers.get("content-length")
-                if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-                    raise JWKSFetchError(f"body of {declared} bytes exceeds {max_bytes}")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise JWKSFetchError(f"body exceeds {max_bytes} bytes")
-                    chunks.append(chunk)
-                return response.status_code, b"".join(chunks)
-    except TimeoutError:
-        raise JWKSFetchError(f"no answer within {seconds:g}s") from None
-    except httpx.HTTPError as exc:
-        raise JWKSFetchError(f"{type(exc).__name__}: {exc}") from None
 
 
 def discovery_url(issuer: str) -> str:
@@ -131,6 +111,7 @@ class OidcJWKSClient(JWKSClient):
         cache_seconds: float = 300.0,
         cooldown_seconds: float = 10.0,
         timeout: float = 5.0,
+        max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -139,6 +120,7 @@ class OidcJWKSClient(JWKSClient):
             cache_seconds=cache_seconds,
             cooldown_seconds=cooldown_seconds,
             timeout=timeout,
+            max_age_seconds=max_age_seconds,
             transport=transport,
             clock=clock,
             parse=parse,
@@ -184,6 +166,7 @@ class AlbKeySource:
         cooldown_seconds: float = 10.0,
         timeout: float = 5.0,
         max_keys: int = ALB_MAX_KEYS,
+        max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -191,10 +174,14 @@ class AlbKeySource:
         self.cooldown_seconds = cooldown_seconds
         self.timeout = timeout
         self.max_keys = max_keys
+        self.max_age_seconds = max_age_seconds
         self._transport = transport
         self._clock = clock
         self._keys: OrderedDict[str, PublicKey] = OrderedDict()
+        self._confirmed: dict[str, float] = {}  # kid -> when a fetch last served its key
+        self._oldest = math.inf  # when the least recently confirmed key was confirmed (the next to go stale)
         self._unknown: OrderedDict[str, float] = OrderedDict()  # kid -> when AWS said it has no such (usable) key
+        self._unusable: dict[str, str] = {}  # kid -> why the key AWS serves for it is unusable (kept with _unknown)
         self._attempts: deque[float] = deque()  # when each recent fetch started
         self._lock: anyio.Lock | None = None
         self._last_failure: str | None = None
@@ -211,12 +198,31 @@ class AlbKeySource:
     def last_failure(self) -> str | None:
         return self._last_failure
 
+    @property
+    def expired(self) -> bool:
+        """Whether some kept key is past ``max_age_seconds`` (it is fetched again before its next use)."""
+        return self._clock() - self._oldest >= self.max_age_seconds
+
     def has_kid(self, kid: str) -> bool:
         return kid in self._keys
 
     def cached_key(self, kid: str) -> PublicKey | None:
-        """The kept key object for ``kid`` (an ALB kid's key never changes, so it is kept for good), or ``None``."""
+        """The kept key object for ``kid`` while a fetch confirmed it within ``max_age_seconds``, else ``None``."""
+        if self._clock() - self._oldest >= self.max_age_seconds:
+            self._drop_stale()
         return self._keys.get(kid)
+
+    def _drop_stale(self) -> None:
+        """Forget keys no fetch confirmed for ``max_age_seconds``: their next token fetches them again."""
+        limit = self._clock() - self.max_age_seconds
+        for kid in [kid for kid, at in self._confirmed.items() if at <= limit]:
+            del self._keys[kid], self._confirmed[kid]
+            logger.info(
+                "ALB signing key %s is %s old; it is fetched again before its next use",
+                kid,
+                human_seconds(self.max_age_seconds),
+            )
+        self._oldest = min(self._confirmed.values(), default=math.inf)
 
     async def settle(self) -> None:
         """Nothing runs in the background here: fetches happen inside requests."""
@@ -226,7 +232,7 @@ class AlbKeySource:
         return True
 
     async def get_key(self, kid: str) -> PublicKey:
-        key = self._keys.get(kid)
+        key = self.cached_key(kid)
         if key is not None:
             return key
         if not ALB_KID.fullmatch(kid):  # the profile checked already; the URL depends on it, so again here
@@ -240,6 +246,8 @@ class AlbKeySource:
             now = self._clock()
             seen = self._unknown.get(kid)
             if seen is not None and now - seen < self.cooldown_seconds:
+                if kid in self._unusable:
+                    raise self._unusable_key(kid)
                 raise self._unknown_kid(kid, "was not found at the key endpoint moments ago")
             while self._attempts and now - self._attempts[0] >= self.cooldown_seconds:
                 self._attempts.popleft()
@@ -271,23 +279,37 @@ class AlbKeySource:
         try:
             key = parse_p256_pem(body, kid)
         except ValueError as exc:
-            # Published but unusable (another curve or key type): skipped, never adopted.
+            # Published but unusable (another curve or key type): proven so by the fetch, never adopted. A 401
+            # that says so, not a 503: no retry will make it usable.
+            self._unusable[kid] = str(exc)
             self._remember_unknown(kid)
             logger.warning("ALB key endpoint %s: %s; skipping it", self.url, exc)
-            raise self._unknown_kid(kid, "names a key that is not P-256 (skipped)") from None
+            raise self._unusable_key(kid) from None
         if self._last_failure is not None:
             logger.warning("ALB key endpoint %s recovered", self.url)
         self._last_failure = None
         if len(self._keys) >= self.max_keys:
-            self._keys.popitem(last=False)
+            oldest, _ = self._keys.popitem(last=False)
+            del self._confirmed[oldest]
         self._keys[kid] = key
+        self._unusable.pop(kid, None)
+        self._confirmed[kid] = self._clock()
+        self._oldest = min(self._confirmed.values())
         logger.info("ALB signing key %s fetched from %s", kid, self.url)
         return key
 
     def _remember_unknown(self, kid: str) -> None:
         self._unknown[kid] = self._clock()
         while len(self._unknown) > 4 * self.max_keys:
-            self._unknown.popitem(last=False)
+            forgotten, _ = self._unknown.popitem(last=False)
+            self._unusable.pop(forgotten, None)
+
+    def _unusable_key(self, kid: str) -> InvalidToken:
+        return InvalidToken(
+            Reason.KEY_UNUSABLE,
+            "The token was signed with a key this application cannot use.",
+            f"{self._unusable.get(kid, 'the key is unusable')} (published at {self.url}/{kid})",
+        )
 
     def _unknown_kid(self, kid: str, why: str) -> InvalidToken:
         return InvalidToken(
@@ -313,16 +335,26 @@ def build_key_source(
     transport: httpx.AsyncBaseTransport | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> KeyStore:
-    """The key source a non-Cloudflare preset reads, from validated settings (``clock`` for tests)."""
+    """The key source the configured preset reads, from validated settings (``clock`` for tests).
+
+    The one place a key source is built from settings: the middleware and the CLI
+    both call it, so ``check`` fetches exactly as a request would.
+    """
     preset = PRESETS[settings.provider]
     cooldown = settings.jwks_refresh_cooldown_seconds
     timeout = settings.jwks_timeout_seconds
+    max_age = settings.jwks_max_age_seconds
     if preset.keys is KeyKind.PEM_PER_KID:
         assert settings.certs_url is not None
         return AlbKeySource(
-            settings.certs_url, cooldown_seconds=cooldown, timeout=timeout, transport=transport, clock=clock
+            settings.certs_url,
+            cooldown_seconds=cooldown,
+            timeout=timeout,
+            max_age_seconds=max_age,
+            transport=transport,
+            clock=clock,
         )
-    parse = jwk_parser(settings.algorithms)
+    parse = parse_jwk if settings.provider is Provider.CLOUDFLARE else jwk_parser(settings.algorithms)
     cache = settings.jwks_cache_seconds
     if preset.keys is KeyKind.OIDC_DISCOVERY and settings.certs_url is None:
         return OidcJWKSClient(
@@ -331,6 +363,7 @@ def build_key_source(
             cache_seconds=cache,
             cooldown_seconds=cooldown,
             timeout=timeout,
+            max_age_seconds=max_age,
             transport=transport,
             clock=clock,
         )
@@ -341,6 +374,7 @@ def build_key_source(
         cooldown_seconds=cooldown,
         timeout=timeout,
         max_bytes=MAX_JWKS_BYTES,
+        max_age_seconds=max_age,
         transport=transport,
         clock=clock,
         parse=parse,

@@ -39,7 +39,7 @@ from urllib.parse import SplitResult, urlsplit
 from .ec import key_algorithm, parse_ec_jwk, verify_signature
 from .errors import ConfigError, InvalidToken, Reason
 from .exposure import is_loopback_url_host
-from .keys import JWKParser, PublicKey, parse_jwk
+from .keys import JWKParser, PublicKey, jwk_kid, parse_jwk
 from .tokens import (
     HEADER_CACHE_SIZE,
     KeySource,
@@ -402,14 +402,9 @@ def jwk_parser(algorithms: tuple[str, ...]) -> JWKParser:
     """
 
     def parse(jwk: object) -> tuple[str, PublicKey]:
-        if not isinstance(jwk, dict):
-            raise ValueError("entry is not an object")
-        kid = jwk.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise ValueError("no kid")
+        kid = jwk_kid(jwk)  # an object with a kid, whose use and key_ops allow verifying
+        assert isinstance(jwk, dict)
         kty = jwk.get("kty")
-        if "use" in jwk and jwk["use"] != "sig":
-            raise ValueError(f"kid {kid!r}: use is {jwk['use']!r}, not 'sig'")
         if kty == "RSA" and "RS256" in algorithms:
             return parse_jwk(jwk)
         if kty == "EC" and "ES256" in algorithms:

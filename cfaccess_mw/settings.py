@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .exposure import is_loopback_url_host
+from .keys import DEFAULT_MAX_AGE_SECONDS
 from .providers import VARIABLES as PROVIDER_VARIABLES
 from .providers import Provider, check_preset_settings, parse_provider
 
@@ -34,6 +35,8 @@ MAX_TOKEN_CACHE_SIZE = 100_000
 #: A deleted user stays admitted for up to this long; longer would make deleting a user mean little.
 MAX_USER_CACHE_SECONDS = 3600
 MAX_USER_CACHE_SIZE = 100_000
+#: Longest CFACCESS_JWKS_MAX_AGE_SECONDS: a month of trusting keys no fetch has confirmed is already generous.
+MAX_JWKS_MAX_AGE_SECONDS = 30 * 86400
 
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -53,6 +56,7 @@ ENV_NAMES = {
     "jwks_cache_seconds": "CFACCESS_JWKS_CACHE_SECONDS",
     "jwks_timeout_seconds": "CFACCESS_JWKS_TIMEOUT_SECONDS",
     "jwks_refresh_cooldown_seconds": "CFACCESS_JWKS_REFRESH_COOLDOWN_SECONDS",
+    "jwks_max_age_seconds": "CFACCESS_JWKS_MAX_AGE_SECONDS",
     "token_cache_size": "CFACCESS_TOKEN_CACHE_SIZE",
     "allow_cookie": "CFACCESS_ALLOW_COOKIE",
     "user_cache_seconds": "CFACCESS_USER_CACHE_SECONDS",
@@ -161,6 +165,7 @@ class Settings:
     jwks_cache_seconds: float = 300.0
     jwks_timeout_seconds: float = 5.0
     jwks_refresh_cooldown_seconds: float = 10.0
+    jwks_max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS
     token_cache_size: int = 4096
     allow_cookie: bool = False
     user_cache_seconds: float = 0.0
@@ -257,6 +262,7 @@ class Settings:
             ("jwks_cache_seconds", 10, 86400),
             ("jwks_timeout_seconds", 0.1, 60),
             ("jwks_refresh_cooldown_seconds", 0 if loopback_certs else 1, 60),
+            ("jwks_max_age_seconds", 60, MAX_JWKS_MAX_AGE_SECONDS),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -267,6 +273,12 @@ class Settings:
                     hint = " (below 1 only for tests, with a loopback CFACCESS_CERTS_URL)"
                 raise _fail(name, f"must be between {low} and {high} seconds, got {value}{hint}")
             set_(self, name, float(value))
+        if self.jwks_max_age_seconds < self.jwks_cache_seconds:
+            raise _fail(
+                "jwks_max_age_seconds",
+                f"must be at least CFACCESS_JWKS_CACHE_SECONDS ({self.jwks_cache_seconds:g}), or keys would stop being "
+                f"trusted before their routine refresh; got {self.jwks_max_age_seconds:g}",
+            )
         size = self.token_cache_size
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_TOKEN_CACHE_SIZE:
             raise _fail("token_cache_size", f"must be a whole number from 0 to {MAX_TOKEN_CACHE_SIZE}, got {size!r}")
@@ -412,6 +424,7 @@ class Settings:
         kwargs["jwks_cache_seconds"] = number("jwks_cache_seconds", 300.0)
         kwargs["jwks_timeout_seconds"] = number("jwks_timeout_seconds", 5.0)
         kwargs["jwks_refresh_cooldown_seconds"] = number("jwks_refresh_cooldown_seconds", 10.0)
+        kwargs["jwks_max_age_seconds"] = number("jwks_max_age_seconds", DEFAULT_MAX_AGE_SECONDS)
         raw_size = get("token_cache_size")
         if raw_size is not None:
             if not re.fullmatch(r"[0-9]{1,7}", raw_size):

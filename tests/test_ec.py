@@ -135,7 +135,7 @@ def test_unusable_ec_jwks_are_refused(change: dict[str, Any]) -> None:
 @pytest.mark.parametrize("curve", [ec.SECP384R1(), ec.SECP256K1()], ids=lambda c: c.name)
 def test_a_key_set_skips_keys_on_other_curves(curve: ec.EllipticCurve) -> None:
     other = public_jwk("other", new_ec_key(curve))
-    keys, problems = parse_jwks({"keys": [public_jwk("good", KEY), other]}, jwk_parser(("ES256",)))
+    keys, problems, _ = parse_jwks({"keys": [public_jwk("good", KEY), other]}, jwk_parser(("ES256",)))
     assert list(keys) == ["good"]
     assert any("other" in p for p in problems)
 
@@ -150,7 +150,7 @@ def test_an_es256_only_parser_skips_rsa_and_symmetric_keys() -> None:
     }
     with pytest.raises(JWKSFetchError, match="no usable keys"):
         parse_jwks(document, jwk_parser(("ES256",)))
-    keys, _ = parse_jwks(document, jwk_parser(("ES256", "RS256")))
+    keys, _, _ = parse_jwks(document, jwk_parser(("ES256", "RS256")))
     assert list(keys) == ["rsa"]
 
 

@@ -44,7 +44,7 @@ def stranger_key() -> Any:
     return new_rsa_key()
 
 
-def document_with(issuer: LocalIssuer, **changes: str) -> bytes:
+def document_with(issuer: LocalIssuer, **changes: object) -> bytes:
     keys = [dict(jwk, **changes) for jwk in issuer.certs_document()["keys"]]
     return json.dumps({"keys": keys}).encode()
 
@@ -55,7 +55,12 @@ def beside_a_good_key(issuer: LocalIssuer, **changes: str) -> bytes:
 
 
 def duplicate_kid(issuer: LocalIssuer, with_good_key: bool) -> bytes:
-    keys = [public_jwk(issuer.signing_kid, issuer.private_key()), public_jwk(issuer.signing_kid, stranger_key())]
+    """Every kid the issuer publishes, listed twice: once with its key, once with a stranger's."""
+    keys = [
+        jwk
+        for kid in issuer.kids
+        for jwk in (public_jwk(kid, issuer.private_key(kid)), public_jwk(kid, stranger_key()))
+    ]
     if with_good_key:
         keys.append(public_jwk("good-other", stranger_key()))
     return json.dumps({"keys": keys}).encode()
@@ -73,6 +78,8 @@ class BadDay:
     make: Callable[[LocalIssuer, LocalIssuer, threading.Event], Callable[[], Response] | None]
     #: Whether a fetch still *succeeds* (a usable key set beside the broken entry) rather than fails.
     partial: bool = False
+    #: Whether the document lists every kid, each in a form that cannot verify (so a token naming one is 401).
+    unusable: bool = False
 
 
 def respond(status: int, headers: dict[str, str], body: bytes) -> Callable[..., Callable[[], Response]]:
@@ -115,16 +122,20 @@ BAD_DAYS = [
         lambda issuer, elsewhere, release: lambda: (302, {"Location": elsewhere.certs_url}, b""),
     ),
     BadDay("slow-beyond-the-timeout", slow),
-    BadDay("wrong-kty", serve(lambda i: document_with(i, kty="EC"))),
-    BadDay("wrong-alg", serve(lambda i: document_with(i, alg="HS256"))),
-    BadDay("wrong-use", serve(lambda i: document_with(i, use="enc"))),
-    BadDay("duplicate-kid", serve(lambda i: duplicate_kid(i, with_good_key=False))),
+    BadDay("wrong-kty", serve(lambda i: document_with(i, kty="EC")), unusable=True),
+    BadDay("wrong-alg", serve(lambda i: document_with(i, alg="HS256")), unusable=True),
+    BadDay("wrong-use", serve(lambda i: document_with(i, use="enc")), unusable=True),
+    BadDay("wrong-key-ops", serve(lambda i: document_with(i, key_ops=["sign"])), unusable=True),
+    BadDay("duplicate-kid", serve(lambda i: duplicate_kid(i, with_good_key=False)), unusable=True),
     BadDay("wrong-kty-beside-a-good-key", serve(lambda i: beside_a_good_key(i, kty="EC")), partial=True),
     BadDay("wrong-alg-beside-a-good-key", serve(lambda i: beside_a_good_key(i, alg="RS512")), partial=True),
     BadDay("wrong-use-beside-a-good-key", serve(lambda i: beside_a_good_key(i, use="enc")), partial=True),
     BadDay("duplicate-kid-beside-a-good-key", serve(lambda i: duplicate_kid(i, with_good_key=True)), partial=True),
 ]
 FAILING_DAYS = [day for day in BAD_DAYS if not day.partial]
+#: The days on which nothing proves a token's key unusable: "try again" (503) is the only honest answer.
+UNDECIDED_DAYS = [day for day in FAILING_DAYS if not day.unusable]
+UNUSABLE_DAYS = [day for day in FAILING_DAYS if day.unusable]
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +266,7 @@ def test_cached_key_keeps_working_through_a_bad_day(
     assert elsewhere.fetch_count == 0, "a redirect was followed"
 
 
-@pytest.mark.parametrize("day", FAILING_DAYS, ids=[day.id for day in FAILING_DAYS])
+@pytest.mark.parametrize("day", UNDECIDED_DAYS, ids=[day.id for day in UNDECIDED_DAYS])
 def test_uncached_key_on_a_bad_day_is_503_not_401(
     rig_factory: Callable[[], Rig],
     elsewhere: LocalIssuer,
@@ -281,7 +292,48 @@ def test_uncached_key_on_a_bad_day_is_503_not_401(
     assert rig.get({"Authorization": f"Bearer {API_KEY}"}).status_code == 200
 
 
-@pytest.mark.parametrize("day", FAILING_DAYS, ids=[day.id for day in FAILING_DAYS])
+@pytest.mark.parametrize("day", UNUSABLE_DAYS, ids=[day.id for day in UNUSABLE_DAYS])
+@pytest.mark.parametrize("when", ["at-startup", "after-rotation"])
+def test_a_key_the_endpoint_lists_unusably_is_401_not_503(
+    rig_factory: Callable[[], Rig],
+    elsewhere: LocalIssuer,
+    release: threading.Event,
+    caplog: pytest.LogCaptureFixture,
+    day: BadDay,
+    when: str,
+    issuer: LocalIssuer,
+) -> None:
+    """The fetch proved the token's key unusable (wrong kty, alg, use, key_ops): a 401 that says so, not "retry".
+
+    A 503 with Retry-After here made clients retry for ever, though no fetch could ever make the key usable.
+    """
+    caplog.set_level(logging.DEBUG, logger="cfaccess_mw")
+    if when == "at-startup":
+        misbehave(issuer, day, elsewhere, release)
+        rig = rig_factory()  # the start-up fetch reads the document and finds no usable key in it
+        kid = None
+        assert rig.keys.kids == []
+    else:
+        rig = rig_factory()
+        kid = rig.issuer.add_key(stranger_key())  # rotated in, published only in the broken form
+        misbehave(rig.issuer, day, elsewhere, release)
+        rig.clock.now += COOLDOWN
+    fetches = rig.keys.fetch_count + (0 if when == "at-startup" else 1)
+    for _ in range(REQUESTS_PER_BATCH):
+        response = rig.get(rig.token(kid=kid))
+        assert_refused(response.status_code, response.json(), rig.endpoint, 401, ("key_unusable",))
+        assert "retry-after" not in response.headers
+    assert rig.keys.fetch_count == fetches, "at most the one fetch an unknown kid may cause"
+    if when == "after-rotation":
+        assert rig.get(rig.token()).status_code == 200, "the cached copy of a key still listed is kept"
+    issuer.responder = None
+    rig.clock.now += COOLDOWN + CACHE_SECONDS
+    rig.get(rig.token(kid=kid))  # starts the refresh that finds the repaired document
+    rig.settle()
+    assert rig.get(rig.token(kid=kid)).status_code == 200
+
+
+@pytest.mark.parametrize("day", UNDECIDED_DAYS, ids=[day.id for day in UNDECIDED_DAYS])
 def test_no_keys_since_startup_is_503_until_the_endpoint_recovers(
     rig_factory: Callable[[], Rig],
     elsewhere: LocalIssuer,

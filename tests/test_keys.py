@@ -439,7 +439,7 @@ def test_unusable_keys_are_skipped_and_named() -> None:
             "not an object",
         ]
     }
-    keys, problems = parse_jwks(document)
+    keys, problems, _ = parse_jwks(document)
     assert list(keys) == ["good"]
     text = " ".join(problems)
     for kid in ("wrong-kty", "wrong-alg", "wrong-use", "private", "short", "bad-n"):
@@ -448,7 +448,7 @@ def test_unusable_keys_are_skipped_and_named() -> None:
 
 def test_duplicate_kid_is_dropped() -> None:
     one, two = public_jwk("dup", new_rsa_key()), public_jwk("dup", new_rsa_key())
-    keys, problems = parse_jwks({"keys": [one, two, public_jwk("other", new_rsa_key())]})
+    keys, problems, _ = parse_jwks({"keys": [one, two, public_jwk("other", new_rsa_key())]})
     assert list(keys) == ["other"]
     assert any("more than once" in p for p in problems)
 
