@@ -55,6 +55,9 @@ function returning a list, set or other iterable of names; a string, a mapping o
 #: Longest Bearer key considered; longer ones are refused without hashing.
 MAX_API_KEY_LENGTH = 512
 COOKIE_NAME = "CF_Authorization"
+#: Most bytes of Cookie headers read for CF_Authorization. Browsers send a few KB; Cloudflare's edge allows 32 KB of
+#: request headers in all. More is refused before any parsing, so the work one request can cause stays bounded.
+MAX_COOKIE_BYTES = 64 * 1024
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -106,8 +109,21 @@ def _user_principal(email: str, user: Any, claims: Mapping[str, Any]) -> Princip
     return principal
 
 
-def _access_cookie(cookie: str) -> str | None:
-    """The ``CF_Authorization`` cookie's value; refused when sent twice (cookie tossing from a sibling domain)."""
+def _access_cookie(values: list[bytes]) -> str | None:
+    """The ``CF_Authorization`` cookie's value from the request's ``Cookie`` headers.
+
+    Bounded before any parsing: more than :data:`MAX_COOKIE_BYTES` in all is refused
+    (no browser sends that much, and every cookie would have to be read to find ours).
+    Refused when the cookie is sent twice (cookie tossing from a sibling domain).
+    """
+    size = sum(map(len, values)) + 2 * (len(values) - 1)
+    if size > MAX_COOKIE_BYTES:
+        raise InvalidToken(
+            Reason.TOKEN_TOO_LARGE,
+            "The request's cookies are too large.",
+            f"{len(values)} Cookie headers of {size} bytes in all exceed the {MAX_COOKIE_BYTES} limit",
+        )
+    cookie = b"; ".join(values).decode("latin-1")
     names = [chunk.split("=", 1)[0].strip() for chunk in cookie.split(";")]
     if names.count(COOKIE_NAME) > 1:
         raise InvalidToken(
@@ -282,7 +298,8 @@ class Authenticator:
     async def identify(self, source: Any) -> Principal:
         """The principal for this request, or an :class:`AuthError` saying why not."""
         scope = scope_of(source)
-        jwt_header = authorization = cookie = None
+        jwt_header = authorization = None
+        cookie: list[bytes] | None = None
         token_header = self._token_header  # b"cf-access-jwt-assertion" unless another proxy's preset
         for name, value in scope["headers"]:  # one pass; a credential header sent twice is ambiguous
             if name == token_header:
@@ -302,7 +319,11 @@ class Authenticator:
                     )
                 authorization = value.decode("latin-1")
             elif name == b"cookie" and self._allow_cookie:
-                cookie = value.decode("latin-1") if cookie is None else f"{cookie}; {value.decode('latin-1')}"
+                # Collected, joined once below: joining as they come costs quadratic time in the header count.
+                if cookie is None:
+                    cookie = [value]
+                else:
+                    cookie.append(value)
         if self._token_in_authorization and jwt_header is not None:
             jwt_header, authorization = _bearer_id_token(jwt_header)
         if self.verifier is not None:

@@ -95,6 +95,9 @@ class Preset:
     max_lifetime: float | None = None  # exp - iat at most this (plus twice the leeway)
     padded_base64: bool = False
     identity_claim: str = "email"
+    #: Claims this proxy documents in the signed JWT *header* (ALB: ``iss`` and ``exp``). Read from there, and
+    #: where the payload repeats one, both must agree (see :meth:`PresetProfile.verify`).
+    header_claims: tuple[str, ...] = ()
 
 
 #: Google: "https://www.gstatic.com/iap/verify/public_key-jwk" (cloud.google.com/iap/docs/signed-headers-howto).
@@ -142,6 +145,9 @@ PRESETS: Mapping[Provider, Preset] = MappingProxyType(
             KeyKind.PEM_PER_KID,
             checks_audience=False,
             padded_base64=True,
+            # AWS's ALB guide, "User claims encoding": the JWT header holds alg, kid, signer, iss, client and exp;
+            # the payload holds the IdP's user claims. Newer tokens repeat iss and exp there, older ones do not.
+            header_claims=("iss", "exp"),
         ),
         Provider.OIDC: Preset(
             Provider.OIDC,
@@ -443,7 +449,8 @@ class PresetProfile:
         self.alb_arns = alb_arns
         self.alb_client_id = alb_client_id
         self._decode: Callable[[str, str], bytes] = b64url_decode_padded if preset.padded_base64 else b64url_decode
-        self._headers: OrderedDict[str, tuple[str, str]] = OrderedDict()  # header segment -> (alg, kid)
+        #: header segment -> (alg, kid, the header's copies of the preset's header_claims)
+        self._headers: OrderedDict[str, tuple[str, str, Mapping[str, Any]]] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"PresetProfile({self.preset.provider.value!r}, issuers={list(self.issuers)!r})"
@@ -453,15 +460,20 @@ class PresetProfile:
         header_b64, payload_b64, signature_b64 = split_token(token)
         checked = self._headers.get(header_b64)
         if checked is None:
-            checked = self.check_header(_json_object(self._decode(header_b64, "header"), "header"))
+            header = _json_object(self._decode(header_b64, "header"), "header")
+            alg, kid = self.check_header(header)
+            signed = {name: header[name] for name in self.preset.header_claims if name in header}
+            checked = (alg, kid, signed)
             if len(self._headers) >= HEADER_CACHE_SIZE:
                 self._headers.popitem(last=False)
             self._headers[header_b64] = checked
-        alg, kid = checked
+        alg, kid, from_header = checked
         signature = self._decode(signature_b64, "signature")
         key = await keys.get_key(kid)
         verify_signature(alg, key, signature, f"{header_b64}.{payload_b64}".encode("ascii"), kid)
         claims = _json_object(self._decode(payload_b64, "payload"), "payload")
+        if from_header:
+            merge_header_claims(claims, from_header)
         exp = self.check_claims(claims, now)
         return VerifiedToken(read_only_claims(claims), kid, exp, key)
 
@@ -581,6 +593,26 @@ class PresetProfile:
         return exp
 
 
+def merge_header_claims(claims: dict[str, Any], from_header: Mapping[str, Any]) -> None:
+    """Put the claims a proxy signs in the JWT header (ALB's ``iss``, ``exp``) into the payload's claims.
+
+    Both are signed, so both are the proxy's word; a value the payload lacks is taken
+    from the header, and a value both carry must be the same (same JSON type and
+    value), or the token contradicts itself and is refused. The claims are then
+    checked as usual, so a header ``iss`` naming another issuer is refused like any.
+    """
+    for name, value in from_header.items():
+        if name not in claims:
+            claims[name] = value
+        elif type(claims[name]) is not type(value) or claims[name] != value:
+            reason = Reason.ISSUER_MISMATCH if name == "iss" else Reason.CLAIM_INVALID
+            raise InvalidToken(
+                reason,
+                f"The token's '{name}' differs between its header and its payload.",
+                f"header {name} {value!r} is not payload {name} {claims[name]!r}",
+            )
+
+
 def b64url_decode_padded(segment: str, what: str) -> bytes:
     """AWS ALB's base64url: ``=`` padding allowed (exactly as much as the length needs), otherwise as strict.
 
@@ -619,12 +651,15 @@ def describe_key(key: PublicKey) -> str:
 
 def decode_unverified_for(provider: Provider, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and payload, shape-checked only, with the preset's encoding (ALB's padding). Trust nothing in them."""
-    decode = b64url_decode_padded if PRESETS[provider].padded_base64 else b64url_decode
+    preset = PRESETS[provider]
+    decode = b64url_decode_padded if preset.padded_base64 else b64url_decode
     header_b64, payload_b64, _ = split_token(token)
-    return (
-        _json_object(decode(header_b64, "header"), "header"),
-        _json_object(decode(payload_b64, "payload"), "payload"),
-    )
+    header = _json_object(decode(header_b64, "header"), "header")
+    payload = _json_object(decode(payload_b64, "payload"), "payload")
+    for name in preset.header_claims:  # shown where the verifier reads them (ALB's iss and exp)
+        if name in header:
+            payload.setdefault(name, header[name])
+    return header, payload
 
 
 def describe_preset(settings: Settings) -> list[tuple[str, str]]:
