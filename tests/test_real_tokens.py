@@ -129,8 +129,9 @@ def request_headers(settings: Settings, token: str) -> dict[str, str]:
     return {name: f"Bearer {token}" if name == "authorization" else token}
 
 
-def ask(case: RealToken, token: str, *, at: float | None = None, **changes: Any) -> Any:
-    """One request carrying ``token`` through a real app whose clock reads ``at`` (default: inside the validity)."""
+def ask(case: RealToken, token: str, *, at: float | None = None, cookie: bool = False, **changes: Any) -> Any:
+    """One request carrying ``token`` through a real app whose clock reads ``at`` (default: inside the validity);
+    with ``cookie``, as Cloudflare's ``CF_Authorization`` cookie (and CFACCESS_ALLOW_COOKIE on)."""
     now = case.at if at is None else at
     expected_email = case.expect.get("email")
 
@@ -138,10 +139,11 @@ def ask(case: RealToken, token: str, *, at: float | None = None, **changes: Any)
         return {"name": "corpus user", "role": "member"} if email == expected_email else None
 
     with CorpusKeyServer(case) as server:
-        settings = settings_for(case, server, **changes)
+        settings = settings_for(case, server, **({"allow_cookie": True} if cookie else {}), **changes)
+        headers = {"Cookie": f"CF_Authorization={token}"} if cookie else request_headers(settings, token)
         app = build_app(settings, user_lookup=find_user, clock=lambda: now)
         with TestClient(app, client=REMOTE_PEER) as client:
-            return client.get("/", headers=request_headers(settings, token))
+            return client.get("/", headers=headers)
 
 
 def flip_signature_byte(token: str) -> str:
@@ -222,3 +224,11 @@ def test_a_real_token_is_refused_once_it_has_expired(case: RealToken) -> None:
     response = ask(case, case.token, at=case.expires + 3600)
     assert response.status_code == 401
     assert error_of(response)["reason"] == "token_expired"
+
+
+@pytest.mark.parametrize("case", corpus_params([c for c in CASES if c.provider is Provider.CLOUDFLARE]))
+def test_a_real_cloudflare_token_is_accepted_from_the_cf_authorization_cookie(case: RealToken) -> None:
+    """Cloudflare also hands the browser the token as the ``CF_Authorization`` cookie (CFACCESS_ALLOW_COOKIE)."""
+    response = ask(case, case.token, cookie=True)
+    assert response.status_code == 200, response.text
+    assert response.json()["email"] == case.expect["email"]
