@@ -434,6 +434,12 @@ class Authenticator:
                     f"service token client ID {client_id!r} is not in CFACCESS_SERVICE_TOKENS",
                 )
             return _Identity(None, Principal("service", name=name, claims=claims))
+        if not self._cloudflare:  # service tokens are Cloudflare's: elsewhere only an email names anyone
+            raise InvalidToken(
+                Reason.CLAIM_INVALID,
+                "The token names no user: it has no email address.",
+                f"the token has no 'email' claim (the {self._proxy} preset names users by email)",
+            )
         raise InvalidToken(
             Reason.CLAIM_INVALID,
             "The token names neither a user nor a service token.",

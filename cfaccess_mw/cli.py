@@ -184,6 +184,11 @@ def _print_policy(settings: Settings) -> None:
             f"{_seconds(settings.jwks_refresh_cooldown_seconds)}; fetch timeout "
             f"{_seconds(settings.jwks_timeout_seconds)})",
         )
+        _row(
+            "keys max age",
+            f"{_seconds(settings.jwks_max_age_seconds)} (keys no fetch confirms are trusted this long through a "
+            "certs outage, then every token gets 503)",
+        )
         _row("token cache", f"{settings.token_cache_size} verified tokens")
         _row("CF_Authorization", "read when the header is absent" if settings.allow_cookie else "cookie not read")
 
@@ -207,7 +212,11 @@ def _advice(settings: Settings) -> list[str]:
 async def _fetch_keys(settings: Settings) -> KeyStore:
     source = build_key_source(settings)
     if not await source.refresh():
-        raise CliError(f"cannot fetch the signing keys from {source.url}: {source.last_failure}")
+        raise CliError(
+            f"cannot fetch the signing keys from {source.url}: {source.last_failure} (a running app keeps the keys "
+            f"it has for at most {_seconds(settings.jwks_max_age_seconds)}, CFACCESS_JWKS_MAX_AGE_SECONDS, then "
+            "answers every token 503)"
+        )
     return source
 
 

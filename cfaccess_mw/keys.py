@@ -511,7 +511,7 @@ class JWKSClient:
             self._kid_waiting = False  # this fetch starts after every waiting kid arrived: it decides them
             self._in_flight = True
             try:
-                keys, problems, listed = await self._fetch()
+                keys, problems, listed, age = await self._fetch()
             except JWKSFetchError as exc:
                 failure: str | None = str(exc)
                 if exc.unusable is not None:  # a key set was read, and none of its keys is usable
@@ -527,14 +527,14 @@ class JWKSClient:
             # waiter must make its own rather than find the generation moved and the cooldown running.
             self._attempted_at = self._clock()
             if failure is None:
-                self._record_success(keys, problems, listed)
+                self._record_success(keys, problems, listed, age)
             else:
                 self._record_failure(failure)
             self._generation += 1
             self._schedule()
         return bool(self._keys)
 
-    def _record_success(self, keys: dict[str, PublicKey], problems: list[str], listed: set[str]) -> None:
+    def _record_success(self, keys: dict[str, PublicKey], problems: list[str], listed: set[str], age: float) -> None:
         # A cached key whose kid the document still lists, but in a form we cannot use (a wrong kty, alg or use,
         # listed twice), has not been withdrawn: keep the last good copy rather than refuse its tokens.
         kept = sorted(kid for kid in self._keys if kid in listed and kid not in keys)
@@ -554,7 +554,7 @@ class JWKSClient:
         added = sorted(set(keys) - set(self._keys))
         removed = sorted(set(self._keys) - set(keys))
         self._keys = keys
-        self._fetched_at = self._clock()
+        self._fetched_at = self._clock() - age  # a copy a cache held for a while confirms the keys only as of then
         if self._expired:
             logger.warning("certs endpoint %s: %d signing keys confirmed again and trusted", self.url, len(keys))
         self._expired = False
@@ -583,14 +583,20 @@ class JWKSClient:
             logger.debug("certs endpoint %s still failing: %s", self.url, why)
         self._last_failure = why
 
-    async def _fetch(self) -> tuple[dict[str, PublicKey], list[str], set[str]]:
-        """The usable keys, the problems with the rest, and every kid the document lists (usable or not)."""
+    async def _fetch(self) -> tuple[dict[str, PublicKey], list[str], set[str], float]:
+        """The usable keys, the problems with the rest, every kid the document lists (usable or not), and how
+        long a cache on the way held the document (its ``Age``, RFC 9111 section 5.1)."""
         self.fetch_count += 1
-        status, body = await http_get(
+        status, body, age = await http_get(
             self.url, transport=self._transport, seconds=self.timeout, max_bytes=self.max_bytes
         )
         if status != 200:
             raise JWKSFetchError(f"HTTP {status}")
+        if age >= self.max_age_seconds:
+            raise JWKSFetchError(
+                f"the key set was served from a cache {human_seconds(age)} old (its Age header), past the maximum "
+                f"age of {human_seconds(self.max_age_seconds)} (CFACCESS_JWKS_MAX_AGE_SECONDS)"
+            )
         try:
             document = json.loads(body)
         except (ValueError, RecursionError):
@@ -598,7 +604,22 @@ class JWKSClient:
         keys, problems, unusable = parse_jwks(document, self._parse)
         self._unusable = unusable
         listed = {jwk["kid"] for jwk in document["keys"] if isinstance(jwk, dict) and isinstance(jwk.get("kid"), str)}
-        return keys, problems, listed
+        return keys, problems, listed, age
+
+
+class Fetched(NamedTuple):
+    """One GET's answer: the status, the body, and the seconds a cache held it (``Age``; 0 when fresh)."""
+
+    status: int
+    body: bytes
+    age: float
+
+
+def response_age(value: str | None) -> float:
+    """The ``Age`` header as seconds: a non-negative whole number (RFC 9111 section 5.1), else 0."""
+    if value is None or not value.strip().isdigit() or not value.strip().isascii():
+        return 0.0
+    return float(min(int(value.strip()), 10**9))
 
 
 async def http_get(
@@ -608,8 +629,8 @@ async def http_get(
     seconds: float,
     max_bytes: int,
     accept: str = "application/json",
-) -> tuple[int, bytes]:
-    """``(status, body)`` of one GET: no redirects, at most ``max_bytes``, ``seconds`` in all.
+) -> Fetched:
+    """One GET: no redirects, at most ``max_bytes``, ``seconds`` in all.
 
     Every key source fetches through this. Raises :class:`JWKSFetchError` for a
     network failure, a timeout, a redirect or an oversized body.
@@ -634,7 +655,7 @@ async def http_get(
                     if size > max_bytes:
                         raise JWKSFetchError(f"body exceeds {max_bytes} bytes")
                     chunks.append(chunk)
-                return response.status_code, b"".join(chunks)
+                return Fetched(response.status_code, b"".join(chunks), response_age(response.headers.get("age")))
     except TimeoutError:
         raise JWKSFetchError(f"no answer within {seconds:g}s") from None
     except httpx.HTTPError as exc:

@@ -129,10 +129,10 @@ class OidcJWKSClient(JWKSClient):
         self.discovery_url = self.url
         self.jwks_uri: str | None = None
 
-    async def _fetch(self) -> tuple[dict[str, PublicKey], list[str], set[str]]:
+    async def _fetch(self) -> tuple[dict[str, PublicKey], list[str], set[str], float]:
         if self.jwks_uri is None:
             self.fetch_count += 1
-            status, body = await http_get(
+            status, body, _ = await http_get(
                 self.discovery_url,
                 transport=self._transport,
                 seconds=self.timeout,
@@ -266,7 +266,7 @@ class AlbKeySource:
         url = f"{self.url}/{kid}"
         self.fetch_count += 1
         try:
-            status, body = await http_get(
+            status, body, age = await http_get(
                 url, transport=self._transport, seconds=self.timeout, max_bytes=8192, accept="application/x-pem-file"
             )
         except JWKSFetchError as exc:
@@ -276,6 +276,11 @@ class AlbKeySource:
             raise self._unknown_kid(kid, f"is not published at {self.url} (HTTP {status})")
         if status != 200:
             raise self._failed(f"{url}: HTTP {status}")
+        if age >= self.max_age_seconds:
+            raise self._failed(
+                f"{url}: served from a cache {human_seconds(age)} old (its Age header), past the maximum age of "
+                f"{human_seconds(self.max_age_seconds)} (CFACCESS_JWKS_MAX_AGE_SECONDS)"
+            )
         try:
             key = parse_p256_pem(body, kid)
         except ValueError as exc:
@@ -293,7 +298,7 @@ class AlbKeySource:
             del self._confirmed[oldest]
         self._keys[kid] = key
         self._unusable.pop(kid, None)
-        self._confirmed[kid] = self._clock()
+        self._confirmed[kid] = self._clock() - age
         self._oldest = min(self._confirmed.values())
         logger.info("ALB signing key %s fetched from %s", kid, self.url)
         return key

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import io
+import json
 import os
 import re
 import socket
@@ -107,6 +108,8 @@ def test_check_prints_the_effective_policy(deployed: LocalIssuer, capsys: pytest
     assert "30 s" in out
     assert "keys cache TTL" in out
     assert "300 s" in out
+    assert "keys max age" in out
+    assert "86400 s" in out
     assert out.rstrip().endswith("OK: configuration is valid and the certs endpoint serves usable keys.")
 
 
@@ -218,7 +221,28 @@ def test_check_reports_a_certs_endpoint_that_answers_an_error(
         code, _, err = run(capsys, "check")
 
     assert code == 1
-    assert one_error_line(err) == f"cfaccess-mw: cannot fetch the signing keys from {url}: HTTP 500"
+    line = one_error_line(err)
+    assert line.startswith(f"cfaccess-mw: cannot fetch the signing keys from {url}: HTTP 500 ")
+    assert "at most 86400 s, CFACCESS_JWKS_MAX_AGE_SECONDS, then answers every token 503" in line
+
+
+def test_check_reports_a_key_set_past_its_maximum_age(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mirror or cache in front of the certs URL serving a copy older than the maximum age confirms nothing."""
+    with LocalIssuer(max_requests=10, max_seconds=60) as issuer:
+        document = json.dumps(issuer.certs_document()).encode()
+        issuer.responder = lambda: (200, {"Content-Type": "application/json", "Age": "90000"}, document)
+        for name, value in issuer.env(CFACCESS_JWKS_MAX_AGE_SECONDS="86400").items():
+            clean_env.setenv(name, value)
+
+        code, out, err = run(capsys, "check")
+
+    assert code == 1
+    assert "keys max age" in out
+    assert "86400 s" in out
+    line = one_error_line(err)
+    assert "served from a cache 25 hours old (its Age header), past the maximum age of 24 hours" in line
 
 
 def test_check_in_local_mode_without_access_warns_about_the_loopback_pitfall(

@@ -224,6 +224,24 @@ def test_keys_unconfirmed_past_the_maximum_age_stop_being_trusted(
         client.__exit__(None, None, None)
 
 
+def test_a_cached_copy_confirms_the_keys_only_as_of_its_age(issuer: LocalIssuer) -> None:
+    """A certs response a cache held (``Age``) confirms the keys as of when it was fetched from the origin."""
+    settings = issuer.settings(jwks_max_age_seconds=3600)
+    document = json.dumps(issuer.certs_document()).encode()
+    issuer.responder = lambda: (200, {**JSON, "Age": "3000"}, document)
+    clock = Clock()
+    keys = build_key_source(settings, clock=clock)
+    client = started(settings, jwks=keys)
+    token = {"Cf-Access-Jwt-Assertion": issuer.identity_token(ALICE, lifetime=86400)}
+    try:
+        assert client.get("/", headers=token).status_code == 200
+        issuer.stop()
+        clock.now += 601  # 3000 s in the cache + 601 s here: past the hour
+        assert client.get("/", headers=token).status_code == 503
+    finally:
+        client.__exit__(None, None, None)
+
+
 def test_the_default_maximum_age_is_a_day(issuer: LocalIssuer) -> None:
     settings = issuer.settings()
     assert settings.jwks_max_age_seconds == 86400
