@@ -10,7 +10,8 @@ Two paths:
 * **The signature layer**, :func:`cfaccess_mw.ec.verify_signature` (the one every preset calls), with keys read by
   the project's own parsers (``parse_jwk``, ``parse_ec_jwk``): valid vectors verify, invalid ones are refused with
   ``bad_signature``, ``acceptable`` ones are pinned in :data:`ACCEPTABLE` (one reason per flag). The generation
-  vectors are also signed with the test signer (:func:`cfaccess_mw.testing_presets.sign`): same bytes.
+  vectors are also signed with both test signers (:func:`cfaccess_mw.testing_presets.sign`, and PyJWT's, which
+  ``LocalIssuer`` mints with): the same bytes.
 * **The public path**, for the whole-token JOSE files: each group's key document served from a loopback key server,
   the real middleware in a real Starlette app, the token in the preset's header, the refusal read from the audit
   event. The Pomerium preset (ES256 and RS256 allowed) runs every vector; the Cloudflare preset (RS256 only, its
@@ -65,6 +66,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from jwt.algorithms import RSAAlgorithm
 from starlette.testclient import TestClient
 
 from cfaccess_mw import AuditEvent, Settings
@@ -274,10 +276,13 @@ def _private_key(group: int) -> RSAPrivateKey:
 
 @pytest.mark.parametrize("vector", _params(_signature_vectors(SIG_GEN)))
 def test_rs256_generation_vector(vector: SignatureVector) -> None:
-    """The expected signature verifies with the group's public key, and the test signer makes exactly its bytes
-    (PKCS#1 v1.5 is deterministic): the tokens the suite mints are the tokens RS256 defines."""
+    """The expected signature verifies with the group's public key, and both signers the test issuers mint RS256
+    with make exactly its bytes (PKCS#1 v1.5 is deterministic): ``testing_presets.sign`` and PyJWT's, which
+    ``LocalIssuer`` uses. The tokens the suite mints are the tokens RS256 defines."""
     _check("RS256", vector, _should_verify(vector))
-    assert sign(_private_key(vector.group), vector.msg) == vector.sig
+    key = _private_key(vector.group)
+    assert sign(key, vector.msg) == vector.sig
+    assert RSAAlgorithm(RSAAlgorithm.SHA256).sign(vector.msg, key) == vector.sig
 
 
 # --- 2. the public path ----------------------------------------------------------------------------
