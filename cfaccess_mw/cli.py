@@ -30,6 +30,7 @@ import logging
 import re
 import secrets
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -534,6 +535,51 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- dev ---------------------------------------------------------------------------------------
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Serve a stand-in issuer on loopback until Ctrl-C; print the exports, a token, and how to mint more."""
+    from .devserver import banner, serve_until_stopped, start_issuer
+
+    provider = Provider(args.provider)
+    try:
+        issuer = start_issuer(provider, port=args.port, max_seconds=args.max_seconds)
+    except OSError as exc:
+        raise CliError(f"cannot serve on 127.0.0.1:{args.port}: {exc.strerror or exc}", EXIT_USAGE) from None
+    stop = threading.Event()
+    try:
+        for line in banner(issuer, args.email, args.lifetime):
+            _out(line)
+        sys.stdout.flush()
+        serve_until_stopped(issuer, stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        issuer.stop()
+    _out("cfaccess-mw dev: stopped; its keys are gone, so its tokens are no longer accepted once the app refetches.")
+    return EXIT_OK
+
+
+def cmd_dev_token(args: argparse.Namespace) -> int:
+    """Ask the running ``cfaccess-mw dev`` for a token (found from the exported CFACCESS_* variables)."""
+    from .devserver import DevError, fetch_token, header_line, token_url
+
+    if (args.email is None) == (args.service is None):
+        raise CliError("give EMAIL or --service CLIENT_ID (one of them)", EXIT_USAGE)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise CliError(f"{exc}; export the lines `cfaccess-mw dev` printed first", EXIT_USAGE) from None
+    try:
+        url = args.url or token_url(settings)
+        token = fetch_token(url, email=args.email, service=args.service, lifetime=args.lifetime)
+    except DevError as exc:
+        raise CliError(str(exc)) from None
+    _out(header_line(settings, token) if args.header else token)
+    return EXIT_OK
+
+
 # --- entry point -------------------------------------------------------------------------------
 
 
@@ -570,7 +616,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the middleware against a local stand-in for Cloudflare Access")
     demo.set_defaults(func=cmd_demo)
+    _add_dev(commands)
     return parser
+
+
+def _add_dev(commands: Any) -> None:
+    dev = commands.add_parser(
+        "dev",
+        help="serve a stand-in issuer on 127.0.0.1 for running your own app; print its exports and a token",
+        description="Serve a stand-in issuer (any preset) on 127.0.0.1 until Ctrl-C. It prints the CFACCESS_* "
+        "lines to export in the terminal that runs your app, and a token to curl it with; `cfaccess-mw dev token` "
+        "(in a shell with those exports) mints more. Its keys exist only in this process.",
+    )
+    dev.add_argument("--provider", choices=[p.value for p in Provider], default="cloudflare", help="which proxy")
+    dev.add_argument("--port", type=int, default=0, help="the issuer's port (default: a free one); a fixed port "
+                     "keeps the exports valid when dev restarts")  # fmt: skip
+    dev.add_argument("--email", default="alice@example.com", help="whose first token to print")
+    dev.add_argument("--lifetime", type=float, default=3600.0, help="seconds the tokens stay valid (IAP: 600 at most)")
+    dev.add_argument("--max-seconds", type=float, default=12 * 3600.0, help=argparse.SUPPRESS)
+    dev.set_defaults(func=cmd_dev)
+    token_commands = dev.add_subparsers(dest="dev_command", metavar="token")
+    token = token_commands.add_parser(
+        "token",
+        help="mint a token from the running `cfaccess-mw dev`",
+        description="Mint a token from the running `cfaccess-mw dev`, found through the CFACCESS_* variables it "
+        "printed (export them first, or pass --url).",
+    )
+    token.add_argument("email", metavar="EMAIL", nargs="?", help="the user's email")
+    token.add_argument("--service", metavar="CLIENT_ID", help="a service token for this client ID (Cloudflare)")
+    token.add_argument("--lifetime", type=float, default=3600.0, help="seconds it stays valid (negative: expired)")
+    token.add_argument("--header", action="store_true", help="print the whole header line, for curl -H")
+    token.add_argument("--url", help="the token endpoint `cfaccess-mw dev` printed (default: from CFACCESS_*)")
+    token.set_defaults(func=cmd_dev_token)
 
 
 async def _awaited(result: Awaitable[int]) -> int:
