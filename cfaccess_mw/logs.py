@@ -44,7 +44,7 @@ def _has_other_handler(logger: logging.Logger, me: logging.Handler) -> bool:
                 return True
         if not current.propagate:
             return False
-        current = current.parent  # type: ignore[assignment]  # the root's parent is None
+        current = current.parent  # the root's parent is None
     return False
 
 
