@@ -4,6 +4,7 @@
     cfaccess-mw explain TOKEN|-     decode a token, then say which check (if any) refuses it, and why
     cfaccess-mw new-api-key NAME    a new random API key, shown once, and its CFACCESS_API_KEYS entry
     cfaccess-mw demo                the middleware against a local stand-in for Cloudflare, in-process
+    cfaccess-mw dev [token EMAIL]   a stand-in issuer on loopback for running your own app; mint its tokens
     cfaccess-mw --version           the installed version
 
 ``check`` and ``explain`` read the same variables as the middleware and run the
@@ -124,6 +125,10 @@ def _row(label: str, value: str) -> None:
     _out(f"  {label:<20} {value}")
 
 
+def _keys_row(kids: Sequence[str], url: str) -> None:
+    _row(f"signing keys ({len(kids)})", f"{', '.join(kids)} from {url}" if kids else f"none usable from {url}")
+
+
 def _seconds(value: float) -> str:
     return f"{value:g} s"
 
@@ -235,7 +240,7 @@ async def cmd_check(args: argparse.Namespace) -> int:
         if settings.provider is Provider.AWS_ALB:
             _row("signing keys", f"fetched one per kid from {jwks.url}/<kid> when a token first names it")
         else:
-            _row(f"signing keys ({len(jwks.kids)})", f"{', '.join(jwks.kids)} from {jwks.url}")
+            _keys_row(jwks.kids, jwks.url)
     for note in _advice(settings):
         _out(f"note: {note}")
     if settings.provider is Provider.AWS_ALB:
@@ -317,6 +322,28 @@ def _hint(err: AuthError, settings: Settings, claims: Mapping[str, Any]) -> str:
     return "this is not a token Cloudflare Access would send; copy the Cf-Access-Jwt-Assertion header as received"
 
 
+class _NoKeys(CliError):
+    """The keys could not be fetched, so the token's signature cannot be checked (its claims still can)."""
+
+
+def _claims_problem(settings: Settings, claims: Mapping[str, Any], now: float) -> InvalidToken | None:
+    """The first thing wrong with the unverified claims (issuer, audience, times), as the middleware checks them."""
+    try:
+        if settings.provider is not Provider.CLOUDFLARE:
+            build_profile(settings).check_claims(claims, now)
+        else:
+            check_claims(
+                claims,
+                issuer=str(settings.issuer),
+                audiences=settings.audiences,
+                leeway=settings.leeway_seconds,
+                now=now,
+            )
+    except InvalidToken as claim_err:
+        return claim_err
+    return None
+
+
 async def _any_user(email: str) -> str:
     """The CLI has no user store: every email counts as found, and the report says so."""
     return email
@@ -329,7 +356,7 @@ async def _authenticate(settings: Settings, token: str) -> tuple[Principal | Non
     jwks = authenticator.jwks
     assert jwks is not None  # jwt_enabled
     if not await jwks.refresh():
-        raise CliError(f"cannot fetch the signing keys from {jwks.url}: {jwks.last_failure}")
+        raise _NoKeys(f"cannot fetch the signing keys from {jwks.url}: {jwks.last_failure}")
     header = token_header(settings)
     value = f"Bearer {token}" if header == "authorization" else token
     scope: dict[str, Any] = {
@@ -344,6 +371,31 @@ async def _authenticate(settings: Settings, token: str) -> tuple[Principal | Non
     except AuthError as err:
         return None, err, jwks.kids, jwks.url
     return principal, None, jwks.kids, jwks.url
+
+
+def _print_checked_against(settings: Settings) -> None:
+    _out("Checked as the middleware would, against:")
+    _row("provider", f"{settings.provider} (token from {token_header(settings)})")
+    _row("issuer", ", ".join(settings.issuers) or str(settings.issuer))
+    _row("audiences", ", ".join(settings.audiences) or "none (checked: signer and client)")
+
+
+def _explain_without_keys(settings: Settings, claims: Mapping[str, Any], now: float, no_keys: CliError) -> None:
+    """No keys, so no verdict on the signature; but a claim that differs from the configuration (a misspelt team
+    domain shows as another issuer) is often the very reason the keys cannot be fetched, so say it."""
+    _print_checked_against(settings)
+    _out()
+    _out(f"verdict: cannot check the signature: {no_keys.message}")
+    claim_err = _claims_problem(settings, claims, now)
+    if claim_err is None:
+        _out("  the unverified claims match the configuration (issuer, audience, times): the host cannot reach")
+        _out("  the certs endpoint (egress firewall, DNS, proxy)")
+        return
+    _out(f"  but in the unverified claims: {claim_err.detail}")
+    if claim_err.reason is Reason.ISSUER_MISMATCH:
+        _out(f"  what to do: {_hint(claim_err, settings, claims)}; the certs URL follows from it")
+    else:
+        _out(f"  what to do: {_hint(claim_err, settings, claims)}")
 
 
 async def cmd_explain(args: argparse.Namespace) -> int:
@@ -364,12 +416,13 @@ async def cmd_explain(args: argparse.Namespace) -> int:
             "CFACCESS_TEAM_DOMAIN and CFACCESS_AUD are not set, so the middleware does not read Access tokens",
             EXIT_USAGE,
         )
-    principal, err, kids, keys_url = await _authenticate(settings, token)
-    _out("Checked as the middleware would, against:")
-    _row("provider", f"{settings.provider} (token from {token_header(settings)})")
-    _row("issuer", ", ".join(settings.issuers) or str(settings.issuer))
-    _row("audiences", ", ".join(settings.audiences) or "none (checked: signer and client)")
-    _row(f"signing keys ({len(kids)})", f"{', '.join(kids)} from {keys_url}")  # oidc: the discovered jwks_uri
+    try:
+        principal, err, kids, keys_url = await _authenticate(settings, token)
+    except _NoKeys as no_keys:
+        _explain_without_keys(settings, claims, now, no_keys)
+        raise
+    _print_checked_against(settings)
+    _keys_row(kids, keys_url)  # oidc: the discovered jwks_uri
     _row("leeway", _seconds(settings.leeway_seconds))
     _out()
     if principal is not None:
@@ -386,18 +439,8 @@ async def cmd_explain(args: argparse.Namespace) -> int:
     _out(f"  what to do: {_hint(err, settings, claims)}")
     if err.reason in (Reason.UNKNOWN_KEY, Reason.BAD_SIGNATURE, Reason.ALGORITHM_NOT_ALLOWED):
         # The middleware stops at the signature; the claims may explain why (another team's token, say).
-        try:
-            if settings.provider is not Provider.CLOUDFLARE:
-                build_profile(settings).check_claims(claims, now)
-            else:
-                check_claims(
-                    claims,
-                    issuer=str(settings.issuer),
-                    audiences=settings.audiences,
-                    leeway=settings.leeway_seconds,
-                    now=now,
-                )
-        except InvalidToken as claim_err:
+        claim_err = _claims_problem(settings, claims, now)
+        if claim_err is not None:
             _out(f"  also, in the unverified claims: {claim_err.detail}")
     raise CliError(f"token refused ({err.status_code} {err.reason}): {err.detail}")
 
@@ -588,12 +631,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Check, explain and manage a cfaccess_mw deployment. Reads the same CFACCESS_* "
         "variables as the middleware.",
-        epilog="Exit status: 0 ok; 1 a check failed; 2 usage or configuration error.",
+        epilog="Exit status: 0 ok; 1 a check failed; 2 usage or configuration error; 70 a bug in cfaccess-mw.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    check = commands.add_parser("check", help="validate CFACCESS_*, fetch the signing keys, print the policy")
+    check = commands.add_parser(
+        "check",
+        help="validate CFACCESS_*, fetch the signing keys, print the policy",
+        description="Validate every CFACCESS_* variable as the middleware does (an unknown one is a warning, usually "
+        "a typo), fetch the signing keys from the certs endpoint, and print the effective policy. Run it with "
+        "exactly the environment the app gets; OK means the configuration is sound and a problem is in the "
+        "request (then explain its token).",
+    )
     check.add_argument(
         "--strict",
         action="store_true",
@@ -602,11 +652,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(func=cmd_check)
 
-    explain = commands.add_parser("explain", help="decode a token and say which check refuses it")
+    explain = commands.add_parser(
+        "explain",
+        help="decode a token and say which check refuses it",
+        description="Decode a token without trusting it, then verify it exactly as the middleware would with the "
+        "CFACCESS_* configuration and say which check refuses it, and what to change. Even when the signing keys "
+        "cannot be fetched it compares the token's issuer and audience with the configuration.",
+    )
     explain.add_argument(
         "token",
         metavar="TOKEN",
-        help="the Cf-Access-Jwt-Assertion value, or '-' to read it from stdin (keeps it out of shell history)",
+        help="the token as the proxy forwards it: the value of Cf-Access-Jwt-Assertion (Cloudflare), "
+        "x-goog-iap-jwt-assertion (Google IAP), X-Pomerium-Jwt-Assertion (Pomerium), x-amzn-oidc-data (AWS ALB) "
+        "or the OIDC ID token (Authorization: Bearer); a pasted 'Name: value' line is fine. '-' reads it from "
+        "stdin, which keeps it out of shell history",
     )
     explain.set_defaults(func=cmd_explain)
 
