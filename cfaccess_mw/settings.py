@@ -457,11 +457,11 @@ def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]
     unknown = []
     for name in sorted(environ):
         if name.startswith(ENV_PREFIX) and name not in known and not name.startswith(CLIENT_PREFIX):
-            unknown.append((name, _nearest(name, known)))
+            unknown.append((name, nearest_name(name, known)))
     return unknown
 
 
-def _nearest(name: str, known: Iterable[str]) -> str | None:
+def nearest_name(name: str, known: Iterable[str]) -> str | None:
     """The known name ``name`` most likely misspells: close in spelling, else the only one it starts or ends.
 
     The shared ``CFACCESS_`` prefix is left out of the comparison, or every name would look alike.
