@@ -64,11 +64,13 @@ class FallbackHandler(logging.Handler):
         self._seen_lock = threading.Lock()
         self._told_how = False
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Decided before the handler's lock is taken: the audit log (a record per refusal) costs one comparison."""
         if record.name == AUDIT_LOGGER or record.name.startswith(AUDIT_LOGGER + "."):
-            return
-        if _has_other_handler(logging.getLogger(record.name), self):
-            return
+            return False
+        return not _has_other_handler(logging.getLogger(record.name), self) and bool(super().filter(record))
+
+    def emit(self, record: logging.LogRecord) -> None:
         try:
             text = self.format(record).replace("cfaccess_mw: ", "", 1)
         except Exception:  # a malformed log call must not break the request that made it

@@ -55,8 +55,9 @@ from starlette.concurrency import run_in_threadpool
 from .errors import AuthUnavailable, Reason
 
 logger = logging.getLogger("cfaccess_mw")
-#: DEBUG here logs a failing lookup's whole exception (its message and traceback, the email replaced by
-#: ``<email>``): for development only, since a database error's text can carry a connection string.
+#: Set to DEBUG by name, this logger logs a failing lookup's whole exception (message and traceback, the email
+#: replaced by ``<email>``): for development only, since a database error's text can carry a connection string.
+#: DEBUG inherited from the root or the package does not: seeing that text takes this explicit opt-in.
 debug_logger = logging.getLogger("cfaccess_mw.users")
 
 UserLookup = Callable[[str], Any]
@@ -201,7 +202,7 @@ class UserDirectory:
         except Exception as exc:
             # The type only: a database error's text can carry a connection string with its password.
             logger.error("cfaccess_mw: user_lookup raised %s", type(exc).__name__)
-            if debug_logger.isEnabledFor(logging.DEBUG):
+            if 0 < debug_logger.level <= logging.DEBUG and debug_logger.isEnabledFor(logging.DEBUG):
                 debug_logger.debug("user_lookup raised:\n%s", _without_email(exc, email))
             raise _lookup_failed(f"user_lookup raised {type(exc).__name__}") from None
         # Judged inline: this runs on every request without the cache, so the common case costs a few checks.

@@ -112,3 +112,20 @@ async def test_debug_on_cfaccess_mw_users_shows_the_lookups_exception_without_th
     assert "LookupError: no row for <email> in users" in text
     assert "Traceback" in text
     assert "alice@example.com" not in text.lower()
+
+
+async def test_debug_everywhere_does_not_show_the_lookups_exception(
+    shared_issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    def find_user(email: str) -> Any:
+        raise ConnectionError("postgres://app:hunter2@db/app refused")
+
+    app = build_app(shared_issuer.settings(), user_lookup=find_user)
+    transport = httpx.ASGITransport(app=app, client=REMOTE_PEER)
+    caplog.set_level(logging.DEBUG)  # the root at DEBUG, as a verbose deployment runs: not the explicit opt-in
+    async with httpx.AsyncClient(transport=transport, base_url="http://app.example") as client:
+        response = await client.get("/", headers=jwt_header(shared_issuer.identity_token("alice@example.com")))
+
+    assert response.status_code == 503
+    assert "user_lookup raised ConnectionError" in caplog.text
+    assert "hunter2" not in caplog.text
