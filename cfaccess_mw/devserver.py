@@ -64,8 +64,14 @@ def mint(issuer: AnyIssuer, *, email: str | None, service: str | None, lifetime:
     return issuer.identity_token(email, lifetime=lifetime)
 
 
-def _token_route(issuer: AnyIssuer) -> Callable[[str], Response]:
-    def answer(query: str) -> Response:
+def _token_route(issuer: AnyIssuer) -> Callable[[str, str], Response]:
+    port = urlsplit(issuer.base_url).port
+    local_hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}
+
+    def answer(query: str, host: str) -> Response:
+        if host.lower() not in local_hosts:
+            # A page in the browser that rebinds its own name to 127.0.0.1 sends that name here: no tokens for it.
+            return 403, {"Content-Type": "text/plain; charset=utf-8"}, b"address this endpoint as 127.0.0.1\n"
         params = {name: values[-1] for name, values in parse_qs(query).items()}
         try:
             lifetime = float(params.get("lifetime", DEFAULT_LIFETIME))

@@ -73,8 +73,9 @@ class LoopbackKeyServer:
         self._port = port  # 0: a free one; kept across stop() and start(), so a test can bring the endpoint back
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
-        #: Extra GET endpoints by path, each given the query string (``cfaccess-mw dev`` mints tokens at one).
-        self.routes: dict[str, Callable[[str], Response]] = {}
+        #: Extra GET endpoints by path, each given the query string and the ``Host`` header (``cfaccess-mw dev``
+        #: mints tokens at one).
+        self.routes: dict[str, Callable[[str, str], Response]] = {}
 
     def answer(self, path: str) -> Response:
         """The response to a GET of ``path`` (the query string removed)."""
@@ -90,7 +91,7 @@ class LoopbackKeyServer:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
-                status, headers, body = respond(self.path)
+                status, headers, body = respond(self.path, self.headers.get("Host", ""))
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -111,7 +112,7 @@ class LoopbackKeyServer:
         self._timer.start()
         return self
 
-    def _respond(self, path: str) -> Response:
+    def _respond(self, path: str, host: str = "") -> Response:
         with self._lock:
             self.fetch_count += 1
             count = self.fetch_count
@@ -120,7 +121,7 @@ class LoopbackKeyServer:
             return 503, {"Connection": "close"}, b"request budget exhausted"
         path, _, query = path.partition("?")
         route = self.routes.get(path)
-        return route(query) if route is not None else self.answer(path)
+        return route(query, host) if route is not None else self.answer(path)
 
     @property
     def running(self) -> bool:

@@ -128,6 +128,8 @@ def test_dev_token_mints_a_service_token_over_http() -> None:
         assert claims["exp"] - claims["iat"] == 60
         bad = httpx.get(url, params={"lifetime": "soon"}, timeout=10, trust_env=False)
         assert bad.status_code == 400
+        rebound = httpx.get(url, params={"email": "a@b.c"}, headers={"Host": "evil.example"}, trust_env=False)
+        assert (rebound.status_code, rebound.text) == (403, "address this endpoint as 127.0.0.1\n")
 
 
 def test_dev_token_without_the_exports_says_what_to_do() -> None:
