@@ -42,8 +42,10 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import re
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -53,6 +55,10 @@ from starlette.concurrency import run_in_threadpool
 from .errors import AuthUnavailable, Reason
 
 logger = logging.getLogger("cfaccess_mw")
+#: Set to DEBUG by name, this logger logs a failing lookup's whole exception (message and traceback, the email
+#: replaced by ``<email>``): for development only, since a database error's text can carry a connection string.
+#: DEBUG inherited from the root or the package does not: seeing that text takes this explicit opt-in.
+debug_logger = logging.getLogger("cfaccess_mw.users")
 
 UserLookup = Callable[[str], Any]
 """``lookup(email) -> user or None``, sync or async. Must only find existing users, never create one."""
@@ -65,6 +71,12 @@ def is_async_callable(fn: object) -> bool:
     """True for an ``async def`` function, or an object whose ``__call__`` is one (what must be awaited)."""
     call = type(fn).__call__ if not inspect.isroutine(fn) and callable(fn) else None
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
+def _without_email(exc: BaseException, email: str) -> str:
+    """The exception's traceback and message (chained causes included), every spelling of ``email`` replaced."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+    return re.sub(re.escape(email), "<email>", text, flags=re.IGNORECASE) if email else text
 
 
 def cache_key(email: str) -> str:
@@ -190,6 +202,8 @@ class UserDirectory:
         except Exception as exc:
             # The type only: a database error's text can carry a connection string with its password.
             logger.error("cfaccess_mw: user_lookup raised %s", type(exc).__name__)
+            if 0 < debug_logger.level <= logging.DEBUG and debug_logger.isEnabledFor(logging.DEBUG):
+                debug_logger.debug("user_lookup raised:\n%s", _without_email(exc, email))
             raise _lookup_failed(f"user_lookup raised {type(exc).__name__}") from None
         # Judged inline: this runs on every request without the cache, so the common case costs a few checks.
         # ``True`` is refused every time; the type's verdict is remembered (see _is_value_type).
