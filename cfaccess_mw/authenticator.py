@@ -18,7 +18,7 @@ Per request, in order, and never falling from a failed method to a weaker one:
 
 What a request is made of here is the ASGI scope, or anything with a ``scope``
 attribute (Starlette's, Litestar's, Django's and Falcon's request objects): only
-``type``, ``headers``, ``client``, ``path``, ``root_path`` and ``method`` are read.
+``type``, ``headers``, ``client``, ``path``, ``root_path``, ``method`` and (local mode) ``scheme`` are read.
 """
 
 from __future__ import annotations
@@ -231,6 +231,14 @@ class Authenticator:
         )
         self._trust_loopback = self.settings.exposure_mode is ExposureMode.LOCAL
         self._local_addressing = LocalAddressing(self.settings.local_hosts)
+        if self._trust_loopback and self.settings.local_hosts:
+            logger.warning(
+                "cfaccess_mw: CFACCESS_LOCAL_HOSTS=%s: over plain http a browser does not say which page made a"
+                " request to these names, so there only requests carrying a local Origin (POSTs, websockets, CORS"
+                " fetches of the app's own page) are the local operator; a typed URL, a link, an image, a GET fetch"
+                " and curl get 401. Serve the app over https under these names, or use localhost or 127.0.0.1",
+                ",".join(self.settings.local_hosts),
+            )
         self._allow_cookie = self.settings.allow_cookie
         self._public_paths = self.settings.public_paths
         self._services = {t.client_id: t.name for t in self.settings.service_tokens}

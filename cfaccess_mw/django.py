@@ -256,6 +256,7 @@ def request_scope(request: HttpRequest) -> Mapping[str, Any]:
         "root_path": request.path[:prefix_length] if prefix_length > 0 else "",
         "headers": _meta_headers(meta),
         "client": (address, int(port) if port.isdigit() else 0) if address else None,
+        "scheme": meta.get("wsgi.url_scheme") or "http",  # the WSGI server's own, not a forwarded one
     }
 
 

@@ -83,29 +83,51 @@ _PROXY_HEADERS = frozenset(
 )
 
 
+#: ``Sec-Fetch-Site`` values that say no other page made the request: the user's own navigation (a typed URL, a
+#: bookmark) and a page of the app's own origin.
+_OWN_REQUEST = frozenset({"none", "same-origin"})
+
+
+def is_browser_trusted_host(host: str) -> bool:
+    """Whether browsers treat ``http://host`` as potentially trustworthy: a loopback address, ``localhost`` or a
+    ``*.localhost`` name (``host`` lower-cased, without brackets or port).
+
+    Only to such an origin, or to any ``https://`` one, does a browser send Fetch Metadata (``Sec-Fetch-Site``).
+    """
+    return host == "localhost" or host.endswith(".localhost") or is_loopback_host(host)
+
+
 class LocalAddressing:
-    """Whether a loopback peer addressed this app as a local service, so that it may count as the operator.
+    """Whether a loopback peer addressed this app as a local service, and no other site's page made the request,
+    so that it may count as the operator.
 
     A loopback socket peer alone proves little: the operator's browser is a loopback
-    peer too, so any web page it visits could act as the operator (a cross-site form
-    POST, a websocket, or with DNS rebinding a page that reads the answers). A program
-    on this host that means to talk to this app sends:
+    peer too, so any web page it visits could act as the operator (an image, a link,
+    a form, a websocket, or with DNS rebinding a page that reads the answers). The
+    request must:
 
-    * a ``Host`` naming a loopback address, ``localhost`` or a ``*.localhost`` name
-      (any port), or one of ``extra_hosts`` (``CFACCESS_LOCAL_HOSTS``). DNS
-      rebinding shows up here: the browser sends the attacker's name;
-    * an ``Origin``, when there is one, that is such a loopback origin too: a browser
-      adds ``Origin`` to cross-origin requests, websockets and POSTs;
-    * no ``Sec-Fetch-Site: cross-site``: what a browser says of a request that another
-      site's page made (a plain link or an image from elsewhere carries no ``Origin``);
-    * no forwarding header (``Forwarded``, ``X-Forwarded-*``, ``X-Real-IP``, ``Via``...):
+    * name this machine in ``Host``: a loopback address, ``localhost`` or a
+      ``*.localhost`` name (any port), or one of ``extra_hosts``
+      (``CFACCESS_LOCAL_HOSTS``). DNS rebinding shows up here: the browser sends the
+      attacker's name;
+    * carry no forwarding header (``Forwarded``, ``X-Forwarded-*``, ``X-Real-IP``, ``Via``...):
       a proxy on this host connects from loopback too, and a default nginx even sends
       ``Host: 127.0.0.1``; uvicorn trusting every proxy (``--forwarded-allow-ips='*'``)
       makes a remote caller's ``X-Forwarded-For: 127.0.0.1`` the socket peer. Either
-      way the header is the proxy's mark, and its value is never believed.
+      way the header is the proxy's mark, and its value is never believed;
+    * show that no other site's page made it. A browser names the page behind a request in two headers no
+      page can set: ``Origin`` (on POSTs, websockets and CORS fetches) and ``Sec-Fetch-Site``, which it
+      sends only to a potentially trustworthy origin (``https://``, or ``http://`` to a loopback address,
+      ``localhost`` or ``*.localhost``). So: an ``Origin``, if any, must be a local origin;
+      ``Sec-Fetch-Site``, if any, must be ``none`` (typed URL, bookmark) or ``same-origin``, or ``same-site``
+      beside a local ``Origin``; and a request with neither header is granted only where a browser would
+      have sent one (a potentially trustworthy origin), which makes it a program, not a browser. To a
+      plain-``http://`` name that is not loopback (``devbox.lan``), a browser sends neither header with
+      another site's image, link, form GET or no-cors fetch, exactly as with the operator's typed URL, so
+      there only a request carrying a local ``Origin`` passes.
 
-    curl, httpx and a UI served by the app itself pass all four. Parsed once; per
-    request only the headers are scanned, once.
+    curl, httpx and scripts addressing 127.0.0.1 or localhost pass, and so does a UI
+    served by the app itself. Parsed once; per request only the headers are scanned, once.
     """
 
     __slots__ = ("extra_hosts",)
@@ -115,7 +137,7 @@ class LocalAddressing:
 
     def is_local_host(self, host: str) -> bool:
         """``localhost``, ``*.localhost``, a loopback address, or a configured name (``host`` lower-cased)."""
-        return host == "localhost" or host.endswith(".localhost") or is_loopback_host(host) or host in self.extra_hosts
+        return is_browser_trusted_host(host) or host in self.extra_hosts
 
     def refusal(self, scope: Mapping[str, Any]) -> str | None:
         """``None`` when the request is the local operator's; else why not, for the refusal's detail."""
@@ -132,7 +154,9 @@ class LocalAddressing:
                     return "the Origin header appears more than once"
                 origin = value.decode("latin-1")
             elif name == b"sec-fetch-site":
-                fetch_site = value.decode("latin-1")
+                if fetch_site is not None:
+                    return "the Sec-Fetch-Site header appears more than once"
+                fetch_site = value.decode("latin-1").strip().lower()
             elif bytes(name) in _PROXY_HEADERS:  # bytes(): ASGI allows bytearray names, which cannot be hashed
                 return f"the request came through a proxy (it carries {name.decode('latin-1')})"
         if host_header is None:
@@ -141,10 +165,21 @@ class LocalAddressing:
         if host is None or not self.is_local_host(host):
             return "the Host header does not name this machine (a browser page or DNS rebinding?)"
         if origin is not None and not self._is_local_origin(origin.strip()):
-            return "the Origin is not a loopback origin (a request made by another site's page)"
-        if fetch_site is not None and fetch_site.strip().lower() == "cross-site":
-            return "Sec-Fetch-Site says another site's page made this request"
-        return None
+            return "the Origin is not a local origin (a request made by another site's page)"
+        if fetch_site is not None:
+            if fetch_site in _OWN_REQUEST or (fetch_site == "same-site" and origin is not None):
+                return None
+            if fetch_site == "cross-site":
+                return "Sec-Fetch-Site says another site's page made this request"
+            if fetch_site == "same-site":
+                return "Sec-Fetch-Site says a page of another origin made this request, and no local Origin names it"
+            return "Sec-Fetch-Site has a value browsers do not send"
+        if origin is not None or scope.get("scheme") in ("https", "wss") or is_browser_trusted_host(host):
+            return None  # the browser named a local page; or, where a browser would have said, nothing was said
+        return (
+            "neither Origin nor Sec-Fetch-Site says who made this request; to a plain-http name that is not"
+            " loopback a browser sends neither with another site's link or image (CFACCESS_LOCAL_HOSTS)"
+        )
 
     def _is_local_origin(self, origin: str) -> bool:
         scheme, sep, authority = origin.partition("://")

@@ -37,9 +37,13 @@ def _wait_until(ready: Any, alive: Any, what: str) -> None:
 
 
 @contextlib.contextmanager
-def serve_uvicorn(app: Any, lifespan: Literal["auto", "on", "off"] = "on") -> Iterator[str]:
-    """``app`` under uvicorn on a free port; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan))
+def serve_uvicorn(app: Any, lifespan: Literal["auto", "on", "off"] = "on", **options: Any) -> Iterator[str]:
+    """``app`` under uvicorn on a free port; yields its base URL (``https://`` when ``options`` give a TLS key).
+
+    ``options`` go to ``uvicorn.Config`` (``ssl_keyfile``, ``ssl_certfile``, ``proxy_headers``...).
+    """
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan, **options)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     timer = threading.Timer(MAX_SECONDS, lambda: setattr(server, "should_exit", True))
@@ -48,7 +52,7 @@ def serve_uvicorn(app: Any, lifespan: Literal["auto", "on", "off"] = "on") -> It
     try:
         _wait_until(lambda: server.started, thread.is_alive, "uvicorn")
         port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if config.is_ssl else 'http'}://127.0.0.1:{port}"
     finally:
         timer.cancel()
         server.should_exit = True

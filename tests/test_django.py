@@ -242,6 +242,15 @@ def test_local_mode_reads_the_wsgi_peer_and_host(project: Path, issuer: LocalIss
         assert page.status_code == 401
 
 
+def test_local_mode_reads_the_wsgi_scheme_for_a_configured_name(project: Path, issuer: LocalIssuer) -> None:
+    """Under WSGI, https (``wsgi.url_scheme``) is what lets a request without Sec-Fetch-Site to devbox.lan in."""
+    settings = _settings(issuer, exposure_mode=ExposureMode.LOCAL, local_hosts=("devbox.lan",))
+    with override_settings(CFACCESS_SETTINGS=settings, ALLOWED_HOSTS=["*"]):
+        local = Client(REMOTE_ADDR="127.0.0.1", HTTP_HOST="devbox.lan:8443")
+        assert local.get("/api/whoami", secure=True).json()["principal"] == "local:local"
+        assert local.get("/api/whoami").status_code == 401  # plain http: a browser would not have said who
+
+
 @pytest.mark.anyio
 async def test_a_server_passing_headers_as_an_iterator_is_read_from_meta(project: Path) -> None:
     # ASGI types headers as an iterable; Django reads an iterator when it builds the request, before us.

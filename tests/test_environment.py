@@ -50,6 +50,11 @@ def local_client(settings: Settings = LOCAL, base_url: str = LOCAL_BASE_URL) -> 
         ("http://127.0.0.1:8000", {"Origin": "http://127.0.0.1.evil.example"}, False),
         ("http://127.0.0.1:8000", {"Origin": "http://user@localhost"}, False),
         ("http://127.0.0.1:8000", {"Sec-Fetch-Site": "cross-site"}, False),  # another site's link or image
+        ("http://127.0.0.1:8000", {"Sec-Fetch-Site": "SAME-ORIGIN"}, True),
+        ("http://localhost:8000", {"Sec-Fetch-Site": "same-site", "Origin": "http://localhost:5173"}, True),
+        ("http://localhost:8000", {"Sec-Fetch-Site": "same-site"}, False),  # a link from a sibling origin
+        ("http://127.0.0.1:8000", {"Sec-Fetch-Site": "cross-site", "Origin": "http://localhost:5173"}, False),
+        ("http://127.0.0.1:8000", {"Sec-Fetch-Site": "somewhere"}, False),  # no browser sends that
         ("http://127.0.0.1:8000", {"Host": "localhost:abc"}, False),
         ("http://127.0.0.1:8000", {"Host": "[::1"}, False),
     ],
@@ -81,6 +86,13 @@ def test_a_request_without_a_host_header_is_not_the_operator() -> None:
     assert messages[0]["status"] == 401
 
 
+def test_a_repeated_sec_fetch_site_is_not_the_operator() -> None:
+    with local_client() as client:
+        response = client.get("/", headers=[("Sec-Fetch-Site", "cross-site"), ("Sec-Fetch-Site", "same-origin")])
+    assert response.status_code == 401
+    assert error_of(response)["reason"] == "no_credentials"
+
+
 def test_a_websocket_from_another_origin_is_not_the_operator() -> None:
     with (
         local_client() as client,
@@ -96,13 +108,85 @@ def test_a_websocket_from_another_origin_is_not_the_operator() -> None:
         assert ws.receive_json() == {"hello": "local"}
 
 
-def test_names_in_cfaccess_local_hosts_are_the_operators_too() -> None:
+def test_names_in_cfaccess_local_hosts_are_local_origins_too() -> None:
     settings = Settings.from_env({"CFACCESS_EXPOSURE_MODE": "local", "CFACCESS_LOCAL_HOSTS": "DevBox.lan, nas"})
     assert settings.local_hosts == ("devbox.lan", "nas")
     with local_client(settings, base_url="http://devbox.lan:8000") as client:
         assert client.get("/", headers={"Origin": "http://nas:8000"}).status_code == 200
     with local_client(LOCAL, base_url="http://devbox.lan:8000") as client:
+        assert client.get("/", headers={"Origin": "http://devbox.lan:8000"}).status_code == 401
+
+
+DEVBOX = Settings(exposure_mode=ExposureMode.LOCAL, local_hosts=("devbox.lan",))
+
+
+@pytest.mark.parametrize(
+    ("base_url", "headers", "granted"),
+    [
+        # Plain http to a name that is not loopback: a browser sends neither Origin nor Sec-Fetch-Site with another
+        # site's image, link, form GET or no-cors fetch, exactly as with the operator's typed URL (or curl).
+        ("http://devbox.lan:8000", {}, False),
+        ("http://devbox.lan:8000", {"Referer": "http://devbox.lan:8000/"}, False),  # a page can hide it: not used
+        ("http://devbox.lan:8000", {"Origin": "http://devbox.lan:8000"}, True),  # the app's own page's POST or fetch
+        ("http://devbox.lan:8000", {"Origin": "http://evil.example"}, False),
+        ("http://devbox.lan:8000", {"Origin": "null"}, False),
+        ("http://devbox.lan:8000", {"Sec-Fetch-Site": "none"}, True),  # no page can set a Sec- header
+        ("http://devbox.lan:8000", {"Sec-Fetch-Site": "cross-site"}, False),
+        # Over https a browser sends Sec-Fetch-Site to any name, so a request without it is a program's.
+        ("https://devbox.lan:8443", {}, True),
+        ("https://devbox.lan:8443", {"Sec-Fetch-Site": "none"}, True),  # a typed URL or a bookmark
+        ("https://devbox.lan:8443", {"Sec-Fetch-Site": "same-origin"}, True),
+        ("https://devbox.lan:8443", {"Sec-Fetch-Site": "cross-site"}, False),
+        ("https://devbox.lan:8443", {"Sec-Fetch-Site": "same-site"}, False),  # a sibling name's link (x.devbox.lan)
+        ("https://devbox.lan:8443", {"Origin": "https://evil.example"}, False),
+        # The loopback names keep their rule beside the configured one.
+        ("http://localhost:8000", {}, True),
+        ("http://localhost:8000", {"Origin": "http://devbox.lan:8000", "Sec-Fetch-Site": "cross-site"}, False),
+    ],
+)
+def test_a_configured_name_is_the_operators_only_where_the_browser_would_have_said_who_made_the_request(
+    base_url: str, headers: dict[str, str], granted: bool
+) -> None:
+    with local_client(DEVBOX, base_url=base_url) as client:
+        response = client.get("/", headers=headers)
+    if granted:
+        assert response.status_code == 200
+        assert response.json()["kind"] == "local"
+    else:
+        assert response.status_code == 401
+        assert error_of(response)["reason"] == "no_credentials"
+
+
+def test_a_websocket_under_a_configured_name_needs_a_local_origin_over_plain_http() -> None:
+    with local_client(DEVBOX, base_url="http://devbox.lan:8000") as client:
+        with client.websocket_connect("ws://devbox.lan:8000/ws", headers={"Origin": "http://devbox.lan:8000"}) as ws:
+            assert ws.receive_json() == {"hello": "local"}
+        with pytest.raises(WebSocketDenialResponse) as caught, client.websocket_connect("ws://devbox.lan:8000/ws"):
+            pass  # pragma: no cover - refused
+        assert caught.value.status_code == 401
+        with client.websocket_connect("wss://devbox.lan:8443/ws") as ws:  # over TLS a browser would send Origin
+            assert ws.receive_json() == {"hello": "local"}
+
+
+def test_a_refusal_under_a_configured_name_says_why(caplog: pytest.LogCaptureFixture) -> None:
+    events: list[AuditEvent] = []
+    app = build_app(DEVBOX, audit_hook=events.append)
+    with TestClient(app, base_url="http://devbox.lan:8000", client=LOOPBACK_PEER) as client:
         assert client.get("/").status_code == 401
+    assert events[0].detail is not None
+    assert "neither Origin nor Sec-Fetch-Site" in events[0].detail
+    assert "CFACCESS_LOCAL_HOSTS" in events[0].detail
+
+
+def test_cfaccess_local_hosts_warns_at_startup_what_plain_http_loses(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="cfaccess_mw"), local_client(DEVBOX) as client:
+        client.get("/")
+    warnings = [r.getMessage() for r in caplog.records if "CFACCESS_LOCAL_HOSTS=devbox.lan" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "https" in warnings[0]
+    with caplog.at_level(logging.WARNING, logger="cfaccess_mw"), local_client(LOCAL) as client:
+        client.get("/")
+    assert len([r for r in caplog.records if "CFACCESS_LOCAL_HOSTS" in r.getMessage()]) == 1
 
 
 @pytest.mark.parametrize("value", ["http://devbox.lan", "devbox.lan:8000", "a b", "-bad.lan"])
