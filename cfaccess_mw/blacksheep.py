@@ -211,11 +211,28 @@ def _error_for(request: Request, exc: Exception) -> AuthError:
     )
 
 
+def _opened_by_blacksheep(request: Request, handler: Handler) -> bool:
+    """Whether ``handler`` is one BlackSheep itself wrote and marked ``allow_anonymous``, on a path not public.
+
+    ``@allow_anonymous()`` skips authorization altogether. On a handler the app wrote,
+    it is the app's own explicit decision about that route, and is honoured. BlackSheep
+    also marks its own handlers so by default: ``app.serve_files(...)`` (every file,
+    and the SPA ``fallback_document``), the OpenAPI documents and UI. Those are
+    served, not written, by the app: like everything else the framework serves, they
+    are protected unless their path is in ``CFACCESS_PUBLIC_PATHS``.
+    """
+    if isinstance(request.identity, PublicPathIdentity) or getattr(handler, "allow_anonymous", False) is not True:
+        return False
+    route_handler = getattr(handler, "root_fn", handler)
+    return str(getattr(route_handler, "__module__", "")).startswith("blacksheep.")
+
+
 class _Wiring:
     """What :func:`use_cloudflare_access` installs: lifecycle hooks, the exception handlers, one middleware."""
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, require_authentication: bool = True) -> None:
         self.authenticator = authenticator
+        self.require_authentication = require_authentication
 
     async def on_start(self, app: Application) -> None:
         await self.authenticator.startup()
@@ -244,6 +261,8 @@ class _Wiring:
         """
         identity = request.identity
         principal = identity.principal if isinstance(identity, CloudflareAccessIdentity) else None
+        if principal is None and self.require_authentication and _opened_by_blacksheep(request, handler):
+            raise _error_for(request, UnauthorizedError("served by BlackSheep and not a public path", []))
         audit = principal is not None and self.authenticator.audits_acceptances
         if isinstance(request, WebSocket):
             await self._websocket(request, handler, principal if audit else None)
@@ -324,7 +343,7 @@ def use_cloudflare_access(
             settings, user_lookup=user_lookup, audit_hook=audit_hook, extra_scopes=extra_scopes
         )
     handler = CloudflareAccessHandler(authenticator)
-    wiring = _Wiring(authenticator)
+    wiring = _Wiring(authenticator, require_authentication)
     app.use_authentication().add(handler)
     authorization = app.use_authorization()
     if require_authentication:

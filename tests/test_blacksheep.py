@@ -481,3 +481,49 @@ def test_live_server(live: str, issuer: LocalIssuer) -> None:
     # uvicorn, hypercorn and granian all offer ASGI's websocket.http.response: the refusal is our JSON error.
     assert caught.value.response.status_code == 401
     assert json.loads(bytes(caught.value.response.body or b""))["error"]["reason"] == "no_credentials"
+
+
+# --- what BlackSheep serves itself, and its raw-path routing (issue 18) ----------------------------
+
+
+@pytest.mark.anyio
+async def test_served_files_and_the_spa_fallback_need_a_caller_unless_public(
+    shared_issuer: LocalIssuer, tmp_path: Path
+) -> None:
+    (tmp_path / "index.html").write_text("<p>app</p>")
+    (tmp_path / "secret.txt").write_text("secret")
+    events: list[AuditEvent] = []
+    app = build_app(settings_for(shared_issuer, public_paths=("/healthz", "/pub")), events)
+    app.serve_files(tmp_path, root_path="files", fallback_document="index.html")
+    app.serve_files(tmp_path, root_path="pub")
+    async with started(app) as client:
+        for path in ("/files/secret.txt", "/files/no/such/route"):  # a file, and the SPA fallback
+            refused = await client.get(path)
+            assert refused.status == 401, path
+            assert (await error_of(refused))["reason"] == "no_credentials"
+        assert (await client.get("/files/secret.txt", headers=bearer())).status == 200
+        assert (await client.get("/pub/secret.txt")).status == 200  # listed public
+        # An @allow_anonymous() route the app wrote stays the app's decision.
+        assert (await client.get("/maybe")).status == 200
+    assert [event.path for event in events if event.outcome == "refused"] == ["/files/secret.txt", "/files/no/such/route"]
+
+
+def test_an_escaped_slash_under_a_public_prefix_is_not_public(shared_issuer: LocalIssuer) -> None:
+    app = Application()
+    use_cloudflare_access(app, settings=settings_for(shared_issuer, public_paths=("/status",)), user_lookup=find_user)
+
+    @app.router.get("/status")
+    async def status() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.router.get("/{slug}")
+    async def protected(slug: str) -> dict[str, str]:
+        return {"slug": slug}
+
+    with serve_uvicorn(app) as base, httpx.Client(base_url=base, timeout=10) as http:
+        assert http.get("/status").json() == {"status": "ok"}
+        for path in ("/status%2Fx", "/status%2fx", "/%73tatus"):
+            refused = http.get(path)
+            assert refused.status_code == 401, path
+            assert refused.json()["error"]["reason"] == "no_credentials"
+        assert http.get("/status%2Fx", headers=bearer()).json() == {"slug": "status/x"}

@@ -469,3 +469,50 @@ def test_live_server(live: str, issuer: LocalIssuer) -> None:
     # uvicorn, hypercorn and granian all offer ASGI's websocket.http.response: the refusal is our JSON error.
     assert caught.value.response.status_code == 401
     assert json.loads(bytes(caught.value.response.body or b""))["error"]["reason"] == "no_credentials"
+
+
+# --- mounts and guards (issue 18) -----------------------------------------------------------------
+
+
+def test_a_mount_is_judged_on_its_full_path_for_public_paths_excludes_and_audit(shared_issuer: LocalIssuer) -> None:
+    from litestar.handlers import asgi
+
+    reached: list[str] = []
+
+    @asgi("/private", is_mount=True, copy_scope=True)
+    async def private(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"private"})
+
+    events: list[AuditEvent] = []
+    access = CloudflareAccessAuth(
+        settings=settings_for(shared_issuer), user_lookup=find_user, audit_hook=events.append, exclude="^/open$"
+    )
+    with TestClient(Litestar([private], on_app_init=[access.on_app_init])) as client:
+        for path in ("/private/healthz", "/private/healthz/anything", "/private/open"):
+            assert client.get(path).status_code == 401, path
+        assert reached == []
+        assert [event.path for event in events] == ["/private/healthz", "/private/healthz/anything", "/private/open"]
+        assert client.get("/private/healthz", headers=bearer()).status_code == 200
+    assert reached == ["/healthz/"]  # the mounted app still gets the path below its mount (as Litestar gives it)
+    assert events[-1].path == "/private/healthz"
+
+
+def test_a_guards_refusal_reaches_after_exception_as_the_documented_exception(shared_issuer: LocalIssuer) -> None:
+    from cfaccess_mw.litestar import AccessPermissionDenied
+
+    seen: list[Exception] = []
+
+    async def record(exc: Exception, scope: Any) -> None:
+        seen.append(exc)
+
+    access = CloudflareAccessAuth(settings=settings_for(shared_issuer), user_lookup=find_user, extra_scopes=roles)
+    with TestClient(Litestar([admin], on_app_init=[access.on_app_init], after_exception=[record])) as client:
+        refused = client.get("/admin", headers=jwt_header(shared_issuer.identity_token("bob@example.com")))
+    assert refused.status_code == 403
+    assert error_of(refused)["reason"] == "insufficient_scope"
+    assert len(seen) == 1
+    assert isinstance(seen[0], AccessPermissionDenied)
+    assert isinstance(seen[0], PermissionDeniedException)
+    assert seen[0].error.reason is Reason.INSUFFICIENT_SCOPE
