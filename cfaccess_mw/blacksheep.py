@@ -211,6 +211,55 @@ def _error_for(request: Request, exc: Exception) -> AuthError:
     )
 
 
+#: Where a guarded mount keeps the ``root_path`` BlackSheep gave the mounted app, while the middleware judges.
+_MOUNT_ROOT = "cfaccess.mount_root"
+
+
+def _guard_mounts(app: Application, authenticator: Authenticator) -> None:
+    """Put the ASGI middleware in front of every app mounted with ``app.mount(...)`` (once, at start).
+
+    BlackSheep dispatches a mount in ``Application.__call__`` before its own middleware
+    chain, so neither the guardpost handler nor the default policy ever sees those
+    requests: a mounted app was served to anyone. Each mounted app now gets
+    :class:`~cfaccess_mw.middleware.CloudflareAccessMiddleware` sharing this
+    Authenticator, judging the full path: BlackSheep has already added the mount's
+    prefix to ``root_path``, against which public paths are matched, so the middleware
+    sees the ``root_path`` from before the mount, and the mounted app its own again.
+    """
+    from .middleware import CloudflareAccessMiddleware
+
+    for route in app.mount_registry.mounted_apps:
+        if getattr(route.handler, "_cfaccess_guarded", False):
+            continue
+        mounted = route.handler
+
+        async def restore_root(scope: Any, receive: Any, send: Any, mounted: Any = mounted) -> None:
+            scope["root_path"] = scope.pop(_MOUNT_ROOT)
+            await mounted(scope, receive, send)
+
+        guarded = CloudflareAccessMiddleware(restore_root, authenticator=authenticator)
+
+        async def judged_from_outside(scope: Any, receive: Any, send: Any, guarded: Any = guarded) -> None:
+            root = scope.get("root_path", "")
+            scope[_MOUNT_ROOT] = root
+            scope["root_path"] = root[: len(root) - len(_mount_prefix(app, scope))]
+            await guarded(scope, receive, send)
+
+        judged_from_outside._cfaccess_guarded = True  # type: ignore[attr-defined]
+        route.handler = judged_from_outside
+
+
+def _mount_prefix(app: Application, scope: Any) -> str:
+    """What BlackSheep's ``handle_mount_path`` appended to ``root_path`` for this request's mount."""
+    for route in app.mount_registry.mounted_apps:
+        match = route.match_by_path(scope["raw_path"])
+        if match is not None and match.values is not None:
+            tail = "/" + str(match.values.get("tail", ""))
+            path: str = scope["path"]
+            return path[: -len(tail)] if tail != "/" else path.rstrip("/")
+    return ""
+
+
 def _opened_by_blacksheep(request: Request, handler: Handler) -> bool:
     """Whether ``handler`` is one BlackSheep itself wrote and marked ``allow_anonymous``, on a path not public.
 
@@ -235,6 +284,7 @@ class _Wiring:
         self.require_authentication = require_authentication
 
     async def on_start(self, app: Application) -> None:
+        _guard_mounts(app, self.authenticator)
         await self.authenticator.startup()
 
     async def on_stop(self, app: Application) -> None:

@@ -40,6 +40,7 @@ logger = logging.getLogger("cfaccess_mw")
 
 __all__ = ["CloudflareAccessMiddleware", "UserLookup"]
 
+
 async def _sent() -> None:
     """What ``send`` returns for a message held back: an awaitable that has nothing left to do."""
 

@@ -505,11 +505,14 @@ async def test_served_files_and_the_spa_fallback_need_a_caller_unless_public(
         assert (await client.get("/pub/secret.txt")).status == 200  # listed public
         # An @allow_anonymous() route the app wrote stays the app's decision.
         assert (await client.get("/maybe")).status == 200
-    assert [event.path for event in events if event.outcome == "refused"] == ["/files/secret.txt", "/files/no/such/route"]
+    assert [event.path for event in events if event.outcome == "refused"] == [
+        "/files/secret.txt",
+        "/files/no/such/route",
+    ]
 
 
 def test_an_escaped_slash_under_a_public_prefix_is_not_public(shared_issuer: LocalIssuer) -> None:
-    app = Application()
+    app = Application(router=Router())
     use_cloudflare_access(app, settings=settings_for(shared_issuer, public_paths=("/status",)), user_lookup=find_user)
 
     @app.router.get("/status")
