@@ -19,6 +19,9 @@ The routes (``CFACCESS_PUBLIC_PATHS=/status``):
 * ``/static/secret.txt``: the framework's static-file helper, serving :data:`SECRET`.
 * ``/ws``: a websocket that accepts and records.
 * A hook of every kind the framework runs before a handler, recording ``hook:<kind>``.
+* ``/marked``: where the framework lets an app mark a route anonymous (Litestar's
+  ``opt={"exclude_from_auth": True}``, BlackSheep's ``@allow_anonymous()``), a route the
+  app marked; such a mark opens that route and nothing the framework serves by itself.
 """
 
 import contextlib
@@ -192,6 +195,7 @@ def _starlette_routes(ran: list[str], static: Path) -> list[Any]:
     ]
 
 
+_NO_MARKS = "no route marks: only CFACCESS_PUBLIC_PATHS opens a path"
 _NO_HOOKS = "Starlette runs no app code before a route but middleware, and the app orders its middleware"
 _NO_DEPENDENCIES = "Starlette has no dependency injection (FastAPI's is in its own factory)"
 
@@ -204,7 +208,9 @@ def build_starlette(settings: Settings, events: list[AuditEvent], static: Path) 
     ran: list[str] = []
     app = Starlette(routes=_starlette_routes(ran, static))
     app.add_middleware(CloudflareAccessMiddleware, settings=settings, audit_hook=events.append)
-    return Built(app, _starlette_client(app), ran, {"dependency": _NO_DEPENDENCIES, "hooks": _NO_HOOKS})
+    return Built(
+        app, _starlette_client(app), ran, {"dependency": _NO_DEPENDENCIES, "hooks": _NO_HOOKS, "marked": _NO_MARKS}
+    )
 
 
 def build_raw_asgi(settings: Settings, events: list[AuditEvent], static: Path) -> Built:
@@ -217,7 +223,9 @@ def build_raw_asgi(settings: Settings, events: list[AuditEvent], static: Path) -
     app = CloudflareAccessMiddleware(
         Starlette(routes=_starlette_routes(ran, static)), settings=settings, audit_hook=events.append
     )
-    return Built(app, _starlette_client(app), ran, {"dependency": _NO_DEPENDENCIES, "hooks": _NO_HOOKS})
+    return Built(
+        app, _starlette_client(app), ran, {"dependency": _NO_DEPENDENCIES, "hooks": _NO_HOOKS, "marked": _NO_MARKS}
+    )
 
 
 def build_fastapi(settings: Settings, events: list[AuditEvent], static: Path) -> Built:
@@ -285,7 +293,7 @@ def build_fastapi(settings: Settings, events: list[AuditEvent], static: Path) ->
         return {"slug": slug}
 
     app.add_middleware(CloudflareAccessMiddleware, settings=settings, audit_hook=events.append)
-    return Built(app, _starlette_client(app), ran)
+    return Built(app, _starlette_client(app), ran, {"marked": _NO_MARKS})
 
 
 # --- Litestar --------------------------------------------------------------------------------------
@@ -330,6 +338,10 @@ def build_litestar(settings: Settings, events: list[AuditEvent], static: Path) -
         ran.append("dep")
         return {"dep": True}
 
+    @get("/marked", opt={"exclude_from_auth": True})
+    async def marked() -> dict[str, bool]:
+        return {"marked": True}
+
     @get("/{slug:str}")
     async def slug(slug: FromPath[str]) -> dict[str, str]:
         ran.append("slug")
@@ -348,7 +360,18 @@ def build_litestar(settings: Settings, events: list[AuditEvent], static: Path) -
 
     access = CloudflareAccessAuth(settings=settings, audit_hook=events.append)
     app = Litestar(
-        [public, me, raises, admin, dep, slug, ws, sub, create_static_files_router("/static", directories=[static])],
+        [
+            public,
+            me,
+            raises,
+            admin,
+            dep,
+            marked,
+            slug,
+            ws,
+            sub,
+            create_static_files_router("/static", directories=[static]),
+        ],
         on_app_init=[access.on_app_init],
         before_request=before_request,
     )
@@ -439,6 +462,7 @@ def build_quart(settings: Settings, events: list[AuditEvent], static: Path) -> B
         "permission": "cfaccess_mw.quart has no permission helper; a view raising Forbidden is the handler case",
         "dependency": "Quart has no dependency injection",
         "mount": "Quart has no mounts (blueprints are routes of the same app, covered by every case)",
+        "marked": _NO_MARKS,
         "websocket accept": "Quart 0.22 calls url_value_preprocessors with request.endpoint in a websocket context, "
         "which raises: an app with one (this factory's hook probe) cannot accept a websocket at all",
     }
@@ -523,7 +547,9 @@ def build_falcon(settings: Settings, events: list[AuditEvent], static: Path) -> 
 
         yield call
 
-    return Built(app, client, ran, {"mount": "Falcon has no mounts (a sink is a route, covered as one)"})
+    return Built(
+        app, client, ran, {"mount": "Falcon has no mounts (a sink is a route, covered as one)", "marked": _NO_MARKS}
+    )
 
 
 # --- BlackSheep --------------------------------------------------------------------------------------
@@ -531,7 +557,7 @@ def build_falcon(settings: Settings, events: list[AuditEvent], static: Path) -> 
 
 def build_blacksheep(settings: Settings, events: list[AuditEvent], static: Path) -> Built:
     from blacksheep import Application, Request, WebSocket
-    from blacksheep.server.authorization import auth
+    from blacksheep.server.authorization import allow_anonymous, auth
     from blacksheep.server.routing import Router
     from blacksheep.testing import TestClient
 
@@ -571,6 +597,11 @@ def build_blacksheep(settings: Settings, events: list[AuditEvent], static: Path)
     async def admin() -> dict[str, bool]:
         ran.append("admin")
         return {"admin": True}
+
+    @allow_anonymous()
+    @router.get("/marked")
+    async def marked() -> dict[str, bool]:
+        return {"marked": True}
 
     @router.get("/{slug}")
     async def slug(slug: str) -> dict[str, str]:
@@ -690,6 +721,7 @@ def build_sanic(settings: Settings, events: list[AuditEvent], static: Path) -> B
         "permission": "cfaccess_mw.sanic has no permission helper; a handler raising Forbidden is the handler case",
         "dependency": "Sanic's ext DI is not part of Sanic; request middleware is the hook case",
         "mount": "Sanic has no mounts (blueprints are routes of the same app)",
+        "marked": _NO_MARKS,
     }
     return Built(asgi, client, ran, skips)
 
@@ -805,6 +837,7 @@ def build_django(settings: Settings, events: list[AuditEvent], static: Path) -> 
         "mount": "Django has no ASGI mounts",
         "static": "Django serves static files only through runserver or ASGIStaticFilesHandler, outside MIDDLEWARE",
         "websocket": "Django has no websockets (Channels is a separate ASGI router, behind the ASGI middleware)",
+        "marked": _NO_MARKS,
     }
     return Built(asgi, client, _django_ran, skips)
 

@@ -201,6 +201,18 @@ def test_static_files_are_protected_unless_public(kit: Kit) -> None:
     assert served.body == SECRET.encode()
 
 
+def test_a_route_the_app_marks_anonymous_opens_that_route_only(kit: Kit) -> None:
+    """A framework's own "anonymous" mark, put by the app on a route it wrote, opens that route (the app's
+    explicit decision, like a public path); what the framework serves by itself stays protected (above)."""
+    kit.skip_unless("marked")
+    answer = kit.request("GET", "/marked")
+    assert answer.status == 200
+    assert answer.json() == {"marked": True}
+    below = kit.request("GET", "/marked/x")  # not a prefix: the mark is on one route
+    assert below.status in (401, 404), below  # 404 only where the router answers first (Litestar)
+    assert handlers_run(kit.built) == []
+
+
 # --- live, under uvicorn: the request line byte for byte ---------------------------------------------
 
 #: Request targets sent as written. None may reach protected code or a file without a credential; a 200 is
