@@ -55,6 +55,7 @@ from .errors import (
     framework_error_response,
     send_error,
 )
+from .permissions import principal_or_401
 from .principals import Principal
 from .settings import Settings
 
@@ -170,9 +171,7 @@ def _asgi_scope(request: Request) -> MutableMapping[str, Any]:
 def principal_of(request: Request) -> Principal:
     """The caller of ``request`` (typed), or :class:`Unauthorized` where none was authenticated."""
     identity = request.identity
-    if isinstance(identity, CloudflareAccessIdentity):
-        return identity.principal
-    raise Unauthorized(Reason.NO_CREDENTIALS, "Authentication required.", "endpoint requires a principal")
+    return principal_or_401(identity.principal if isinstance(identity, CloudflareAccessIdentity) else None)
 
 
 class PrincipalBinder(Binder):

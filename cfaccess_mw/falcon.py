@@ -53,9 +53,9 @@ from .adapter import check_options
 from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, framework_error_response
+from .errors import WS_POLICY_VIOLATION, AuthError, framework_error_response
 from .keys import JWKSClient
-from .permissions import admit, requirement
+from .permissions import admit, principal_or_401, requirement
 from .principals import Principal, PrincipalKind
 from .settings import Settings
 
@@ -265,10 +265,7 @@ def _put_first(app: falcon.asgi.App[Any, Any], middleware: CloudflareAccessMiddl
 
 def get_principal(req: falcon.asgi.Request) -> Principal:
     """The authenticated caller; 401 where there is none (a public path)."""
-    principal = getattr(req.context, "principal", None)
-    if isinstance(principal, Principal):
-        return principal
-    raise Unauthorized(Reason.NO_CREDENTIALS, "Authentication required.", "responder requires a principal")
+    return principal_or_401(getattr(req.context, "principal", None), "responder")
 
 
 def require(

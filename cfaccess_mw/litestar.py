@@ -61,8 +61,8 @@ from .adapter import check_options
 from .asgi import read_scope
 from .audit import REQUESTED_PATH, AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import AuthError, AuthUnavailable, Reason, Unauthorized, framework_error_response, send_error
-from .permissions import admit, requirement
+from .errors import AuthError, AuthUnavailable, framework_error_response, send_error
+from .permissions import admit, principal_or_401, requirement
 from .principals import Principal, PrincipalKind
 from .providers import PRESETS, token_header
 from .settings import Settings
@@ -322,10 +322,7 @@ class AccessAuthenticationMiddleware(AbstractAuthenticationMiddleware):
 
 
 def _principal_in(scope: Scope) -> Principal:
-    principal = _scope_dict(scope).get("user")
-    if isinstance(principal, Principal):
-        return principal
-    raise Unauthorized(Reason.NO_CREDENTIALS, "Authentication required.", "endpoint requires a principal")
+    return principal_or_401(_scope_dict(scope).get("user"))
 
 
 def provide_principal(scope: Scope) -> Principal:

@@ -44,8 +44,9 @@ from werkzeug.local import LocalProxy
 from .adapter import DeferredAuthenticator
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, framework_error_response
+from .errors import WS_POLICY_VIOLATION, AuthError, framework_error_response
 from .keys import JWKSClient
+from .permissions import principal_or_401
 from .principals import Principal
 from .settings import Settings
 
@@ -63,10 +64,7 @@ def _scope() -> MutableMapping[str, Any]:
 
 def get_principal() -> Principal:
     """The caller of the current request or websocket; 401 where none was authenticated (a public path)."""
-    principal = _scope().get("user")
-    if isinstance(principal, Principal):
-        return principal
-    raise Unauthorized(Reason.NO_CREDENTIALS, "Authentication required.", "view requires a principal")
+    return principal_or_401(_scope().get("user"), "view")
 
 
 def get_scopes() -> list[str]:
