@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -68,24 +67,25 @@ def kit(
     request: pytest.FixtureRequest, shared_issuer: LocalIssuer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Kit]:
     name: str = request.param
-    _prepare(request, name)
-    static = _static_dir(tmp_path_factory)
     events: list[AuditEvent] = []
-    built = FACTORIES[name](settings_for(shared_issuer), events, static)
+    built = _build(request, name, shared_issuer, tmp_path_factory, events)
     with built.client() as call:
         yield Kit(name, built, call, events)
 
 
-def _prepare(request: pytest.FixtureRequest, name: str) -> None:
-    """What an integration needs from outside its factory: Django's one project per process."""
+def _build(
+    request: pytest.FixtureRequest,
+    name: str,
+    issuer: LocalIssuer,
+    tmp_path_factory: pytest.TempPathFactory,
+    events: list[AuditEvent],
+) -> Built:
+    """Integration ``name``'s app, with a static folder holding :data:`SECRET`."""
     if name == "django":
-        request.getfixturevalue("django_project")
-
-
-def _static_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        request.getfixturevalue("django_project")  # Django's one project per process
     static = tmp_path_factory.mktemp("static")
     (static / "secret.txt").write_text(SECRET)
-    return static
+    return FACTORIES[name](settings_for(issuer), events, static)
 
 
 def handlers_run(built: Built) -> list[str]:
@@ -269,8 +269,7 @@ def live(
     request: pytest.FixtureRequest, shared_issuer: LocalIssuer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
     name: str = request.param
-    _prepare(request, name)
-    built = FACTORIES[name](settings_for(shared_issuer), [], _static_dir(tmp_path_factory))
+    built = _build(request, name, shared_issuer, tmp_path_factory, [])
     with serve_uvicorn(built.asgi, lifespan="auto") as base:
         yield Live(name, built, base)
 
