@@ -516,3 +516,34 @@ def test_a_guards_refusal_reaches_after_exception_as_the_documented_exception(sh
     assert isinstance(seen[0], AccessPermissionDenied)
     assert isinstance(seen[0], PermissionDeniedException)
     assert seen[0].error.reason is Reason.INSUFFICIENT_SCOPE
+
+
+@pytest.mark.anyio
+async def test_a_mount_without_raw_path_is_neither_public_nor_excluded(shared_issuer: LocalIssuer) -> None:
+    """Without ``raw_path`` a mount's full path cannot be known: it is judged on no path at all (authenticated)."""
+    from litestar.handlers import asgi
+
+    reached: list[str] = []
+
+    @asgi("/private", is_mount=True, copy_scope=True)
+    async def private(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover - must not run
+        reached.append(scope["path"])
+
+    events: list[AuditEvent] = []
+    access = CloudflareAccessAuth(settings=settings_for(shared_issuer), audit_hook=events.append, exclude="^/healthz")
+    app = Litestar([private], on_app_init=[access.on_app_init])
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/private/healthz", "root_path": "", "query_string": b"", "headers": [(b"host", b"testserver")],
+             "client": REMOTE_PEER, "server": ("testserver", 80)}  # fmt: skip
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    assert sent[0]["status"] == 401
+    assert reached == []
+    assert [event.path for event in events] == ["/<mount>"]
