@@ -322,7 +322,10 @@ class AccessAuthenticationMiddleware(AbstractAuthenticationMiddleware):
 
 
 def _principal_in(scope: Scope) -> Principal:
-    return principal_or_401(_scope_dict(scope).get("user"))
+    try:
+        return principal_or_401(_scope_dict(scope).get("user"))
+    except AuthError as err:
+        raise refusal_for(err) from None  # the documented Litestar exception, for after_exception hooks
 
 
 def provide_principal(scope: Scope) -> Principal:

@@ -508,14 +508,20 @@ def test_a_guards_refusal_reaches_after_exception_as_the_documented_exception(sh
         seen.append(exc)
 
     access = CloudflareAccessAuth(settings=settings_for(shared_issuer), user_lookup=find_user, extra_scopes=roles)
-    with TestClient(Litestar([admin], on_app_init=[access.on_app_init], after_exception=[record])) as client:
+    app = Litestar([admin, healthz_who], on_app_init=[access.on_app_init], after_exception=[record])
+    with TestClient(app) as client:
         refused = client.get("/admin", headers=jwt_header(shared_issuer.identity_token("bob@example.com")))
+        public = client.get("/healthz/who")  # a public path: the principal dependency refuses
     assert refused.status_code == 403
     assert error_of(refused)["reason"] == "insufficient_scope"
-    assert len(seen) == 1
+    assert public.status_code == 401
+    assert len(seen) == 2
     assert isinstance(seen[0], AccessPermissionDenied)
     assert isinstance(seen[0], PermissionDeniedException)
     assert seen[0].error.reason is Reason.INSUFFICIENT_SCOPE
+    assert isinstance(seen[1], AccessNotAuthorized)
+    assert isinstance(seen[1], NotAuthorizedException)
+    assert seen[1].error.reason is Reason.NO_CREDENTIALS
 
 
 @pytest.mark.anyio
