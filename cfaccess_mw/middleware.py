@@ -214,16 +214,16 @@ class CloudflareAccessMiddleware:
             await self._call_websocket_app(auth, scope, receive, send, principal)
             return
         started = False
-        held: list[Message] = []  # a 500 answer, until the app has returned or raised
+        held: list[Message] | None = None  # a 500 answer, until the app has returned or raised
         audit = principal is not None and auth.audits_acceptances
         tracking_send: Send
         if audit:
 
             async def auditing_send(message: Message) -> None:
-                nonlocal started
+                nonlocal started, held
                 if not started:
-                    if held or (message["type"] == "http.response.start" and message["status"] == 500):
-                        held.append(message)
+                    if held is not None or (message["type"] == "http.response.start" and message["status"] == 500):
+                        held = [*(held or ()), message]
                         return
                     started = True
                     await auth.audit(scope, message.get("status"), principal=principal)
@@ -235,10 +235,10 @@ class CloudflareAccessMiddleware:
             # which the app awaits; no coroutine of our own per message. ``started`` is set when the app calls
             # ``send``, as the coroutine version sets it before it awaits.
             def marking_send(message: Message) -> Awaitable[None]:
-                nonlocal started
+                nonlocal started, held
                 if not started:
-                    if held or (message["type"] == "http.response.start" and message["status"] == 500):
-                        held.append(message)
+                    if held is not None or (message["type"] == "http.response.start" and message["status"] == 500):
+                        held = [*(held or ()), message]
                         return _sent()
                     started = True
                 return send(message)
@@ -252,9 +252,11 @@ class CloudflareAccessMiddleware:
             await self._refuse(auth, scope, receive, send, err)
             return
         except Exception:
-            await self._answered(auth, scope, send, principal if audit and not started else None, held)
+            if held is not None or (audit and not started):
+                await self._answered(auth, scope, send, principal if audit and not started else None, held or [])
             raise
-        await self._answered(auth, scope, send, principal if audit and not started else None, held)
+        if held is not None or (audit and not started):  # rarely: no coroutine of our own on the common path
+            await self._answered(auth, scope, send, principal if audit and not started else None, held or [])
 
     @staticmethod
     async def _answered(
