@@ -407,4 +407,22 @@ def use_cloudflare_access(
     app.middlewares.append(middleware, MiddlewareCategory.AUTH, 1)
     app.on_start += wiring.on_start
     app.on_stop += wiring.on_stop
+    _guard_mounts_as_made(app, authenticator)
     return handler
+
+
+def _guard_mounts_as_made(app: Application, authenticator: Authenticator) -> None:
+    """Guard the apps mounted so far, and each one ``app.mount`` adds later, when it is added.
+
+    ``on_start`` guards them too, but BlackSheep dispatches a mount before it starts
+    itself: under a server without lifespan the first requests to a mount would come
+    before ``on_start``.
+    """
+    _guard_mounts(app, authenticator)
+    mount = app.mount
+
+    def guarded_mount(path: str, mounted: Callable[..., Any]) -> None:
+        mount(path, mounted)
+        _guard_mounts(app, authenticator)
+
+    app.mount = guarded_mount  # type: ignore[method-assign,assignment]

@@ -530,3 +530,25 @@ def test_an_escaped_slash_under_a_public_prefix_is_not_public(shared_issuer: Loc
             assert refused.status_code == 401, path
             assert refused.json()["error"]["reason"] == "no_credentials"
         assert http.get("/status%2Fx", headers=bearer()).json() == {"slug": "status/x"}
+
+
+def test_a_mounted_app_needs_a_caller_even_before_the_app_starts(shared_issuer: LocalIssuer) -> None:
+    """BlackSheep dispatches ``app.mount`` before its middleware chain, and before it starts itself."""
+    reached: list[str] = []
+
+    async def mounted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"mounted"})
+
+    app = Application(router=Router())
+    use_cloudflare_access(app, settings=settings_for(shared_issuer, public_paths=("/healthz",)), user_lookup=find_user)
+    app.mount("/sub", mounted)  # after the wiring, as apps usually do
+    with serve_uvicorn(app, lifespan="off") as base, httpx.Client(base_url=base, timeout=10) as http:
+        for path in ("/sub/healthz", "/sub/x"):
+            refused = http.get(path)
+            assert refused.status_code == 401, path
+            assert refused.json()["error"]["reason"] == "no_credentials"
+        assert reached == []
+        assert http.get("/sub/x", headers=bearer()).text == "mounted"
+    assert reached == ["/sub/x"]
