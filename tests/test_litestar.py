@@ -267,11 +267,8 @@ def test_exclude_patterns_and_no_method_is_exempt(shared_issuer: LocalIssuer) ->
         assert client.options("/me").status_code == 401  # Litestar's auth middleware would exempt OPTIONS
 
 
-@pytest.mark.anyio
-async def test_headers_as_a_tuple_and_client_as_an_iterator_reach_the_route_intact(shared_issuer: LocalIssuer) -> None:
-    access = CloudflareAccessAuth(settings=settings_for(shared_issuer))
-    app = Litestar(ROUTES, on_app_init=[access.on_app_init])
-    headers = [(b"authorization", f"Bearer {API_KEY}".encode()), (b"x-extra", b"1")]
+async def call_asgi(app: Litestar, scope: dict[str, Any]) -> list[dict[str, Any]]:
+    """One HTTP request with an empty body, the scope exactly as given; the messages the app sent."""
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -280,11 +277,20 @@ async def test_headers_as_a_tuple_and_client_as_an_iterator_reach_the_route_inta
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    return sent
+
+
+@pytest.mark.anyio
+async def test_headers_as_a_tuple_and_client_as_an_iterator_reach_the_route_intact(shared_issuer: LocalIssuer) -> None:
+    access = CloudflareAccessAuth(settings=settings_for(shared_issuer))
+    app = Litestar(ROUTES, on_app_init=[access.on_app_init])
+    headers = [(b"authorization", f"Bearer {API_KEY}".encode()), (b"x-extra", b"1")]
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
              "path": "/echo", "raw_path": b"/echo", "root_path": "", "query_string": b"", "headers": tuple(headers),
              "client": iter(REMOTE_PEER), "server": ("testserver", 80)}  # fmt: skip
     # ASGI allows any iterable; a headers *iterator* Litestar's own router uses up looking for Host.
-    await app(scope, receive, send)  # type: ignore[arg-type]
+    sent = await call_asgi(app, scope)
     assert sent[0]["status"] == 200
     body = json.loads(b"".join(message.get("body", b"") for message in sent[1:]))
     assert body == {"who": "operator", "extra": "1", "client": list(REMOTE_PEER)}
@@ -538,18 +544,10 @@ async def test_a_mount_without_raw_path_is_neither_public_nor_excluded(shared_is
     events: list[AuditEvent] = []
     access = CloudflareAccessAuth(settings=settings_for(shared_issuer), audit_hook=events.append, exclude="^/healthz")
     app = Litestar([private], on_app_init=[access.on_app_init])
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
              "path": "/private/healthz", "root_path": "", "query_string": b"", "headers": [(b"host", b"testserver")],
              "client": REMOTE_PEER, "server": ("testserver", 80)}  # fmt: skip
-    await app(scope, receive, send)  # type: ignore[arg-type]
+    sent = await call_asgi(app, scope)
     assert sent[0]["status"] == 401
     assert reached == []
     assert [event.path for event in events] == ["/<mount>"]
