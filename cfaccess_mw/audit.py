@@ -75,12 +75,25 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+#: Scope key an adapter sets when its framework rewrote ``scope["path"]`` before the adapter runs (Litestar gives a
+#: mounted app only the part below the mount): the path as the client requested it, which public paths and audit
+#: events are judged on.
+REQUESTED_PATH = "cfaccess.requested_path"
+
+
+def requested_path(scope: Mapping[str, Any]) -> str:
+    """The path as requested (``root_path`` included, as ASGI has it): the adapter's record where its framework
+    rewrote ``scope["path"]``, else ``scope["path"]``."""
+    path: str | None = scope.get(REQUESTED_PATH)
+    return path if path is not None else scope.get("path", "")
+
+
 def request_facts(scope: Mapping[str, Any]) -> tuple[str, str, str | None]:
-    """Method, path and peer address of a request, as they go into an event (made printable there)."""
+    """Method, path (as requested) and peer address of a request, as they go into an event (made printable there)."""
     client = scope.get("client")
     peer = f"{client[0]}:{client[1]}" if client and len(client) == 2 else None
     method = scope.get("method", "WEBSOCKET" if scope["type"] == "websocket" else "")
-    return method, scope.get("path", ""), peer
+    return method, requested_path(scope), peer
 
 
 def emit_sync(event: AuditEvent, hook: AuditHook | None) -> Any:

@@ -34,7 +34,17 @@ import anyio
 import httpx
 from starlette.requests import cookie_parser
 
-from .audit import AuditEvent, AuditHook, Outcome, audit_logger, close_unawaited, emit, emit_sync, request_facts
+from .audit import (
+    AuditEvent,
+    AuditHook,
+    Outcome,
+    audit_logger,
+    close_unawaited,
+    emit,
+    emit_sync,
+    request_facts,
+    requested_path,
+)
 from .errors import AuthError, AuthUnavailable, Forbidden, InvalidToken, Reason, Unauthorized
 from .exposure import LocalAddressing
 from .keysources import KeyStore, build_key_source
@@ -151,12 +161,21 @@ def _bearer_id_token(value: str) -> tuple[str | None, str | None]:
 
 
 def route_path(scope: Mapping[str, Any]) -> str:
-    """The path as the app's router sees it: without the server's ``root_path`` prefix."""
-    path: str = scope["path"]
+    """The path as requested, without the server's ``root_path`` prefix (:func:`~cfaccess_mw.audit.requested_path`:
+    a mount's full path where the framework gave the adapter only the part below it)."""
+    path = requested_path(scope)
     root_path: str = scope.get("root_path", "")
     if root_path and path.startswith(root_path) and path[len(root_path) : len(root_path) + 1] in ("/", ""):
         return path[len(root_path) :] or "/"
     return path
+
+
+def _escaped(raw_path: object) -> bool:
+    """Whether a raw path (ASGI's ``raw_path``; some test clients leave the query on it) holds a percent-escape."""
+    if raw_path is None:
+        return False
+    raw = raw_path.encode("latin-1") if isinstance(raw_path, str) else bytes(raw_path)  # type: ignore[call-overload]
+    return b"%" in raw.split(b"?", 1)[0]
 
 
 #: Characters an email claim may be padded with by a sloppy IdP; anything else around it is refused.
@@ -298,15 +317,26 @@ class Authenticator:
     # --- the decision --------------------------------------------------------------------------
 
     def is_public(self, source: Any) -> bool:
-        """Whether the request's path is one of ``CFACCESS_PUBLIC_PATHS`` (relative to ``root_path``)."""
+        """Whether the request's path is one of ``CFACCESS_PUBLIC_PATHS`` (relative to ``root_path``).
+
+        Judged on the path as requested (a mount's full path, :func:`route_path`), and only where the raw
+        and the decoded path agree: a raw path with a percent-escape is never public. Some routers match
+        the raw path (BlackSheep), others the decoded one; ``/status%2Fx`` decodes to ``/status/x`` under
+        a public ``/status`` but routes to ``/{slug}`` on the raw path, and ``/%73tatus/x`` likewise. Only
+        where both read the same does "public" mean the same route to us and to the router. A public
+        path is therefore requested without escapes (a health check or static file name always can be).
+        """
         if not self._public_paths:
             return False
-        path = route_path(scope_of(source))
+        scope = scope_of(source)
+        path = route_path(scope)
         for public in self._public_paths:
             if path == public or (path.startswith(public) and path[len(public)] == "/"):
                 # A dot segment could climb out of the public prefix in whatever serves the path.
                 padded = path + "/"
-                return "/../" not in padded and "/./" not in padded
+                if "/../" in padded or "/./" in padded:
+                    return False
+                return not _escaped(scope.get("raw_path"))
         return False
 
     async def authenticate(self, source: Any) -> Authenticated:

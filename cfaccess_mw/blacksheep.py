@@ -55,6 +55,7 @@ from .errors import (
     framework_error_response,
     send_error,
 )
+from .permissions import principal_or_401
 from .principals import Principal
 from .settings import Settings
 
@@ -170,9 +171,7 @@ def _asgi_scope(request: Request) -> MutableMapping[str, Any]:
 def principal_of(request: Request) -> Principal:
     """The caller of ``request`` (typed), or :class:`Unauthorized` where none was authenticated."""
     identity = request.identity
-    if isinstance(identity, CloudflareAccessIdentity):
-        return identity.principal
-    raise Unauthorized(Reason.NO_CREDENTIALS, "Authentication required.", "endpoint requires a principal")
+    return principal_or_401(identity.principal if isinstance(identity, CloudflareAccessIdentity) else None)
 
 
 class PrincipalBinder(Binder):
@@ -211,13 +210,80 @@ def _error_for(request: Request, exc: Exception) -> AuthError:
     )
 
 
+#: Where a guarded mount keeps the ``root_path`` BlackSheep gave the mounted app, while the middleware judges.
+_MOUNT_ROOT = "cfaccess.mount_root"
+
+
+def _guard_mounts(app: Application, authenticator: Authenticator) -> None:
+    """Put the ASGI middleware in front of every app mounted with ``app.mount(...)`` (once, at start).
+
+    BlackSheep dispatches a mount in ``Application.__call__`` before its own middleware
+    chain, so neither the guardpost handler nor the default policy ever sees those
+    requests: a mounted app was served to anyone. Each mounted app now gets
+    :class:`~cfaccess_mw.middleware.CloudflareAccessMiddleware` sharing this
+    Authenticator, judging the full path: BlackSheep has already added the mount's
+    prefix to ``root_path``, against which public paths are matched, so the middleware
+    sees the ``root_path`` from before the mount, and the mounted app its own again.
+    """
+    from .middleware import CloudflareAccessMiddleware
+
+    for route in app.mount_registry.mounted_apps:
+        if getattr(route.handler, "_cfaccess_guarded", False):
+            continue
+        mounted = route.handler
+
+        async def restore_root(scope: Any, receive: Any, send: Any, mounted: Any = mounted) -> None:
+            scope["root_path"] = scope.pop(_MOUNT_ROOT)
+            await mounted(scope, receive, send)
+
+        guarded = CloudflareAccessMiddleware(restore_root, authenticator=authenticator)
+
+        async def judged_from_outside(scope: Any, receive: Any, send: Any, guarded: Any = guarded) -> None:
+            root = scope.get("root_path", "")
+            scope[_MOUNT_ROOT] = root
+            scope["root_path"] = root[: len(root) - len(_mount_prefix(app, scope))]
+            await guarded(scope, receive, send)
+
+        judged_from_outside._cfaccess_guarded = True  # type: ignore[attr-defined]
+        route.handler = judged_from_outside
+
+
+def _mount_prefix(app: Application, scope: Any) -> str:
+    """What BlackSheep's ``handle_mount_path`` appended to ``root_path`` for this request's mount."""
+    for route in app.mount_registry.mounted_apps:
+        match = route.match_by_path(scope["raw_path"])
+        if match is not None and match.values is not None:
+            tail = "/" + str(match.values.get("tail", ""))
+            path: str = scope["path"]
+            return path[: -len(tail)] if tail != "/" else path.rstrip("/")
+    return ""
+
+
+def _opened_by_blacksheep(request: Request, handler: Handler) -> bool:
+    """Whether ``handler`` is one BlackSheep itself wrote and marked ``allow_anonymous``, on a path not public.
+
+    ``@allow_anonymous()`` skips authorization altogether. On a handler the app wrote,
+    it is the app's own explicit decision about that route, and is honoured. BlackSheep
+    also marks its own handlers so by default: ``app.serve_files(...)`` (every file,
+    and the SPA ``fallback_document``), the OpenAPI documents and UI. Those are
+    served, not written, by the app: like everything else the framework serves, they
+    are protected unless their path is in ``CFACCESS_PUBLIC_PATHS``.
+    """
+    if isinstance(request.identity, PublicPathIdentity) or getattr(handler, "allow_anonymous", False) is not True:
+        return False
+    route_handler = getattr(handler, "root_fn", handler)
+    return str(getattr(route_handler, "__module__", "")).startswith("blacksheep.")
+
+
 class _Wiring:
     """What :func:`use_cloudflare_access` installs: lifecycle hooks, the exception handlers, one middleware."""
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, require_authentication: bool = True) -> None:
         self.authenticator = authenticator
+        self.require_authentication = require_authentication
 
     async def on_start(self, app: Application) -> None:
+        _guard_mounts(app, self.authenticator)
         await self.authenticator.startup()
 
     async def on_stop(self, app: Application) -> None:
@@ -244,6 +310,8 @@ class _Wiring:
         """
         identity = request.identity
         principal = identity.principal if isinstance(identity, CloudflareAccessIdentity) else None
+        if principal is None and self.require_authentication and _opened_by_blacksheep(request, handler):
+            raise _error_for(request, UnauthorizedError("served by BlackSheep and not a public path", []))
         audit = principal is not None and self.authenticator.audits_acceptances
         if isinstance(request, WebSocket):
             await self._websocket(request, handler, principal if audit else None)
@@ -324,7 +392,7 @@ def use_cloudflare_access(
             settings, user_lookup=user_lookup, audit_hook=audit_hook, extra_scopes=extra_scopes
         )
     handler = CloudflareAccessHandler(authenticator)
-    wiring = _Wiring(authenticator)
+    wiring = _Wiring(authenticator, require_authentication)
     app.use_authentication().add(handler)
     authorization = app.use_authorization()
     if require_authentication:
@@ -339,4 +407,22 @@ def use_cloudflare_access(
     app.middlewares.append(middleware, MiddlewareCategory.AUTH, 1)
     app.on_start += wiring.on_start
     app.on_stop += wiring.on_stop
+    _guard_mounts_as_made(app, authenticator)
     return handler
+
+
+def _guard_mounts_as_made(app: Application, authenticator: Authenticator) -> None:
+    """Guard the apps mounted so far, and each one ``app.mount`` adds later, when it is added.
+
+    ``on_start`` guards them too, but BlackSheep dispatches a mount before it starts
+    itself: under a server without lifespan the first requests to a mount would come
+    before ``on_start``.
+    """
+    _guard_mounts(app, authenticator)
+    mount = app.mount
+
+    def guarded_mount(path: str, mounted: Callable[..., Any]) -> None:
+        mount(path, mounted)
+        _guard_mounts(app, authenticator)
+
+    app.mount = guarded_mount  # type: ignore[method-assign,assignment]

@@ -77,8 +77,8 @@ from django.utils.module_loading import import_string
 from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import AuthError, AuthUnavailable, Forbidden, Reason, Unauthorized, error_response
-from .permissions import admit, requirement
+from .errors import AuthError, AuthUnavailable, Forbidden, Reason, error_response
+from .permissions import admit, principal_or_401, requirement
 from .principals import Principal, PrincipalKind
 from .settings import Settings
 
@@ -399,10 +399,7 @@ class CloudflareAccessMiddleware:
 
 def get_principal(request: HttpRequest) -> Principal:
     """The authenticated caller; 401 where there is none (a public path, or no middleware)."""
-    principal = getattr(request, "principal", None)
-    if isinstance(principal, Principal):
-        return principal
-    raise Unauthorized(Reason.NO_CREDENTIALS, "Authentication required.", "view requires a principal")
+    return principal_or_401(getattr(request, "principal", None), "view")
 
 
 def require(*kinds: PrincipalKind, scopes: Sequence[str] = ()) -> Callable[[View], View]:

@@ -53,9 +53,9 @@ from .adapter import check_options
 from .asgi import read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, framework_error_response
+from .errors import WS_POLICY_VIOLATION, AuthError, framework_error_response
 from .keys import JWKSClient
-from .permissions import admit, requirement
+from .permissions import admit, principal_or_401, requirement
 from .principals import Principal, PrincipalKind
 from .settings import Settings
 
@@ -234,7 +234,8 @@ class CloudflareAccessMiddleware:
 def install(
     app: falcon.asgi.App[Any, Any], *, authenticator: Authenticator | None = None, **options: Any
 ) -> CloudflareAccessMiddleware:
-    """Add the middleware to ``app`` and register its handler for :class:`AuthError`; return the middleware.
+    """Add the middleware to ``app``, first among its components, and register its handler for
+    :class:`AuthError`; return the middleware.
 
     ``options`` are :class:`CloudflareAccessMiddleware`'s. Call it before the app
     serves its first request (Falcon fixes its middleware then).
@@ -243,16 +244,28 @@ def install(
         raise TypeError(f"cfaccess_mw.falcon supports falcon.asgi.App, not {type(app).__name__} (WSGI)")
     middleware = CloudflareAccessMiddleware(authenticator=authenticator, **options)
     app.add_middleware(middleware)
+    _put_first(app, middleware)
     app.add_error_handler(AuthError, middleware.handle_auth_error)
     return middleware
 
 
+def _put_first(app: falcon.asgi.App[Any, Any], middleware: CloudflareAccessMiddleware) -> None:
+    """Make ``middleware`` the first component, so no other component's ``process_request`` sees an unproven caller.
+
+    Falcon runs components in list order and ``add_middleware`` appends, so a component
+    given to ``App(middleware=[...])`` (or ``cors_enable``'s) would otherwise run first.
+    Falcon has no public way to prepend: its own list is reordered and prepared again,
+    as ``add_middleware`` itself prepares it (tests cover the Falcon versions the extra allows).
+    """
+    components: list[Any] = app._unprepared_middleware
+    components.remove(middleware)
+    components.insert(0, middleware)
+    app._middleware = app._prepare_middleware(components, independent_middleware=app._independent_middleware)
+
+
 def get_principal(req: falcon.asgi.Request) -> Principal:
     """The authenticated caller; 401 where there is none (a public path)."""
-    principal = getattr(req.context, "principal", None)
-    if isinstance(principal, Principal):
-        return principal
-    raise Unauthorized(Reason.NO_CREDENTIALS, "Authentication required.", "responder requires a principal")
+    return principal_or_401(getattr(req.context, "principal", None), "responder")
 
 
 def require(

@@ -37,8 +37,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 
-from .errors import Reason, Unauthorized
-from .permissions import admit, requirement
+from .permissions import admit, principal_or_401, requirement
 from .principals import Principal, PrincipalKind
 
 
@@ -74,11 +73,8 @@ api_key_scheme = _DocumentedBearer(
 
 
 def _principal_of(connection: HTTPConnection) -> Principal:
-    principal = connection.scope.get("user")
-    if isinstance(principal, Principal):
-        return principal
-    # A public path: the middleware let the request through without deciding who it is.
-    raise Unauthorized(Reason.NO_CREDENTIALS, "Authentication required.", "endpoint requires a principal")
+    # None on a public path: the middleware let the request through without deciding who it is.
+    return principal_or_401(connection.scope.get("user"))
 
 
 class _AccessDependency(SecurityBase):

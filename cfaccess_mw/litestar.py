@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from copy import copy
 from typing import Any, TypeAlias, cast
+from urllib.parse import unquote
 
 from litestar import Request, WebSocket
 from litestar.config.app import AppConfig
@@ -58,10 +59,10 @@ from litestar.types import ASGIApp, Guard, Message, Method, Receive, ReceiveMess
 
 from .adapter import check_options
 from .asgi import read_scope
-from .audit import AuditHook
+from .audit import REQUESTED_PATH, AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import AuthError, AuthUnavailable, Reason, Unauthorized, framework_error_response, send_error
-from .permissions import admit, requirement
+from .errors import AuthError, AuthUnavailable, framework_error_response, send_error
+from .permissions import admit, principal_or_401, requirement
 from .principals import Principal, PrincipalKind
 from .providers import PRESETS, token_header
 from .settings import Settings
@@ -162,6 +163,32 @@ def _read_once(scope: Scope) -> None:
     read_scope(_scope_dict(scope), parsed_headers=lambda: Headers.from_scope(scope).to_header_list())
 
 
+#: The requested path of a mounted app's request whose raw path is missing (never public, never excluded).
+_UNKNOWN_PATH = "/<mount>"
+
+
+def _record_requested_path(scope: Scope) -> None:
+    """Keep the full path as requested (:data:`~cfaccess_mw.audit.REQUESTED_PATH`) for a mounted app.
+
+    Litestar's router hands a mount (``asgi(..., is_mount=True)``, ``StaticFilesConfig``,
+    ``create_static_files_router``) only the part of the path below it, in
+    ``scope["path"]``, before any middleware runs: judged on that, ``/private/healthz``
+    would match a public ``/healthz``, and ``exclude`` patterns and audit events would
+    see ``/healthz``. The full path comes back from ``raw_path`` (decoded as servers
+    decode it); without one it cannot be known, and the request is judged on no path
+    at all: authenticated, whatever ``exclude`` or ``CFACCESS_PUBLIC_PATHS`` say.
+    """
+    handler = _scope_dict(scope).get("route_handler")
+    if not getattr(handler, "is_mount", False):
+        return
+    raw = _scope_dict(scope).get("raw_path")
+    if isinstance(raw, bytes):
+        # Also what Litestar's ``exclude`` patterns must see: they are matched against scope["path"].
+        _scope_dict(scope)[REQUESTED_PATH] = unquote(raw.split(b"?", 1)[0].decode("latin-1"))
+    else:
+        _scope_dict(scope)[REQUESTED_PATH] = _UNKNOWN_PATH
+
+
 # --- the middleware --------------------------------------------------------------------------
 
 
@@ -198,6 +225,7 @@ class AccessAuthenticationMiddleware(AbstractAuthenticationMiddleware):
         self.authenticator = authenticator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        _record_requested_path(scope)
         if self._bypass(scope):
             await self.app(scope, receive, send)
             return
@@ -214,11 +242,17 @@ class AccessAuthenticationMiddleware(AbstractAuthenticationMiddleware):
         await self._call_app(scope, receive, send, result.user)
 
     def _bypass(self, scope: Scope) -> bool:
+        judged = scope
+        requested = _scope_dict(scope).get(REQUESTED_PATH)
+        if requested is not None:
+            if requested == _UNKNOWN_PATH:
+                return False  # a mount whose full path cannot be known: neither public nor excluded
+            judged = cast("Scope", {**scope, "path": requested})  # exclude patterns see the full path too
         return should_bypass_middleware(
             exclude_http_methods=self.exclude_http_methods,
             exclude_opt_key=self.exclude_opt_key,
             exclude_path_pattern=self.exclude,
-            scope=scope,
+            scope=judged,
             scopes=self.scopes,
         ) or self.authenticator.is_public(scope)
 
@@ -288,10 +322,10 @@ class AccessAuthenticationMiddleware(AbstractAuthenticationMiddleware):
 
 
 def _principal_in(scope: Scope) -> Principal:
-    principal = _scope_dict(scope).get("user")
-    if isinstance(principal, Principal):
-        return principal
-    raise Unauthorized(Reason.NO_CREDENTIALS, "Authentication required.", "endpoint requires a principal")
+    try:
+        return principal_or_401(_scope_dict(scope).get("user"))
+    except AuthError as err:
+        raise refusal_for(err) from None  # the documented Litestar exception, for after_exception hooks
 
 
 def provide_principal(scope: Scope) -> Principal:
@@ -304,7 +338,11 @@ def require(*kinds: PrincipalKind, scopes: Sequence[str] = ()) -> Guard:
     needed = requirement(kinds, scopes)
 
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        admit(_principal_in(connection.scope), _scope_dict(connection.scope).get("auth") or [], kinds, needed)
+        try:
+            admit(_principal_in(connection.scope), _scope_dict(connection.scope).get("auth") or [], kinds, needed)
+        except AuthError as err:
+            # As the documented Litestar exception, so after_exception hooks and handlers by type see one.
+            raise refusal_for(err) from None
 
     return guard
 

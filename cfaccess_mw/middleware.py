@@ -40,6 +40,11 @@ logger = logging.getLogger("cfaccess_mw")
 
 __all__ = ["CloudflareAccessMiddleware", "UserLookup"]
 
+
+async def _sent() -> None:
+    """What ``send`` returns for a message held back: an awaitable that has nothing left to do."""
+
+
 #: What a websocket app sends to start (or refuse) its answer.
 _WS_STARTS = frozenset({"websocket.accept", "websocket.close", "websocket.http.response.start"})
 
@@ -198,18 +203,29 @@ class CloudflareAccessMiddleware:
         drops the connection. The acceptance of ``principal`` is audited when the app
         starts its answer, with its status, so a request that a dependency then refuses
         yields one event, the refusal, not two.
+
+        A 500 answer is held back until the app returns. A mounted Starlette or FastAPI
+        app (``Mount("/api", app=sub)``, ``app.mount(...)``) has its own
+        ``ServerErrorMiddleware``, which answers an exception it does not know, our
+        ``AuthError`` included, with a plain-text 500 *before* re-raising it: held, that
+        500 is dropped when the exception turns out to be a refusal, and our JSON error is
+        sent instead. Any other 500 goes out as it was, when the app returns or raises.
         """
         if scope["type"] == "websocket":
             await self._call_websocket_app(auth, scope, receive, send, principal)
             return
         started = False
+        held: list[Message] | None = None  # a 500 answer, until the app has returned or raised
         audit = principal is not None and auth.audits_acceptances
         tracking_send: Send
         if audit:
 
             async def auditing_send(message: Message) -> None:
-                nonlocal started
+                nonlocal started, held
                 if not started:
+                    if held is not None or (message["type"] == "http.response.start" and message["status"] == 500):
+                        held = [*(held or ()), message]
+                        return
                     started = True
                     await auth.audit(scope, message.get("status"), principal=principal)
                 await send(message)
@@ -220,8 +236,12 @@ class CloudflareAccessMiddleware:
             # which the app awaits; no coroutine of our own per message. ``started`` is set when the app calls
             # ``send``, as the coroutine version sets it before it awaits.
             def marking_send(message: Message) -> Awaitable[None]:
-                nonlocal started
-                started = True
+                nonlocal started, held
+                if not started:
+                    if held is not None or (message["type"] == "http.response.start" and message["status"] == 500):
+                        held = [*(held or ()), message]
+                        return _sent()
+                    started = True
                 return send(message)
 
             tracking_send = marking_send
@@ -233,11 +253,22 @@ class CloudflareAccessMiddleware:
             await self._refuse(auth, scope, receive, send, err)
             return
         except Exception:
-            if audit and not started:
-                await auth.audit(scope, None, principal=principal)
+            if held is not None or (audit and not started):
+                await self._answered(auth, scope, send, principal if audit and not started else None, held or [])
             raise
-        if audit and not started:
-            await auth.audit(scope, None, principal=principal)
+        if held is not None or (audit and not started):  # rarely: no coroutine of our own on the common path
+            await self._answered(auth, scope, send, principal if audit and not started else None, held or [])
+
+    @staticmethod
+    async def _answered(
+        auth: Authenticator, scope: Scope, send: Send, unaudited: Principal | None, held: list[Message]
+    ) -> None:
+        """The app is done without a refusal: send the 500 it answered (if held), audit an acceptance not yet
+        audited (``unaudited``), with the status it answered."""
+        if unaudited is not None:
+            await auth.audit(scope, held[0]["status"] if held else None, principal=unaudited)
+        for message in held:
+            await send(message)
 
     async def _call_websocket_app(
         self, auth: Authenticator, scope: Scope, receive: Receive, send: Send, principal: Principal | None

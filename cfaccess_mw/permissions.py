@@ -78,15 +78,26 @@ def admit(
     return principal
 
 
+def principal_or_401(candidate: object, where: str = "endpoint") -> Principal:
+    """``candidate`` if it is the authenticated :class:`Principal`; else the 401 every adapter answers.
+
+    What an adapter stored for the request (``scope["user"]``, ``request.principal``,
+    ``req.context.principal``, ...) is passed in; where no caller was authenticated (a
+    public path, a route the framework's own mark opened, no middleware at all) code
+    that needs one gets ``no_credentials``. Every adapter's principal accessor and
+    ``require`` go through here, so that refusal is written once.
+    """
+    if isinstance(candidate, Principal):
+        return candidate
+    raise Unauthorized(Reason.NO_CREDENTIALS, "Authentication required.", f"{where} requires a principal")
+
+
 def check_scopes(connection: HTTPConnection, scopes: Sequence[str]) -> Principal:
     """The caller, if it holds every scope in ``scopes``; else the refusal the middleware renders.
 
     A public path has no principal (the middleware let the request through unauthenticated): 401.
     """
-    principal = connection.scope.get("user")
-    if not isinstance(principal, Principal):
-        raise Unauthorized(Reason.NO_CREDENTIALS, "Authentication required.", "endpoint requires a principal")
-    return admit(principal, connection.auth.scopes, needed=scopes)
+    return admit(principal_or_401(connection.scope.get("user")), connection.auth.scopes, needed=scopes)
 
 
 def requires(scopes: str | Sequence[str]) -> Callable[[Callable[_P, Any]], Callable[_P, Any]]:

@@ -44,8 +44,9 @@ from werkzeug.local import LocalProxy
 from .adapter import DeferredAuthenticator
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, framework_error_response
+from .errors import WS_POLICY_VIOLATION, AuthError, framework_error_response
 from .keys import JWKSClient
+from .permissions import principal_or_401
 from .principals import Principal
 from .settings import Settings
 
@@ -63,10 +64,7 @@ def _scope() -> MutableMapping[str, Any]:
 
 def get_principal() -> Principal:
     """The caller of the current request or websocket; 401 where none was authenticated (a public path)."""
-    principal = _scope().get("user")
-    if isinstance(principal, Principal):
-        return principal
-    raise Unauthorized(Reason.NO_CREDENTIALS, "Authentication required.", "view requires a principal")
+    return principal_or_401(_scope().get("user"), "view")
 
 
 def get_scopes() -> list[str]:
@@ -111,13 +109,12 @@ class CloudflareAccess(DeferredAuthenticator):
             self.init_app(app)
 
     def init_app(self, app: Quart) -> None:
-        """Register the hooks on ``app``: authentication first among its ``before_request`` and
-        ``before_websocket`` hooks (so no other hook sees an unproven caller), the key prefetch at
-        ``before_serving``, and the JSON answer to every :class:`AuthError`."""
+        """Wire ``app``: authentication before any of its own code for a request or websocket (see
+        :meth:`_authenticate_first`), the key prefetch at ``before_serving``, and the JSON answer to
+        every :class:`AuthError`."""
         self.authenticator  # noqa: B018 - settings are read and checked now, in the app factory
         app.extensions["cfaccess_mw"] = self
-        app.before_request_funcs.setdefault(None, []).insert(0, self._before_request)
-        app.before_websocket_funcs.setdefault(None, []).insert(0, self._before_websocket)
+        self._authenticate_first(app)
         app.after_request(self._after_request)
         app.register_error_handler(AuthError, self._handle_auth_error)
         app.before_serving(self.authenticator.startup)
@@ -125,11 +122,39 @@ class CloudflareAccess(DeferredAuthenticator):
 
     # --- hooks ---------------------------------------------------------------------------------
 
-    async def _before_request(self) -> ResponseReturnValue | None:
-        await self._authenticate(request.scope)
-        return None  # a refusal was raised, and _handle_auth_error answers it
+    def _authenticate_first(self, app: Quart) -> None:
+        """Decide before Quart runs any of the app's code for the request or websocket.
 
-    async def _before_websocket(self) -> ResponseReturnValue | None:
+        Quart's ``full_dispatch_request`` sends ``request_started``, then runs every
+        ``url_value_preprocessor`` (plain functions, which cannot await a decision), and
+        only then the ``before_request`` hooks; an app's "load the object, 404 if missing"
+        preprocessor would tell an unproven caller which ids exist. So authentication
+        wraps ``full_dispatch_request`` and ``full_dispatch_websocket`` themselves, on this
+        app: a refusal is answered through Quart's own ``handle_user_exception`` and
+        ``finalize_request`` (so ``after_request`` hooks and error handlers still see it),
+        and none of the app's signals, preprocessors or hooks run.
+        """
+        dispatch_request = app.full_dispatch_request
+        dispatch_websocket = app.full_dispatch_websocket
+
+        async def full_dispatch_request(request_context: Any = None) -> ResponseTypes:
+            try:
+                await self._authenticate(request.scope)
+            except AuthError as err:
+                return await app.finalize_request(await app.handle_user_exception(err), request_context)
+            return await dispatch_request(request_context)
+
+        async def full_dispatch_websocket(websocket_context: Any = None) -> ResponseTypes | None:
+            refusal = await self._authenticate_websocket()
+            if refusal is not None:
+                return await app.finalize_websocket(refusal, websocket_context)
+            return await dispatch_websocket(websocket_context)
+
+        app.full_dispatch_request = full_dispatch_request  # type: ignore[method-assign]
+        app.full_dispatch_websocket = full_dispatch_websocket  # type: ignore[method-assign]
+
+    async def _authenticate_websocket(self) -> Response | None:
+        """``None`` for an accepted (or public) websocket; else the refusal, sent before any accept."""
         scope = cast("MutableMapping[str, Any]", websocket.scope)
         try:
             principal = await self._authenticate(scope)
@@ -138,7 +163,7 @@ class CloudflareAccess(DeferredAuthenticator):
             response = await self._refusal(scope, err)
             if "websocket.http.response" not in (scope.get("extensions") or {}):
                 await websocket.close(WS_POLICY_VIOLATION, err.code)
-            return response  # not None: Quart then skips the handler
+            return response
         if principal is not None and self.authenticator.audits_acceptances:
             # Now, not at the end: a websocket may last hours, and a client that leaves cancels Quart's hooks.
             await self.authenticator.audit(scope, None, principal=principal)

@@ -45,8 +45,9 @@ from sanic.response import BaseHTTPResponse, HTTPResponse, raw
 from .adapter import DeferredAuthenticator
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import WS_POLICY_VIOLATION, AuthError, Reason, Unauthorized, framework_error_response, send_error
+from .errors import WS_POLICY_VIOLATION, AuthError, framework_error_response, send_error
 from .keys import JWKSClient
+from .permissions import principal_or_401
 from .principals import Principal
 from .settings import Settings
 
@@ -123,10 +124,7 @@ class _AsgiWebsocketRefusal(HTTPResponse):
 
 def get_principal(request: AnyRequest) -> Principal:
     """The caller of ``request``; 401 where none was authenticated (a public path, or no extension)."""
-    principal = getattr(request.ctx, "principal", None)
-    if isinstance(principal, Principal):
-        return principal
-    raise Unauthorized(Reason.NO_CREDENTIALS, "Authentication required.", "handler requires a principal")
+    return principal_or_401(getattr(request.ctx, "principal", None), "handler")
 
 
 def get_scopes(request: AnyRequest) -> list[str]:

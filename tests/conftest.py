@@ -254,3 +254,16 @@ def audit_mode(request: pytest.FixtureRequest) -> Iterator[str]:
         yield request.param
     finally:
         audit.setLevel(old_level)
+
+
+@pytest.fixture(scope="session")
+def django_project(shared_issuer: LocalIssuer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Django configured once per process (its settings are global) as test_django's project; its database path.
+
+    test_django and the conformance kit both use it, whichever runs first; the kit
+    overrides the settings it needs for its own app with ``override_settings``.
+    """
+    pytest.importorskip("django")
+    from .test_django import configure_project
+
+    return configure_project(shared_issuer, tmp_path_factory)

@@ -481,3 +481,74 @@ def test_live_server(live: str, issuer: LocalIssuer) -> None:
     # uvicorn, hypercorn and granian all offer ASGI's websocket.http.response: the refusal is our JSON error.
     assert caught.value.response.status_code == 401
     assert json.loads(bytes(caught.value.response.body or b""))["error"]["reason"] == "no_credentials"
+
+
+# --- what BlackSheep serves itself, and its raw-path routing (issue 18) ----------------------------
+
+
+@pytest.mark.anyio
+async def test_served_files_and_the_spa_fallback_need_a_caller_unless_public(
+    shared_issuer: LocalIssuer, tmp_path: Path
+) -> None:
+    (tmp_path / "index.html").write_text("<p>app</p>")
+    (tmp_path / "secret.txt").write_text("secret")
+    events: list[AuditEvent] = []
+    app = build_app(settings_for(shared_issuer, public_paths=("/healthz", "/pub")), events)
+    app.serve_files(tmp_path, root_path="files", fallback_document="index.html")
+    app.serve_files(tmp_path, root_path="pub")
+    async with started(app) as client:
+        for path in ("/files/secret.txt", "/files/no/such/route"):  # a file, and the SPA fallback
+            refused = await client.get(path)
+            assert refused.status == 401, path
+            assert (await error_of(refused))["reason"] == "no_credentials"
+        assert (await client.get("/files/secret.txt", headers=bearer())).status == 200
+        assert (await client.get("/pub/secret.txt")).status == 200  # listed public
+        # An @allow_anonymous() route the app wrote stays the app's decision.
+        assert (await client.get("/maybe")).status == 200
+    assert [event.path for event in events if event.outcome == "refused"] == [
+        "/files/secret.txt",
+        "/files/no/such/route",
+    ]
+
+
+def test_an_escaped_slash_under_a_public_prefix_is_not_public(shared_issuer: LocalIssuer) -> None:
+    app = Application(router=Router())
+    use_cloudflare_access(app, settings=settings_for(shared_issuer, public_paths=("/status",)), user_lookup=find_user)
+
+    @app.router.get("/status")
+    async def status() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.router.get("/{slug}")
+    async def protected(slug: str) -> dict[str, str]:
+        return {"slug": slug}
+
+    with serve_uvicorn(app) as base, httpx.Client(base_url=base, timeout=10) as http:
+        assert http.get("/status").json() == {"status": "ok"}
+        for path in ("/status%2Fx", "/status%2fx", "/%73tatus"):
+            refused = http.get(path)
+            assert refused.status_code == 401, path
+            assert refused.json()["error"]["reason"] == "no_credentials"
+        assert http.get("/status%2Fx", headers=bearer()).json() == {"slug": "status/x"}
+
+
+def test_a_mounted_app_needs_a_caller_even_before_the_app_starts(shared_issuer: LocalIssuer) -> None:
+    """BlackSheep dispatches ``app.mount`` before its middleware chain, and before it starts itself."""
+    reached: list[str] = []
+
+    async def mounted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"mounted"})
+
+    app = Application(router=Router())
+    use_cloudflare_access(app, settings=settings_for(shared_issuer, public_paths=("/healthz",)), user_lookup=find_user)
+    app.mount("/sub", mounted)  # after the wiring, as apps usually do
+    with serve_uvicorn(app, lifespan="off") as base, httpx.Client(base_url=base, timeout=10) as http:
+        for path in ("/sub/healthz", "/sub/x"):
+            refused = http.get(path)
+            assert refused.status_code == 401, path
+            assert refused.json()["error"]["reason"] == "no_credentials"
+        assert reached == []
+        assert http.get("/sub/x", headers=bearer()).text == "mounted"
+    assert reached == ["/sub/x"]

@@ -98,11 +98,13 @@ def not_a_user_lookup(email: str) -> dict[str, str]:
 # --- fixtures ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def project(shared_issuer: LocalIssuer, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The configured project and its database: alice (staff, superuser), bob, carol (inactive), Dana, two dups."""
+def configure_project(issuer: LocalIssuer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The configured project and its database: alice (staff, superuser), bob, carol (inactive), Dana, two dups.
+
+    Run once per process by conftest's ``django_project`` fixture, which the conformance kit uses too.
+    """
     db = tmp_path_factory.mktemp("django") / "users.sqlite3"
-    django_app.configure(str(db), _settings(shared_issuer), ROOT_URLCONF=__name__)
+    django_app.configure(str(db), _settings(issuer), ROOT_URLCONF=__name__)
     call_command("migrate", verbosity=0, interactive=False)
     users = get_user_model()._default_manager
     users.create_superuser("alice", "alice@example.com")
@@ -112,6 +114,11 @@ def project(shared_issuer: LocalIssuer, tmp_path_factory: pytest.TempPathFactory
     users.create_user("dup1", "dup@example.com")
     users.create_user("dup2", "DUP@example.com")
     return db
+
+
+@pytest.fixture(scope="session")
+def project(django_project: Path) -> Path:
+    return django_project
 
 
 @pytest.fixture

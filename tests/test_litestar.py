@@ -267,11 +267,8 @@ def test_exclude_patterns_and_no_method_is_exempt(shared_issuer: LocalIssuer) ->
         assert client.options("/me").status_code == 401  # Litestar's auth middleware would exempt OPTIONS
 
 
-@pytest.mark.anyio
-async def test_headers_as_a_tuple_and_client_as_an_iterator_reach_the_route_intact(shared_issuer: LocalIssuer) -> None:
-    access = CloudflareAccessAuth(settings=settings_for(shared_issuer))
-    app = Litestar(ROUTES, on_app_init=[access.on_app_init])
-    headers = [(b"authorization", f"Bearer {API_KEY}".encode()), (b"x-extra", b"1")]
+async def call_asgi(app: Litestar, scope: dict[str, Any]) -> list[dict[str, Any]]:
+    """One HTTP request with an empty body, the scope exactly as given; the messages the app sent."""
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -280,11 +277,20 @@ async def test_headers_as_a_tuple_and_client_as_an_iterator_reach_the_route_inta
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
+    await app(scope, receive, send)  # type: ignore[arg-type]
+    return sent
+
+
+@pytest.mark.anyio
+async def test_headers_as_a_tuple_and_client_as_an_iterator_reach_the_route_intact(shared_issuer: LocalIssuer) -> None:
+    access = CloudflareAccessAuth(settings=settings_for(shared_issuer))
+    app = Litestar(ROUTES, on_app_init=[access.on_app_init])
+    headers = [(b"authorization", f"Bearer {API_KEY}".encode()), (b"x-extra", b"1")]
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
              "path": "/echo", "raw_path": b"/echo", "root_path": "", "query_string": b"", "headers": tuple(headers),
              "client": iter(REMOTE_PEER), "server": ("testserver", 80)}  # fmt: skip
     # ASGI allows any iterable; a headers *iterator* Litestar's own router uses up looking for Host.
-    await app(scope, receive, send)  # type: ignore[arg-type]
+    sent = await call_asgi(app, scope)
     assert sent[0]["status"] == 200
     body = json.loads(b"".join(message.get("body", b"") for message in sent[1:]))
     assert body == {"who": "operator", "extra": "1", "client": list(REMOTE_PEER)}
@@ -469,3 +475,79 @@ def test_live_server(live: str, issuer: LocalIssuer) -> None:
     # uvicorn, hypercorn and granian all offer ASGI's websocket.http.response: the refusal is our JSON error.
     assert caught.value.response.status_code == 401
     assert json.loads(bytes(caught.value.response.body or b""))["error"]["reason"] == "no_credentials"
+
+
+# --- mounts and guards (issue 18) -----------------------------------------------------------------
+
+
+def test_a_mount_is_judged_on_its_full_path_for_public_paths_excludes_and_audit(shared_issuer: LocalIssuer) -> None:
+    from litestar.handlers import asgi
+
+    reached: list[str] = []
+
+    @asgi("/private", is_mount=True, copy_scope=True)
+    async def private(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"private"})
+
+    events: list[AuditEvent] = []
+    access = CloudflareAccessAuth(
+        settings=settings_for(shared_issuer), user_lookup=find_user, audit_hook=events.append, exclude="^/open$"
+    )
+    with TestClient(Litestar([private], on_app_init=[access.on_app_init])) as client:
+        for path in ("/private/healthz", "/private/healthz/anything", "/private/open"):
+            assert client.get(path).status_code == 401, path
+        assert reached == []
+        assert [event.path for event in events] == ["/private/healthz", "/private/healthz/anything", "/private/open"]
+        assert client.get("/private/healthz", headers=bearer()).status_code == 200
+    assert reached == ["/healthz/"]  # the mounted app still gets the path below its mount (as Litestar gives it)
+    assert events[-1].path == "/private/healthz"
+
+
+def test_a_guards_refusal_reaches_after_exception_as_the_documented_exception(shared_issuer: LocalIssuer) -> None:
+    from cfaccess_mw.litestar import AccessPermissionDenied
+
+    seen: list[Exception] = []
+
+    async def record(exc: Exception, scope: Any) -> None:
+        seen.append(exc)
+
+    access = CloudflareAccessAuth(settings=settings_for(shared_issuer), user_lookup=find_user, extra_scopes=roles)
+    app = Litestar([admin, healthz_who], on_app_init=[access.on_app_init], after_exception=[record])
+    with TestClient(app) as client:
+        refused = client.get("/admin", headers=jwt_header(shared_issuer.identity_token("bob@example.com")))
+        public = client.get("/healthz/who")  # a public path: the principal dependency refuses
+    assert refused.status_code == 403
+    assert error_of(refused)["reason"] == "insufficient_scope"
+    assert public.status_code == 401
+    assert len(seen) == 2
+    assert isinstance(seen[0], AccessPermissionDenied)
+    assert isinstance(seen[0], PermissionDeniedException)
+    assert seen[0].error.reason is Reason.INSUFFICIENT_SCOPE
+    assert isinstance(seen[1], AccessNotAuthorized)
+    assert isinstance(seen[1], NotAuthorizedException)
+    assert seen[1].error.reason is Reason.NO_CREDENTIALS
+
+
+@pytest.mark.anyio
+async def test_a_mount_without_raw_path_is_neither_public_nor_excluded(shared_issuer: LocalIssuer) -> None:
+    """Without ``raw_path`` a mount's full path cannot be known: it is judged on no path at all (authenticated)."""
+    from litestar.handlers import asgi
+
+    reached: list[str] = []
+
+    @asgi("/private", is_mount=True, copy_scope=True)
+    async def private(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover - must not run
+        reached.append(scope["path"])
+
+    events: list[AuditEvent] = []
+    access = CloudflareAccessAuth(settings=settings_for(shared_issuer), audit_hook=events.append, exclude="^/healthz")
+    app = Litestar([private], on_app_init=[access.on_app_init])
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/private/healthz", "root_path": "", "query_string": b"", "headers": [(b"host", b"testserver")],
+             "client": REMOTE_PEER, "server": ("testserver", 80)}  # fmt: skip
+    sent = await call_asgi(app, scope)
+    assert sent[0]["status"] == 401
+    assert reached == []
+    assert [event.path for event in events] == ["/<mount>"]

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, NoMatchFound, Route
 from starlette.testclient import TestClient
 
-from cfaccess_mw import ApiKey, Authenticator, CloudflareAccessMiddleware
+from cfaccess_mw import ApiKey, Authenticator, CloudflareAccessMiddleware, Settings
 from cfaccess_mw.testing import LocalIssuer
 
 from .conftest import REMOTE_PEER, error_of, find_user, jwt_header
@@ -190,3 +190,75 @@ def test_a_mount_behind_a_server_root_path_is_relative_to_the_mount(
         assert client.get("/svc/api/me").status_code == 401
         token = jwt_header(shared_issuer.identity_token("bob@example.com"))
         assert client.get("/svc/api/me", headers=token).json() == {"who": "bob@example.com", "root_path": "/svc/api"}
+
+
+# --- refusals from inside a mounted app (issue 18, finding 5) ----------------------------------------
+
+
+def settings_for(issuer: LocalIssuer) -> Settings:
+    return issuer.settings(api_keys=(ApiKey.from_secret("op", API_KEY),), public_paths=("/healthz",))
+
+
+def _refusing_sub_app() -> Starlette:
+    from cfaccess_mw import Forbidden, Reason
+    from cfaccess_mw.permissions import requires
+
+    async def raises(request: Request) -> PlainTextResponse:
+        raise Forbidden(Reason.INSUFFICIENT_SCOPE, "Admins only.", "the handler said no")
+
+    @requires("admin")
+    async def admin(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("admin")
+
+    async def boom(request: Request) -> PlainTextResponse:
+        raise RuntimeError("a real bug")
+
+    return Starlette(routes=[Route("/raise", raises), Route("/admin", admin), Route("/boom", boom)])
+
+
+@pytest.mark.parametrize("where", ["on the parent", "on the mount"])
+def test_a_refusal_inside_a_mounted_app_is_our_json_not_its_500(shared_issuer: LocalIssuer, where: str) -> None:
+    """The mounted app's own ServerErrorMiddleware answers our AuthError with a plain-text 500 before re-raising."""
+    from cfaccess_mw import AuditEvent
+
+    events: list[AuditEvent] = []
+    auth = Authenticator(settings_for(shared_issuer), user_lookup=find_user, audit_hook=events.append)
+    if where == "on the parent":
+        app = Starlette(routes=[Mount("/api", app=_refusing_sub_app())])
+        app.add_middleware(CloudflareAccessMiddleware, authenticator=auth)
+    else:
+        middleware = [Middleware(CloudflareAccessMiddleware, authenticator=auth)]
+        app = Starlette(routes=[Mount("/api", app=_refusing_sub_app(), middleware=middleware)])
+    with TestClient(app, client=REMOTE_PEER, raise_server_exceptions=False) as client:
+        for path in ("/api/raise", "/api/admin"):
+            refused = client.get(path, headers={"Authorization": f"Bearer {API_KEY}"})
+            assert refused.status_code == 403, path
+            assert error_of(refused)["reason"] == "insufficient_scope"
+        failed = client.get("/api/boom", headers={"Authorization": f"Bearer {API_KEY}"})
+        assert failed.status_code == 500  # a real error is still the app's own 500
+        assert failed.text == "Internal Server Error"
+    assert [(event.outcome, event.status, event.path) for event in events] == [
+        ("refused", 403, "/api/raise"),
+        ("refused", 403, "/api/admin"),
+        ("accepted", 500, "/api/boom"),
+    ]
+
+
+def test_a_refusal_inside_a_fastapi_mount_is_our_json_not_its_500(shared_issuer: LocalIssuer) -> None:
+    from fastapi import Depends, FastAPI
+
+    from cfaccess_mw.fastapi import require
+
+    sub = FastAPI()
+
+    @sub.get("/admin", dependencies=[Depends(require("user"))])
+    async def admin() -> dict[str, str]:
+        return {"ok": "admin"}
+
+    app = FastAPI()
+    app.mount("/api", sub)
+    app.add_middleware(CloudflareAccessMiddleware, settings=settings_for(shared_issuer), user_lookup=find_user)
+    with TestClient(app, client=REMOTE_PEER, raise_server_exceptions=False) as client:
+        refused = client.get("/api/admin", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert refused.status_code == 403
+    assert error_of(refused)["reason"] == "insufficient_scope"

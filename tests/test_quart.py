@@ -399,3 +399,47 @@ def test_live_under_granian(granian_server: str, issuer: LocalIssuer) -> None:
     # granian offers websocket.http.response but refuses a denial body sent in several messages (more_body),
     # which is how Quart sends every denial: granian logs "Unsupported ASGI message" and answers a bare 403.
     check_example_app(granian_server, issuer, ws_denial=403)
+
+
+async def test_authentication_runs_before_url_value_preprocessors_and_request_started(
+    shared_issuer: LocalIssuer,
+) -> None:
+    """Quart runs ``request_started`` and every ``url_value_preprocessor`` before any ``before_request`` hook:
+    the "load the object, 404 if missing" pattern must not answer an unproven caller (issue 18, finding 4)."""
+    from quart import abort, request_started, websocket_started
+
+    app = Quart(__name__)
+    seen: list[str] = []
+
+    @app.url_value_preprocessor
+    def load_thing(endpoint: str | None, values: dict[str, Any] | None) -> None:
+        seen.append(f"preprocessor {values}")
+        if values and values.get("thing") != "1":
+            abort(404)
+
+    async def started(sender: Any, **extra: Any) -> None:
+        seen.append("signal")
+
+    request_started.connect(started, app)
+    websocket_started.connect(started, app)
+
+    @app.get("/things/<thing>")
+    async def thing(thing: str) -> str:
+        return thing
+
+    @app.websocket("/ws/<thing>")
+    async def ws(thing: str) -> None:
+        await websocket.accept()
+
+    CloudflareAccess(app, settings=shared_issuer.settings(api_keys=(ApiKey.from_secret("op", API_KEY),)))
+    client = app.test_client()
+    for path in ("/things/1", "/things/2"):
+        refused = await client.get(path)
+        assert refused.status_code == 401  # never the 404 that tells which ids exist
+        assert (await refused.get_json())["error"]["reason"] == "no_credentials"
+    with pytest.raises(WebsocketResponseError):
+        async with client.websocket("/ws/2") as socket:
+            await socket.receive()
+    assert seen == []
+    assert (await client.get("/things/2", headers={"Authorization": f"Bearer {API_KEY}"})).status_code == 404
+    assert seen == ["signal", "preprocessor {'thing': '2'}"]
