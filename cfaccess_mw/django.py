@@ -78,7 +78,7 @@ from .asgi import cgi_headers, read_scope
 from .audit import AuditHook
 from .authenticator import Authenticator, ExtraScopes, UserLookup
 from .errors import AuthError, AuthUnavailable, Forbidden, Reason, Unauthorized, error_response
-from .permissions import admit, requirement
+from .permissions import admit, guard, requirement
 from .principals import Principal, PrincipalKind
 from .settings import Settings
 
@@ -398,24 +398,11 @@ def require(*kinds: PrincipalKind, scopes: Sequence[str] = ()) -> Callable[[View
     """
     needed = requirement(kinds, scopes)
 
-    def check(request: HttpRequest) -> None:
+    def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        request: HttpRequest = args[0]
         admit(get_principal(request), getattr(request, "principal_scopes", ()), kinds, needed, where="view")
 
     def decorate(view: View) -> View:
-        if iscoroutinefunction(view):
-
-            @functools.wraps(view)
-            async def async_view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                check(request)
-                return await view(request, *args, **kwargs)
-
-            return cast(View, async_view)
-
-        @functools.wraps(view)
-        def sync_view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            check(request)
-            return view(request, *args, **kwargs)
-
-        return cast(View, sync_view)
+        return cast(View, guard(view, check, iscoroutinefunction))
 
     return decorate
