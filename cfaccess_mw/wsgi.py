@@ -276,7 +276,9 @@ class CloudflareAccessWSGIMiddleware:
         started = False
         audit = auth.audits_acceptances
 
-        def tracking_start_response(status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None) -> Any:
+        def tracking_start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+        ) -> Any:
             nonlocal started
             if not started:
                 started = True

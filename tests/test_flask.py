@@ -268,7 +268,7 @@ def test_require_wraps_an_async_view(shared_issuer: LocalIssuer) -> None:
 
 
 def test_public_paths_pass_and_the_principal_proxy_still_refuses(shared_issuer: LocalIssuer) -> None:
-    app, ran = build(shared_issuer, public_paths=("/healthz",))
+    app, _ = build(shared_issuer, public_paths=("/healthz",))
     client = client_of(app)
     assert client.get("/healthz").text == "ok"
     refused = client.get("/healthz/who")  # public, but the view asks for a caller there is not

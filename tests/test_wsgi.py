@@ -53,26 +53,44 @@ BASE_ENVIRON: dict[str, Any] = {
 @pytest.mark.parametrize(
     ("environ", "expected"),
     [
-        pytest.param({"REMOTE_ADDR": "203.0.113.7", "REMOTE_PORT": "4242"}, {"client": ("203.0.113.7", 4242)},
-                     id="client-is-the-socket-peer"),  # fmt: skip
-        pytest.param({"REMOTE_ADDR": "203.0.113.7", "HTTP_X_FORWARDED_FOR": "127.0.0.1"},
-                     {"client": ("203.0.113.7", 0)}, id="forwarded-for-never-the-client"),  # fmt: skip
+        pytest.param(
+            {"REMOTE_ADDR": "203.0.113.7", "REMOTE_PORT": "4242"},
+            {"client": ("203.0.113.7", 4242)},
+            id="client-is-the-socket-peer",
+        ),
+        pytest.param(
+            {"REMOTE_ADDR": "203.0.113.7", "HTTP_X_FORWARDED_FOR": "127.0.0.1"},
+            {"client": ("203.0.113.7", 0)},
+            id="forwarded-for-never-the-client",
+        ),
         pytest.param({"REMOTE_ADDR": ""}, {"client": None}, id="unix-socket-no-peer"),
         pytest.param({"REMOTE_ADDR": "::1", "REMOTE_PORT": "x"}, {"client": ("::1", 0)}, id="odd-port-is-0"),
-        pytest.param({"SCRIPT_NAME": "/app", "PATH_INFO": "/healthz"},
-                     {"path": "/app/healthz", "root_path": "/app", "raw_path": b"/app/healthz"}, id="mount-prefix"),  # fmt: skip
-        pytest.param({"PATH_INFO": "/caf\xc3\xa9"}, {"path": "/café", "raw_path": b"/caf%C3%A9"}, id="latin-1-is-utf-8"),
+        pytest.param(
+            {"SCRIPT_NAME": "/app", "PATH_INFO": "/healthz"},
+            {"path": "/app/healthz", "root_path": "/app", "raw_path": b"/app/healthz"},
+            id="mount-prefix",
+        ),
+        pytest.param(
+            {"PATH_INFO": "/caf\xc3\xa9"}, {"path": "/café", "raw_path": b"/caf%C3%A9"}, id="latin-1-is-utf-8"
+        ),
         pytest.param({"PATH_INFO": "/\xff"}, {"path": "/\ufffd"}, id="not-utf-8-replaced-as-werkzeug-does"),
-        pytest.param({"PATH_INFO": "/a/b", "RAW_URI": "/a%2Fb?x=1"}, {"path": "/a/b", "raw_path": b"/a%2Fb"},
-                     id="raw-uri-gunicorn"),  # fmt: skip
+        pytest.param(
+            {"PATH_INFO": "/a/b", "RAW_URI": "/a%2Fb?x=1"},
+            {"path": "/a/b", "raw_path": b"/a%2Fb"},
+            id="raw-uri-gunicorn",
+        ),
         pytest.param({"PATH_INFO": "/a", "REQUEST_URI": "/a?x=1"}, {"raw_path": b"/a"}, id="request-uri-uwsgi"),
-        pytest.param({"PATH_INFO": "/a", "RAW_URI": "http://example.com/a?x"}, {"raw_path": b"/a"},
-                     id="absolute-form-target"),  # fmt: skip
+        pytest.param(
+            {"PATH_INFO": "/a", "RAW_URI": "http://example.com/a?x"}, {"raw_path": b"/a"}, id="absolute-form-target"
+        ),
         pytest.param({"PATH_INFO": ""}, {"path": "/"}, id="empty-path-is-root"),
         pytest.param({"QUERY_STRING": "a=1&b=\xe9"}, {"query_string": b"a=1&b=\xe9"}, id="query-bytes"),
         pytest.param({"REQUEST_METHOD": "head"}, {"method": "HEAD"}, id="method-upper"),
-        pytest.param({"wsgi.url_scheme": "https", "SERVER_PORT": "443"},
-                     {"scheme": "https", "server": ("127.0.0.1", 443)}, id="scheme-and-server"),  # fmt: skip
+        pytest.param(
+            {"wsgi.url_scheme": "https", "SERVER_PORT": "443"},
+            {"scheme": "https", "server": ("127.0.0.1", 443)},
+            id="scheme-and-server",
+        ),
     ],
 )
 def test_the_environ_reads_as_a_scope(environ: dict[str, Any], expected: dict[str, Any]) -> None:
@@ -135,7 +153,7 @@ def report(environ: dict[str, Any], start_response: Callable[..., Any]) -> Itera
     if environ["PATH_INFO"] == "/broken":
         raise RuntimeError("the app's own bug")
     principal = environ[PRINCIPAL_KEY]
-    body = repr((principal.kind, principal.display_name) if principal else None, ).encode()
+    body = repr((principal.kind, principal.display_name) if principal else None).encode()
     start_response("201 Created", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 
@@ -335,10 +353,13 @@ def test_an_auth_error_raised_by_the_app_is_our_json_refusal(shared_issuer: Loca
 
 def test_the_apps_own_error_is_the_apps_and_audited(shared_issuer: LocalIssuer) -> None:
     events: Events = []
-    middleware = CloudflareAccessWSGIMiddleware(report, shared_issuer.settings(), user_lookup=find_user,
-                                                audit_hook=events.append)  # fmt: skip
+    middleware = CloudflareAccessWSGIMiddleware(
+        report, shared_issuer.settings(), user_lookup=find_user, audit_hook=events.append
+    )
     with pytest.raises(RuntimeError, match="the app's own bug"):
-        get(BufferedClient(middleware), "/broken", headers=jwt_header(shared_issuer.identity_token("alice@example.com")))
+        get(
+            BufferedClient(middleware), "/broken", headers=jwt_header(shared_issuer.identity_token("alice@example.com"))
+        )
     assert [(e.outcome, e.status) for e in events] == [("accepted", None)]
 
 
