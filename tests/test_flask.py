@@ -23,6 +23,7 @@ from cfaccess_mw.testing import LocalIssuer
 from cfaccess_mw.wsgi import CloudflareAccessWSGIMiddleware
 from examples import flask_app
 
+from . import readme
 from .conftest import REMOTE_PEER, find_user, jwt_header
 from .live_examples import (
     EXAMPLE_API_KEY,
@@ -417,3 +418,19 @@ def test_the_example_under_gunicorn(issuer: LocalIssuer, tmp_path: Path, worker:
     with serve_command(argv, port, example_env(issuer, example_db(tmp_path)), "/healthz") as base:
         check_example_http(base, issuer)
     assert issuer.fetch_count == 1
+
+
+def test_the_readmes_flask_block_works_as_written(issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in issuer.env().items():
+        monkeypatch.setenv(name, value)
+    namespace: dict[str, Any] = {"__name__": "readme_flask_app", "find_user": USERS_WITH_ROLES.get}
+    exec(readme.block_starting("# flask_app.py\n"), namespace)
+    client = client_of(namespace["app"])
+    assert client.get("/api/me").status_code == 401
+    me = client.get("/api/me", headers=alice(issuer))
+    assert me.get_json() == {"who": "alice@example.com", "kind": "user"}
+    assert error_of(client.get("/api/admin", headers=alice(issuer)))["reason"] == "insufficient_scope"
+    assert issuer.fetch_count == 1
+
+
+USERS_WITH_ROLES = {"alice@example.com": {"name": "Alice"}}
