@@ -5,7 +5,9 @@ workers, with a 32-thread burst on a cold key cache."""
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
+import time
 import wsgiref.simple_server
 import wsgiref.validate
 from collections.abc import Callable, Iterable, Iterator
@@ -457,9 +459,14 @@ def test_the_example_under_gunicorn(issuer: LocalIssuer, tmp_path: Path, worker:
     assert issuer.fetch_count == 1  # at start-up, in the worker; every request after found the keys
 
 
-def burst(base: str, issuer: LocalIssuer, path: str, threads: int = 32) -> list[int]:
-    """``threads`` requests with fresh tokens, released together; their statuses."""
-    tokens = [issuer.identity_token("alice@example.com") for _ in range(threads)]
+EMAIL = "alice@example.com"
+
+
+def burst(base: str, issuer: LocalIssuer, path: str, threads: int = 32, kids: list[str] | None = None) -> list[int]:
+    """``threads`` requests with fresh tokens (signed with ``kids``, one each), released together; their statuses."""
+    if kids is not None:
+        threads = len(kids)
+    tokens = [issuer.identity_token(EMAIL, kid=kids[i] if kids else None) for i in range(threads)]
     start = threading.Barrier(threads)
     statuses: list[int] = [0] * threads
 
@@ -491,3 +498,36 @@ def test_a_cold_burst_of_32_threads_under_gthread_makes_one_fetch(
         statuses = burst(base, issuer, "/api/me")
     assert statuses == [200] * 32
     assert issuer.fetch_count == 1
+
+
+@pytest.mark.parametrize("target", ["examples.wsgi_app:create_app()", "examples.flask_app:create_app()"])
+def test_a_rotation_mid_burst_with_a_slow_then_down_certs_endpoint(
+    issuer: LocalIssuer, tmp_path: Path, target: str
+) -> None:
+    """Under gthread: a key rotated while 32 threads arrive, half with the old key's tokens and half with the new
+    key's, while the certs endpoint is slow: one fetch, no refusal. Then the endpoint goes down: the known keys
+    still verify, and a key it never served is a 503 at once, not a hang."""
+    port = free_port()
+    env = example_env(issuer, example_db(tmp_path))
+    with serve_command(gunicorn_argv(target, port, "gthread"), port, env, "/healthz") as base:
+        old_kid = issuer.signing_kid
+        assert burst(base, issuer, "/api/me", threads=4) == [200] * 4
+        assert issuer.fetch_count == 1
+        new_kid = issuer.rotate()
+
+        def slow() -> tuple[int, dict[str, str], bytes]:
+            time.sleep(1.0)
+            return 200, {"Content-Type": "application/json"}, json.dumps(issuer.certs_document()).encode()
+
+        issuer.responder = slow
+        kids = [old_kid if i % 2 else new_kid for i in range(32)]
+        assert burst(base, issuer, "/api/me", kids=kids) == [200] * 32
+        assert issuer.fetch_count == 2
+
+        issuer.stop()
+        assert burst(base, issuer, "/api/me", threads=4, kids=[old_kid, new_kid] * 2) == [200] * 4
+        unseen = issuer.rotate()
+        with httpx.Client(timeout=20) as http:
+            refused = http.get(f"{base}/api/me", headers=jwt_header(issuer.identity_token(EMAIL, kid=unseen)))
+        assert refused.status_code == 503
+        assert refused.json()["error"]["reason"] == "keys_unavailable"
