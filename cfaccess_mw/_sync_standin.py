@@ -13,6 +13,7 @@ in the request's own thread (here it hops to the loop's thread pool).
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -26,12 +27,13 @@ _lock = threading.Lock()
 
 
 def _loop(auth: Authenticator) -> asyncio.AbstractEventLoop:
+    """This process's loop thread for ``auth`` (a forked worker, gunicorn ``--preload``, starts its own)."""
     with _lock:
-        loop: asyncio.AbstractEventLoop | None = auth.__dict__.get("_standin_loop")
-        if loop is None:
+        pid, loop = auth.__dict__.get("_standin_loop", (None, None))
+        if loop is None or pid != os.getpid():
             loop = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, name="cfaccess-sync-standin", daemon=True).start()
-            auth.__dict__["_standin_loop"] = loop
+            auth.__dict__["_standin_loop"] = (os.getpid(), loop)
         return loop
 
 

@@ -411,7 +411,7 @@ def test_the_example_under_flask_run(issuer: LocalIssuer, tmp_path: Path) -> Non
     assert issuer.fetch_count == 1
 
 
-@pytest.mark.parametrize("worker", ["sync", "gthread"])
+@pytest.mark.parametrize("worker", ["sync", "gthread", "gthread-preload"])
 def test_the_example_under_gunicorn(issuer: LocalIssuer, tmp_path: Path, worker: str) -> None:
     port = free_port()
     argv = gunicorn_argv("examples.flask_app:create_app()", port, worker)

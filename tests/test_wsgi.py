@@ -441,16 +441,21 @@ def test_the_example_under_wsgiref(issuer: LocalIssuer, tmp_path: Path) -> None:
 
 
 def gunicorn_argv(target: str, port: int, worker: str) -> list[str]:
+    """gunicorn serving ``target`` on 127.0.0.1 with one ``worker`` (``sync``, ``gthread``, or ``gthread-preload``:
+    the app built in the master before the fork, keys fetched there, requests served in the forked worker)."""
     import sys
 
+    worker, _, preload = worker.partition("-")
     argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
     argv += ["--worker-class", worker, "--graceful-timeout", "2", "--log-level", "warning"]
+    if preload:
+        argv.append("--preload")
     if worker == "gthread":
         argv += ["--threads", "32"]
     return [*argv, target]
 
 
-@pytest.mark.parametrize("worker", ["sync", "gthread"])
+@pytest.mark.parametrize("worker", ["sync", "gthread", "gthread-preload"])
 def test_the_example_under_gunicorn(issuer: LocalIssuer, tmp_path: Path, worker: str) -> None:
     port = free_port()
     env = example_env(issuer, example_db(tmp_path))
