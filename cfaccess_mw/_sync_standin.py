@@ -29,6 +29,8 @@ _lock = threading.Lock()
 def _loop(auth: Authenticator) -> asyncio.AbstractEventLoop:
     """This process's loop thread for ``auth`` (a forked worker, gunicorn ``--preload``, starts its own)."""
     with _lock:
+        pid: int | None
+        loop: asyncio.AbstractEventLoop | None
         pid, loop = auth.__dict__.get("_standin_loop", (None, None))
         if loop is None or pid != os.getpid():
             loop = asyncio.new_event_loop()
