@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from cfaccess_mw import ApiKey, AuditEvent, Authenticator, ConfigError, Forbidden, Principal, Reason, Settings
 from cfaccess_mw.flask import CloudflareAccess, current_principal, get_principal, get_scopes, require
+from cfaccess_mw.settings import ExposureMode
 from cfaccess_mw.testing import LocalIssuer
 from cfaccess_mw.wsgi import CloudflareAccessWSGIMiddleware
 from examples import flask_app
@@ -434,3 +435,18 @@ def test_the_readmes_flask_block_works_as_written(issuer: LocalIssuer, monkeypat
 
 
 USERS_WITH_ROLES = {"alice@example.com": {"name": "Alice"}}
+
+
+def test_local_mode_behind_proxy_fix_still_refuses_a_forged_forwarded_for(shared_issuer: LocalIssuer) -> None:
+    """Werkzeug's ProxyFix rewrites REMOTE_ADDR from X-Forwarded-For before Flask (and this extension) runs; the
+    header it believed stays in the environ, and a forwarding header takes local trust away."""
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    app, _ = build(shared_issuer, exposure_mode=ExposureMode.LOCAL)
+    app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
+    client = client_of(app)
+    forged = client.get("/", headers={"Host": "localhost:8000", "X-Forwarded-For": "127.0.0.1"})
+    assert forged.status_code == 401
+    client.environ_base.update(REMOTE_ADDR="127.0.0.1")
+    operator = client.get("/", headers={"Host": "localhost:8000"})
+    assert operator.get_json()["kind"] == "local"
