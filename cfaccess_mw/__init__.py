@@ -1,7 +1,6 @@
 """cfaccess_mw: verify Cloudflare Access at the origin of a Starlette or FastAPI app, fail closed."""
 
-import logging
-
+from . import logs
 from .audit import AuditEvent
 from .authenticator import Authenticated, Authenticator
 from .endpoints import AuthConfigEndpoint
@@ -31,7 +30,7 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-# A library logs, the application decides where it goes. Without a handler of its own in the hierarchy, a
-# WARNING (every refused token is one) would reach Python's last-resort handler and print on stderr of an app
-# that configured no logging. The NullHandler stops that; records still propagate to whatever the app sets up.
-logging.getLogger("cfaccess_mw").addHandler(logging.NullHandler())
+# A library logs, the application decides where it goes; but what an operator must act on (a misspelt variable,
+# keys failing at start-up, a lookup that raises) must not vanish in an app that configured no logging. The
+# fallback handler prints those on stderr only while no other handler would receive them (see logs.py).
+logs.install()

@@ -83,8 +83,12 @@ def request_facts(scope: Mapping[str, Any]) -> tuple[str, str, str | None]:
     return method, scope.get("path", ""), peer
 
 
-async def emit(event: AuditEvent, hook: AuditHook | None) -> None:
-    """Log the event and hand it to the hook. A failing hook is logged, not raised."""
+def emit_sync(event: AuditEvent, hook: AuditHook | None) -> Any:
+    """Log the event and hand it to the hook; return what the hook returned when that must be awaited.
+
+    A failing hook is logged, not raised. :func:`emit` awaits an ``async def`` hook's
+    result; a sync path (WSGI) cannot, and closes it with an error in the log instead.
+    """
     # A refusal with no credential at all is routine (health probes, scanners): INFO, like an acceptance.
     level = logging.INFO if event.outcome == "accepted" or event.reason == "no_credentials" else logging.WARNING
     if audit_logger.isEnabledFor(level):
@@ -105,7 +109,27 @@ async def emit(event: AuditEvent, hook: AuditHook | None) -> None:
     if hook is not None:
         try:
             result = hook(event)
-            if inspect.isawaitable(result):
-                await result
         except Exception:
             audit_logger.exception("audit hook failed")
+        else:
+            if inspect.isawaitable(result):
+                return result
+    return None
+
+
+async def emit(event: AuditEvent, hook: AuditHook | None) -> None:
+    """Log the event and hand it to the hook (awaited when async). A failing hook is logged, not raised."""
+    pending = emit_sync(event, hook)
+    if pending is not None:
+        try:
+            await pending
+        except Exception:
+            audit_logger.exception("audit hook failed")
+
+
+def close_unawaited(pending: Any) -> None:
+    """An async audit hook's result on a sync path: never run, closed so Python does not warn, and said."""
+    close = getattr(pending, "close", None)
+    if callable(close):
+        close()
+    audit_logger.error("audit hook failed: it is async, and a sync (WSGI) app cannot await it; use a plain def")

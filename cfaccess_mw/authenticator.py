@@ -34,14 +34,14 @@ import anyio
 import httpx
 from starlette.requests import cookie_parser
 
-from .audit import AuditEvent, AuditHook, Outcome, audit_logger, emit, request_facts
+from .audit import AuditEvent, AuditHook, Outcome, audit_logger, close_unawaited, emit, emit_sync, request_facts
 from .errors import AuthError, AuthUnavailable, Forbidden, InvalidToken, Reason, Unauthorized
 from .exposure import LocalAddressing
 from .keysources import KeyStore, build_key_source
 from .principals import Principal
 from .providers import PRESETS, Provider, build_profile, token_header
 from .settings import ExposureMode, Settings
-from .tokens import TokenVerifier
+from .tokens import TokenVerifier, VerifiedToken
 from .users import UserDirectory, UserLookup
 
 logger = logging.getLogger("cfaccess_mw")
@@ -82,12 +82,13 @@ def scope_of(source: Any) -> Mapping[str, Any]:
 
 class _Identity:
     """What a verified token's claims yield, kept with the token: the email to look up (``None`` for a
-    service) and the principal built last time (immutable, so requests may share it)."""
+    service), the claims, and the principal built last time (immutable, so requests may share it)."""
 
-    __slots__ = ("email", "principal")
+    __slots__ = ("claims", "email", "principal")
 
-    def __init__(self, email: str | None, principal: Principal | None = None) -> None:
+    def __init__(self, email: str | None, claims: Mapping[str, Any], principal: Principal | None = None) -> None:
         self.email = email
+        self.claims = claims
         self.principal = principal
 
 
@@ -270,6 +271,16 @@ class Authenticator:
         if self.jwks is not None and not self.jwks.kids:
             await self.jwks.refresh()
 
+    def startup_sync(self) -> None:
+        """:meth:`startup` for a sync app (WSGI): fetch the signing keys now, once, in this thread."""
+        if self.jwks is not None and not self.jwks.kids:
+            self.jwks.refresh_sync()
+
+    def close_sync(self) -> None:
+        """:meth:`aclose` for a sync app: let a background key refresh finish (bounded by the fetch timeout)."""
+        if self.jwks is not None:
+            self.jwks.settle_sync()
+
     async def aclose(self) -> None:
         """Let a background key refresh finish (bounded by the fetch timeout), so shutdown is quiet."""
         if self.jwks is not None:
@@ -296,9 +307,43 @@ class Authenticator:
         return Authenticated(principal, self.scopes_for(principal))
 
     async def identify(self, source: Any) -> Principal:
-        """The principal for this request, or an :class:`AuthError` saying why not."""
+        """The principal for this request, or an :class:`AuthError` saying why not.
+
+        The decision is :meth:`credential`, :meth:`identified` and :meth:`admit`, which do
+        no I/O; this and :meth:`identify_sync` only fetch what they ask for (a key the
+        cache lacks, the user), each in its own way.
+        """
+        found: Principal | str | _Identity = self.credential(source)
+        if isinstance(found, str):
+            verifier = self.verifier
+            assert verifier is not None  # a token is only read when tokens are verified
+            found = self.identified(verifier.cached(found) or await verifier.verify_token(found))
+        if isinstance(found, _Identity):
+            return self.admit(found, await self.users.find(found.email))  # type: ignore[arg-type]
+        return found
+
+    def identify_sync(self, source: Any) -> Principal:
+        """:meth:`identify` from a thread with no event loop (WSGI): the same decision, sync I/O."""
+        found: Principal | str | _Identity = self.credential(source)
+        if isinstance(found, str):
+            verifier = self.verifier
+            assert verifier is not None
+            found = self.identified(verifier.cached(found) or verifier.verify_token_sync(found))
+        if isinstance(found, _Identity):
+            return self.admit(found, self.users.find_sync(found.email))  # type: ignore[arg-type]
+        return found
+
+    def authenticate_sync(self, source: Any) -> Authenticated:
+        """:meth:`authenticate` from a thread with no event loop (WSGI)."""
+        principal = self.identify_sync(source)
+        return Authenticated(principal, self.scopes_for(principal))
+
+    def credential(self, source: Any) -> Principal | str:
+        """Which credential the request carries, decided from its headers and peer alone: the principal of an
+        API key or of the local operator, or the token to verify; or the refusal."""
         scope = scope_of(source)
-        jwt_header = authorization = None
+        jwt_header: str | None = None
+        authorization: str | None = None
         cookie: list[bytes] | None = None
         token_header = self._token_header  # b"cf-access-jwt-assertion" unless another proxy's preset
         for name, value in scope["headers"]:  # one pass; a credential header sent twice is ambiguous
@@ -330,7 +375,7 @@ class Authenticator:
             if jwt_header is None and cookie is not None:
                 jwt_header = _access_cookie(cookie)
             if jwt_header is not None:
-                return await self._from_token(jwt_header)
+                return jwt_header
         if authorization is not None:
             scheme, _, credential = authorization.partition(" ")
             if scheme.lower() == "bearer":
@@ -394,36 +439,41 @@ class Authenticator:
             f"extra_scopes returned {what}, not a collection of scope names",
         )
 
-    async def _from_token(self, token: str) -> Principal:
-        """Verify the token, then admit its user or service; what the claims yield is kept with the token."""
-        verifier = self.verifier
-        assert verifier is not None
-        verified = verifier.cached(token) or await verifier.verify_token(token)
+    def identified(self, verified: VerifiedToken) -> Principal | _Identity:
+        """Who a verified token names: an allowed service's principal, or the user's identity to look up.
+
+        What the claims yield is kept with the token (``memo``), so a repeated token costs none of this.
+        """
         identity: _Identity | None = verified.memo
         if identity is None:
             identity = verified.memo = self._identity(verified.claims)
         if identity.email is None:  # an allowed service token: its principal does not change
             assert identity.principal is not None
             return identity.principal
-        # Looked up on every request unless CFACCESS_USER_CACHE_SECONDS lets a found user be remembered.
-        user = await self.users.find(identity.email)
+        return identity
+
+    def admit(self, identity: _Identity, user: Any) -> Principal:
+        """The user's principal, given what the lookup found (looked up on every request unless
+        CFACCESS_USER_CACHE_SECONDS lets a found user be remembered)."""
+        email = identity.email
+        assert email is not None
         if user is None:  # None, and the False, 0 or "" a yes/no lookup would return
             raise Forbidden(
                 Reason.UNKNOWN_USER,
                 "This account is not a user of this application; ask an administrator to add it.",
-                f"no user with email {identity.email!r}"
+                f"no user with email {email!r}"
                 if self.user_lookup is not None
-                else f"no user_lookup is configured, so no email is a user ({identity.email!r})",
+                else f"no user_lookup is configured, so no email is a user ({email!r})",
             )
         principal = identity.principal
         if principal is None or principal.user is not user:
-            principal = identity.principal = _user_principal(identity.email, user, verified.claims)
+            principal = identity.principal = _user_principal(email, user, identity.claims)
         return principal
 
     def _identity(self, claims: Mapping[str, Any]) -> _Identity:
         """Who verified claims name: a normalised email, or an allowed service (refusals are not remembered)."""
         if "email" in claims:
-            return _Identity(normalise_email(claims["email"]))
+            return _Identity(normalise_email(claims["email"]), claims)
         client_id = claims.get("common_name") if self._cloudflare else None  # service tokens are Cloudflare's
         if isinstance(client_id, str) and client_id:
             name = self._services.get(client_id)
@@ -433,7 +483,7 @@ class Authenticator:
                     "This service token is not allowed for this application.",
                     f"service token client ID {client_id!r} is not in CFACCESS_SERVICE_TOKENS",
                 )
-            return _Identity(None, Principal("service", name=name, claims=claims))
+            return _Identity(None, claims, Principal("service", name=name, claims=claims))
         if not self._cloudflare:  # service tokens are Cloudflare's: elsewhere only an email names anyone
             raise InvalidToken(
                 Reason.CLAIM_INVALID,
@@ -477,6 +527,23 @@ class Authenticator:
         err: AuthError | None = None,
     ) -> None:
         """Record one decision: an acceptance of ``principal`` (with the app's status) or the refusal ``err``."""
+        await emit(self._event(source, status, principal, err), self.audit_hook)
+
+    def audit_sync(
+        self,
+        source: Any,
+        status: int | None,
+        *,
+        principal: Principal | None = None,
+        err: AuthError | None = None,
+    ) -> None:
+        """:meth:`audit` from a thread with no event loop; an ``async def`` audit hook is refused, logged."""
+        pending = emit_sync(self._event(source, status, principal, err), self.audit_hook)
+        if pending is not None:
+            close_unawaited(pending)
+
+    @staticmethod
+    def _event(source: Any, status: int | None, principal: Principal | None, err: AuthError | None) -> AuditEvent:
         scope = scope_of(source)
         method, path, client = request_facts(scope)
         outcome: Outcome = "accepted"
@@ -493,4 +560,4 @@ class Authenticator:
             reason=err.reason.value if err else None,
             detail=err.detail if err else None,
         )
-        await emit(event, self.audit_hook)
+        return event

@@ -4,6 +4,7 @@
     cfaccess-mw explain TOKEN|-     decode a token, then say which check (if any) refuses it, and why
     cfaccess-mw new-api-key NAME    a new random API key, shown once, and its CFACCESS_API_KEYS entry
     cfaccess-mw demo                the middleware against a local stand-in for Cloudflare, in-process
+    cfaccess-mw dev [token EMAIL]   a stand-in issuer on loopback for running your own app; mint its tokens
     cfaccess-mw --version           the installed version
 
 ``check`` and ``explain`` read the same variables as the middleware and run the
@@ -30,6 +31,7 @@ import logging
 import re
 import secrets
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -101,6 +103,8 @@ class _WarningPrinter(logging.Handler):
             return
         if record.name == "cfaccess_mw.keys" and str(record.msg).startswith("certs endpoint %s failed"):
             return
+        if str(record.msg).startswith("cfaccess_mw: configuration error"):
+            return  # the command ends with the error itself
         try:
             message = record.getMessage()
         except Exception:  # a malformed log call must not break the command
@@ -118,6 +122,10 @@ def _out(line: str = "") -> None:
 
 def _row(label: str, value: str) -> None:
     _out(f"  {label:<20} {value}")
+
+
+def _keys_row(kids: Sequence[str], url: str) -> None:
+    _row(f"signing keys ({len(kids)})", f"{', '.join(kids)} from {url}" if kids else f"none usable from {url}")
 
 
 def _seconds(value: float) -> str:
@@ -229,7 +237,7 @@ async def cmd_check(args: argparse.Namespace) -> int:
         if settings.provider is Provider.AWS_ALB:
             _row("signing keys", f"fetched one per kid from {jwks.url}/<kid> when a token first names it")
         else:
-            _row(f"signing keys ({len(jwks.kids)})", f"{', '.join(jwks.kids)} from {jwks.url}")
+            _keys_row(jwks.kids, jwks.url)
     for note in _advice(settings):
         _out(f"note: {note}")
     if settings.provider is Provider.AWS_ALB:
@@ -311,6 +319,28 @@ def _hint(err: AuthError, settings: Settings, claims: Mapping[str, Any]) -> str:
     return "this is not a token Cloudflare Access would send; copy the Cf-Access-Jwt-Assertion header as received"
 
 
+class _NoKeys(CliError):
+    """The keys could not be fetched, so the token's signature cannot be checked (its claims still can)."""
+
+
+def _claims_problem(settings: Settings, claims: Mapping[str, Any], now: float) -> InvalidToken | None:
+    """The first thing wrong with the unverified claims (issuer, audience, times), as the middleware checks them."""
+    try:
+        if settings.provider is not Provider.CLOUDFLARE:
+            build_profile(settings).check_claims(claims, now)
+        else:
+            check_claims(
+                claims,
+                issuer=str(settings.issuer),
+                audiences=settings.audiences,
+                leeway=settings.leeway_seconds,
+                now=now,
+            )
+    except InvalidToken as claim_err:
+        return claim_err
+    return None
+
+
 async def _any_user(email: str) -> str:
     """The CLI has no user store: every email counts as found, and the report says so."""
     return email
@@ -323,7 +353,7 @@ async def _authenticate(settings: Settings, token: str) -> tuple[Principal | Non
     jwks = authenticator.jwks
     assert jwks is not None  # jwt_enabled
     if not await jwks.refresh():
-        raise CliError(f"cannot fetch the signing keys from {jwks.url}: {jwks.last_failure}")
+        raise _NoKeys(f"cannot fetch the signing keys from {jwks.url}: {jwks.last_failure}")
     header = token_header(settings)
     value = f"Bearer {token}" if header == "authorization" else token
     scope: dict[str, Any] = {
@@ -338,6 +368,31 @@ async def _authenticate(settings: Settings, token: str) -> tuple[Principal | Non
     except AuthError as err:
         return None, err, jwks.kids, jwks.url
     return principal, None, jwks.kids, jwks.url
+
+
+def _print_checked_against(settings: Settings) -> None:
+    _out("Checked as the middleware would, against:")
+    _row("provider", f"{settings.provider} (token from {token_header(settings)})")
+    _row("issuer", ", ".join(settings.issuers) or str(settings.issuer))
+    _row("audiences", ", ".join(settings.audiences) or "none (checked: signer and client)")
+
+
+def _explain_without_keys(settings: Settings, claims: Mapping[str, Any], now: float, no_keys: CliError) -> None:
+    """No keys, so no verdict on the signature; but a claim that differs from the configuration (a misspelt team
+    domain shows as another issuer) is often the very reason the keys cannot be fetched, so say it."""
+    _print_checked_against(settings)
+    _out()
+    _out(f"verdict: cannot check the signature: {no_keys.message}")
+    claim_err = _claims_problem(settings, claims, now)
+    if claim_err is None:
+        _out("  the unverified claims match the configuration (issuer, audience, times): the host cannot reach")
+        _out("  the certs endpoint (egress firewall, DNS, proxy)")
+        return
+    _out(f"  but in the unverified claims: {claim_err.detail}")
+    if claim_err.reason is Reason.ISSUER_MISMATCH:
+        _out(f"  what to do: {_hint(claim_err, settings, claims)}; the certs URL follows from it")
+    else:
+        _out(f"  what to do: {_hint(claim_err, settings, claims)}")
 
 
 async def cmd_explain(args: argparse.Namespace) -> int:
@@ -358,12 +413,13 @@ async def cmd_explain(args: argparse.Namespace) -> int:
             "CFACCESS_TEAM_DOMAIN and CFACCESS_AUD are not set, so the middleware does not read Access tokens",
             EXIT_USAGE,
         )
-    principal, err, kids, keys_url = await _authenticate(settings, token)
-    _out("Checked as the middleware would, against:")
-    _row("provider", f"{settings.provider} (token from {token_header(settings)})")
-    _row("issuer", ", ".join(settings.issuers) or str(settings.issuer))
-    _row("audiences", ", ".join(settings.audiences) or "none (checked: signer and client)")
-    _row(f"signing keys ({len(kids)})", f"{', '.join(kids)} from {keys_url}")  # oidc: the discovered jwks_uri
+    try:
+        principal, err, kids, keys_url = await _authenticate(settings, token)
+    except _NoKeys as no_keys:
+        _explain_without_keys(settings, claims, now, no_keys)
+        raise
+    _print_checked_against(settings)
+    _keys_row(kids, keys_url)  # oidc: the discovered jwks_uri
     _row("leeway", _seconds(settings.leeway_seconds))
     _out()
     if principal is not None:
@@ -380,18 +436,8 @@ async def cmd_explain(args: argparse.Namespace) -> int:
     _out(f"  what to do: {_hint(err, settings, claims)}")
     if err.reason in (Reason.UNKNOWN_KEY, Reason.BAD_SIGNATURE, Reason.ALGORITHM_NOT_ALLOWED):
         # The middleware stops at the signature; the claims may explain why (another team's token, say).
-        try:
-            if settings.provider is not Provider.CLOUDFLARE:
-                build_profile(settings).check_claims(claims, now)
-            else:
-                check_claims(
-                    claims,
-                    issuer=str(settings.issuer),
-                    audiences=settings.audiences,
-                    leeway=settings.leeway_seconds,
-                    now=now,
-                )
-        except InvalidToken as claim_err:
+        claim_err = _claims_problem(settings, claims, now)
+        if claim_err is not None:
             _out(f"  also, in the unverified claims: {claim_err.detail}")
     raise CliError(f"token refused ({err.status_code} {err.reason}): {err.detail}")
 
@@ -529,6 +575,51 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- dev ---------------------------------------------------------------------------------------
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Serve a stand-in issuer on loopback until Ctrl-C; print the exports, a token, and how to mint more."""
+    from .devserver import banner, serve_until_stopped, start_issuer
+
+    provider = Provider(args.provider)
+    try:
+        issuer = start_issuer(provider, port=args.port, max_seconds=args.max_seconds)
+    except OSError as exc:
+        raise CliError(f"cannot serve on 127.0.0.1:{args.port}: {exc.strerror or exc}", EXIT_USAGE) from None
+    stop = threading.Event()
+    try:
+        for line in banner(issuer, args.email, args.lifetime):
+            _out(line)
+        sys.stdout.flush()
+        serve_until_stopped(issuer, stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        issuer.stop()
+    _out("cfaccess-mw dev: stopped; its keys are gone, so its tokens are no longer accepted once the app refetches.")
+    return EXIT_OK
+
+
+def cmd_dev_token(args: argparse.Namespace) -> int:
+    """Ask the running ``cfaccess-mw dev`` for a token (found from the exported CFACCESS_* variables)."""
+    from .devserver import DevError, fetch_token, header_line, token_url
+
+    if (args.email is None) == (args.service is None):
+        raise CliError("give EMAIL or --service CLIENT_ID (one of them)", EXIT_USAGE)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        raise CliError(f"{exc}; export the lines `cfaccess-mw dev` printed first", EXIT_USAGE) from None
+    try:
+        url = args.url or token_url(settings)
+        token = fetch_token(url, email=args.email, service=args.service, lifetime=args.lifetime)
+    except DevError as exc:
+        raise CliError(str(exc)) from None
+    _out(header_line(settings, token) if args.header else token)
+    return EXIT_OK
+
+
 # --- entry point -------------------------------------------------------------------------------
 
 
@@ -537,12 +628,19 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Check, explain and manage a cfaccess_mw deployment. Reads the same CFACCESS_* "
         "variables as the middleware.",
-        epilog="Exit status: 0 ok; 1 a check failed; 2 usage or configuration error.",
+        epilog="Exit status: 0 ok; 1 a check failed; 2 usage or configuration error; 70 a bug in cfaccess-mw.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    check = commands.add_parser("check", help="validate CFACCESS_*, fetch the signing keys, print the policy")
+    check = commands.add_parser(
+        "check",
+        help="validate CFACCESS_*, fetch the signing keys, print the policy",
+        description="Validate every CFACCESS_* variable as the middleware does (an unknown one is a warning, usually "
+        "a typo), fetch the signing keys from the certs endpoint, and print the effective policy. Run it with "
+        "exactly the environment the app gets; OK means the configuration is sound and a problem is in the "
+        "request (then explain its token).",
+    )
     check.add_argument(
         "--strict",
         action="store_true",
@@ -551,11 +649,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(func=cmd_check)
 
-    explain = commands.add_parser("explain", help="decode a token and say which check refuses it")
+    explain = commands.add_parser(
+        "explain",
+        help="decode a token and say which check refuses it",
+        description="Decode a token without trusting it, then verify it exactly as the middleware would with the "
+        "CFACCESS_* configuration and say which check refuses it, and what to change. Even when the signing keys "
+        "cannot be fetched it compares the token's issuer and audience with the configuration.",
+    )
     explain.add_argument(
         "token",
         metavar="TOKEN",
-        help="the Cf-Access-Jwt-Assertion value, or '-' to read it from stdin (keeps it out of shell history)",
+        help="the token as the proxy forwards it: the value of Cf-Access-Jwt-Assertion (Cloudflare), "
+        "x-goog-iap-jwt-assertion (Google IAP), X-Pomerium-Jwt-Assertion (Pomerium), x-amzn-oidc-data (AWS ALB) "
+        "or the OIDC ID token (Authorization: Bearer); a pasted 'Name: value' line is fine. '-' reads it from "
+        "stdin, which keeps it out of shell history",
     )
     explain.set_defaults(func=cmd_explain)
 
@@ -565,7 +672,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the middleware against a local stand-in for Cloudflare Access")
     demo.set_defaults(func=cmd_demo)
+    _add_dev(commands)
     return parser
+
+
+def _add_dev(commands: Any) -> None:
+    dev = commands.add_parser(
+        "dev",
+        help="serve a stand-in issuer on 127.0.0.1 for running your own app; print its exports and a token",
+        description="Serve a stand-in issuer (any preset) on 127.0.0.1 until Ctrl-C. It prints the CFACCESS_* "
+        "lines to export in the terminal that runs your app, and a token to curl it with; `cfaccess-mw dev token` "
+        "(in a shell with those exports) mints more. Its keys exist only in this process.",
+    )
+    dev.add_argument("--provider", choices=[p.value for p in Provider], default="cloudflare", help="which proxy")
+    dev.add_argument("--port", type=int, default=0, help="the issuer's port (default: a free one); a fixed port "
+                     "keeps the exports valid when dev restarts")  # fmt: skip
+    dev.add_argument("--email", default="alice@example.com", help="whose first token to print")
+    dev.add_argument("--lifetime", type=float, default=3600.0, help="seconds the tokens stay valid (IAP: 600 at most)")
+    dev.add_argument("--max-seconds", type=float, default=12 * 3600.0, help=argparse.SUPPRESS)
+    dev.set_defaults(func=cmd_dev)
+    token_commands = dev.add_subparsers(dest="dev_command", metavar="token")
+    token = token_commands.add_parser(
+        "token",
+        help="mint a token from the running `cfaccess-mw dev`",
+        description="Mint a token from the running `cfaccess-mw dev`, found through the CFACCESS_* variables it "
+        "printed (export them first, or pass --url).",
+    )
+    token.add_argument("email", metavar="EMAIL", nargs="?", help="the user's email")
+    token.add_argument("--service", metavar="CLIENT_ID", help="a service token for this client ID (Cloudflare)")
+    token.add_argument("--lifetime", type=float, default=3600.0, help="seconds it stays valid (negative: expired)")
+    token.add_argument("--header", action="store_true", help="print the whole header line, for curl -H")
+    token.add_argument("--url", help="the token endpoint `cfaccess-mw dev` printed (default: from CFACCESS_*)")
+    token.set_defaults(func=cmd_dev_token)
 
 
 async def _awaited(result: Awaitable[int]) -> int:

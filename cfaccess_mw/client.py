@@ -45,6 +45,7 @@ import httpx
 
 from .errors import CfAccessError, ConfigError
 from .exposure import is_loopback_url_host
+from .settings import CLIENT_PREFIX, nearest_name
 from .tokens import decode_unverified
 
 if sys.version_info >= (3, 11):
@@ -60,6 +61,7 @@ ENV_URL = "CFACCESS_CLIENT_URL"
 ENV_API_KEY = "CFACCESS_CLIENT_API_KEY"
 ENV_HEADERS = "CFACCESS_CLIENT_HEADERS"
 ENV_CLOUDFLARED = "CFACCESS_CLIENT_CLOUDFLARED"
+CLIENT_VARIABLES = frozenset({ENV_CONFIG, ENV_URL, ENV_API_KEY, ENV_HEADERS, ENV_CLOUDFLARED})
 
 #: The header ``cloudflared access curl`` sends with a user's token (Cloudflare docs, "Authenticate agents").
 CF_ACCESS_TOKEN_HEADER = "cf-access-token"
@@ -103,12 +105,38 @@ class AccessChallengeError(CfAccessError):
         *,
         login_url: str | None = None,
         sent: Iterable[str] = (),
+        app_url: str | None = None,
+        configured_in: str | None = None,
     ) -> None:
         self.host = host
         self.resource_metadata = resource_metadata
         self.login_url = login_url
         self.sent = tuple(sent)
+        #: The called origin, scheme and port kept (``https://app.example.com:8443``): what cloudflared signs in to.
+        self.app_url = app_url or f"https://{host}"
+        #: Where the caller's settings live: ``"environment"``, a config file's path, or ``None`` (code).
+        self.configured_in = configured_in
         super().__init__(self._message())
+
+    def _how_to_configure(self) -> str:
+        """How to add a service token or cloudflared, said in the terms of wherever this client is configured."""
+        login = f"`cloudflared access login {self.app_url}`"
+        if self.configured_in == "environment":
+            return (
+                f" To pass it, set a service token: {ENV_HEADERS}='CF-Access-Client-Id=<id>.access,"
+                "CF-Access-Client-Secret=${CF_ACCESS_CLIENT_SECRET}'; or, as a person, run"
+                f" {login} and set {ENV_CLOUDFLARED}=true."
+            )
+        if self.configured_in is not None:
+            return (
+                f" To pass it, add a service token under [api.headers] in {self.configured_in}:"
+                ' CF-Access-Client-Id = "<id>.access" and CF-Access-Client-Secret = "${CF_ACCESS_CLIENT_SECRET}";'
+                f" or, as a person, run {login} and set cloudflared = true under [api]."
+            )
+        return (
+            " To pass it, send a service token's CF-Access-Client-Id and CF-Access-Client-Secret headers"
+            f" (AccessAuth(headers=...)); or, as a person, run {login} and use a CloudflaredToken."
+        )
 
     def _message(self) -> str:
         if self.login_url is not None:
@@ -122,15 +150,10 @@ class AccessChallengeError(CfAccessError):
             text += (
                 f" The edge did not accept the headers sent ({', '.join(self.sent)}): check their values, and that"
                 " the Access application has a Service Auth policy for this service token, or sign in again"
-                f" with `cloudflared access login https://{self.host}`."
+                f" with `cloudflared access login {self.app_url}`."
             )
         else:
-            text += (
-                " To pass it, add a service token under [api.headers] in your config:"
-                ' CF-Access-Client-Id = "<id>.access" and CF-Access-Client-Secret = "${CF_ACCESS_CLIENT_SECRET}";'
-                f" or, as a person, run `cloudflared access login https://{self.host}` and set cloudflared = true"
-                " under [api]."
-            )
+            text += self._how_to_configure()
         return text
 
 
@@ -243,7 +266,9 @@ def _is_access_login(location: httpx.URL) -> bool:
     return on_team_domain or location.path.startswith("/cdn-cgi/access/login")
 
 
-def detect_challenge(response: httpx.Response, sent: Iterable[str] = ()) -> AccessChallengeError | None:
+def detect_challenge(
+    response: httpx.Response, sent: Iterable[str] = (), *, configured_in: str | None = None
+) -> AccessChallengeError | None:
     """The :class:`AccessChallengeError` ``response`` amounts to, or ``None`` if it came from the app.
 
     Two signs (Cloudflare docs, "Authenticate agents" and its review): a redirect
@@ -251,20 +276,26 @@ def detect_challenge(response: httpx.Response, sent: Iterable[str] = ()) -> Acce
     ``/cdn-cgi/access/login`` on a custom team domain), or a
     ``WWW-Authenticate: Cloudflare-Access resource_metadata="..."`` header.
     """
-    host = response.request.url.host
+    called = response.request.url
+    host = called.host
+    context: dict[str, Any] = {
+        "sent": sent,
+        "app_url": f"{called.scheme}://{called.netloc.decode('ascii')}",
+        "configured_in": configured_in,
+    }
     for value in response.headers.get_list("www-authenticate"):
         match = _CHALLENGE_SCHEME.search(value)
         if match:
             meta = _RESOURCE_METADATA.search(match.group("params"))
             metadata = (meta.group("quoted") or meta.group("bare")) if meta else None
-            return AccessChallengeError(host, _printable(metadata) if metadata else None, sent=sent)
+            return AccessChallengeError(host, _printable(metadata) if metadata else None, **context)
     if response.status_code in _REDIRECTS and "location" in response.headers:
         try:
             location = response.request.url.join(response.headers["location"])
         except httpx.InvalidURL:
             return None
         if _is_access_login(location):
-            return AccessChallengeError(host, None, login_url=_printable(str(location), 500), sent=sent)
+            return AccessChallengeError(host, None, login_url=_printable(str(location), 500), **context)
     return None
 
 
@@ -420,8 +451,12 @@ class AccessAuth(httpx.Auth):
         token_provider: TokenProvider | None = None,
         environ: Mapping[str, str] | None = None,
         where: Mapping[str, str] | None = None,
+        configured_in: str | None = None,
     ) -> None:
         labels = dict(where or {})
+        #: ``"environment"``, a config file's path, or ``None``: what a challenge's advice talks about.
+        self.configured_in = configured_in
+        self._url_label = labels.get("url", "base_url")
         self._headers: dict[str, _Secret] = {}
         seen: set[str] = set()
         for name, raw in (headers or {}).items():
@@ -464,10 +499,12 @@ class AccessAuth(httpx.Auth):
         belong to the application and are ignored.
         """
         api, where = _api_table(data, source)
-        return cls._from_api(api, where, environ)
+        return cls._from_api(api, where, environ, source)
 
     @classmethod
-    def _from_api(cls, api: Mapping[str, Any], where: dict[str, str], environ: Mapping[str, str] | None) -> AccessAuth:
+    def _from_api(
+        cls, api: Mapping[str, Any], where: dict[str, str], environ: Mapping[str, str] | None, configured_in: str
+    ) -> AccessAuth:
         provider = _cloudflared_from(api.get("cloudflared", False), api.get("url"), where["cloudflared"])
         return cls(
             api["headers"],
@@ -476,6 +513,7 @@ class AccessAuth(httpx.Auth):
             token_provider=provider,
             environ=environ,
             where=where,
+            configured_in=configured_in,
         )
 
     @classmethod
@@ -507,16 +545,22 @@ class AccessAuth(httpx.Auth):
         replaces headers. ``${VAR}`` works in all of them.
         """
         env = os.environ if environ is None else environ
+        _warn_unknown_client_variables(env)
         path = env.get(ENV_CONFIG, "").strip()
         file: Path | None = Path(path).expanduser() if path else None
         if file is None and app_name is not None:
             base = env.get("XDG_CONFIG_HOME", "").strip() or str(Path("~/.config").expanduser())
             file = Path(base) / app_name / "config.toml"
+        configured_in = "environment"
         if file is not None:
             data = _read_toml(file, missing_ok=not path, label=f"{ENV_CONFIG} ({file})" if path else str(file))
             api, where = _api_table(data, str(file))
+            if data:  # a file that exists: its [api] table is where to add things
+                configured_in = str(file)
+            else:
+                where["url"] = ENV_URL
         else:
-            api, where = {"headers": {}}, {}
+            api, where = {"headers": {}}, {"url": ENV_URL}
         for variable, key in ((ENV_URL, "url"), (ENV_API_KEY, "key")):
             if env.get(variable, "").strip():
                 api[key] = env[variable].strip()
@@ -536,7 +580,7 @@ class AccessAuth(httpx.Auth):
             api["cloudflared"] = _BOOLEANS.get(raw_cf.lower(), raw_cf)
             where["cloudflared"] = ENV_CLOUDFLARED
         where.setdefault("cloudflared", ENV_CLOUDFLARED)
-        return cls._from_api(api, where, env)
+        return cls._from_api(api, where, env, configured_in)
 
     # --- what it sends ---------------------------------------------------------------------------------
 
@@ -586,8 +630,20 @@ class AccessAuth(httpx.Auth):
         for hop in [*response.history, response]:
             self._raise_if_challenge(hop, sent)
 
+    def _require_absolute(self, request: httpx.Request) -> None:
+        """A relative URL with no base URL configured: say which setting is missing (httpx would raise
+        ``UnsupportedProtocol``, which names neither the setting nor the fix)."""
+        if not request.url.scheme and self.base_url is None:
+            raise ClientConfigError(
+                self._url_label,
+                f"is not set, so {str(request.url)!r} has no host to go to: set it to the app's address, "
+                "e.g. https://app.example.com",
+            )
+
     def _raise_if_challenge(self, response: httpx.Response, sent: tuple[str, ...]) -> None:
-        challenge = detect_challenge(response, tuple(name for name in sent if name != "Authorization"))
+        challenge = detect_challenge(
+            response, tuple(name for name in sent if name != "Authorization"), configured_in=self.configured_in
+        )
         if challenge is not None:
             if self.token_provider is not None:
                 self.token_provider.invalidate()  # the edge refused it: fetch a fresh one next time
@@ -595,6 +651,7 @@ class AccessAuth(httpx.Auth):
             raise challenge
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        self._require_absolute(request)
         sent: tuple[str, ...] = ()
         if self._applies_to(request):
             token = self.token_provider.token() if self.token_provider is not None else None
@@ -603,6 +660,7 @@ class AccessAuth(httpx.Auth):
         self._check(response, sent)
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        self._require_absolute(request)
         sent: tuple[str, ...] = ()
         if self._applies_to(request):
             token = None
@@ -658,6 +716,15 @@ class AccessAuth(httpx.Auth):
         hooks.setdefault("request", []).append(strip)
         hooks.setdefault("response", []).append(stop)
         return httpx.AsyncClient(auth=self, **kwargs)
+
+
+def _warn_unknown_client_variables(env: Mapping[str, str]) -> None:
+    """A misspelt ``CFACCESS_CLIENT_*`` name silently drops a setting: say so, as ``Settings.from_env`` does for
+    the server's variables (which leave this prefix to the client)."""
+    for name in sorted(n for n in env if n.startswith(CLIENT_PREFIX) and n not in CLIENT_VARIABLES):
+        guess = nearest_name(name, CLIENT_VARIABLES)
+        hint = f" did you mean {guess}?" if guess else ""
+        logger.warning("cfaccess_mw.client: ignoring unknown setting %s (a typo?%s)", name, hint)
 
 
 def _api_table(data: Mapping[str, Any], source: str) -> tuple[dict[str, Any], dict[str, str]]:

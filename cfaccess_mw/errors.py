@@ -64,6 +64,8 @@ class ConfigError(CfAccessError, ValueError):
     def __init__(self, variable: str, problem: str) -> None:
         self.variable = variable
         self.problem = problem
+        #: Set once the error has been logged (by ``Settings.from_env``), so no one logs it twice.
+        self.logged = False
         super().__init__(f"{variable}: {problem}")
 
 

@@ -141,7 +141,7 @@ class CloudflareAccess(DeferredAuthenticator):
         request_started.connect(self._authenticate, app, weak=False)
         request_finished.connect(self._audit, app, weak=False)
         app.register_error_handler(AuthError, self._handle_auth_error)
-        auth.startup_sync()  # type: ignore[attr-defined]  # TEMPORARY: the sync core
+        auth.startup_sync()
 
     # --- hooks ---------------------------------------------------------------------------------
 
@@ -171,8 +171,8 @@ class CloudflareAccess(DeferredAuthenticator):
         auth = self.authenticator
         refused: AuthError | None = g.get(_REFUSED)
         if refused is not None:
-            auth.audit_sync(scope, refused.status_code, err=refused)  # type: ignore[attr-defined]
+            auth.audit_sync(scope, refused.status_code, err=refused)
             return
         principal = request.environ.get(PRINCIPAL_KEY)
         if isinstance(principal, Principal) and auth.audits_acceptances:
-            auth.audit_sync(scope, response.status_code, principal=principal)  # type: ignore[attr-defined]
+            auth.audit_sync(scope, response.status_code, principal=principal)

@@ -31,11 +31,15 @@ Rules, and why:
   its tokens are never told they are invalid; the flood still causes at most one
   fetch per cooldown. No design can do better under that allowance: a fetch only
   sees keys published before it starts.
-* One fetch runs at a time; every other request that needs its answer waits for
-  it and then uses its result (single-flight). A background refresh is a task of
-  the running event loop (asyncio or trio), held by this object until it ends,
-  run outside any request's context and cancellation, and its failures are
-  logged, never raised into a request.
+* One fetch runs at a time in the whole process; every other request that needs
+  its answer waits for it, in whatever thread or event loop, and then uses its
+  result (single-flight, :class:`~cfaccess_mw.fetching.SingleFlight`). Async code
+  fetches with ``httpx.AsyncClient``, sync code (WSGI, threads) with
+  ``httpx.Client``; the bookkeeping is the same code, guarded by a thread lock held
+  only between I/O. A background refresh is a task of the running event loop
+  (asyncio or trio), or a daemon thread where there is none, held by this object
+  until it ends, run outside any request's context and cancellation, and its
+  failures are logged, never raised into a request.
 * A failed refresh keeps the last good key set (a short outage must not become
   refused logins) and is retried at most once per ``cooldown``; only with no
   keys at all does the caller get a 503.
@@ -47,25 +51,67 @@ Rules, and why:
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextvars
 import json
 import logging
 import math
-import re
 import sys
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Mapping
-from types import ModuleType
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from typing import Any, NamedTuple
 
-import anyio
 import httpx
-from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
 
 from .errors import AuthUnavailable, InvalidToken, Reason
+from .fetching import (
+    Counter,
+    Fetched,
+    JWKSFetchError,
+    SingleFlight,
+    http_get,
+    http_get_sync,
+    in_event_loop,
+    running_trio,
+    start_thread,
+    wait_async,
+    wait_sync,
+)
+from .jwk import (
+    MAX_RSA_BITS,
+    MIN_RSA_BITS,
+    JWKParser,
+    KeySet,
+    PublicKey,
+    has_roca_fingerprint,
+    jwk_kid,
+    parse_jwk,
+    parse_jwks,
+)
+
+__all__ = [  # the key layer's names, importable from here as before the split into jwk and fetching
+    "ABSENT_KIDS_REMEMBERED",
+    "DEFAULT_MAX_AGE_SECONDS",
+    "MAX_JWKS_BYTES",
+    "MAX_RSA_BITS",
+    "MIN_RSA_BITS",
+    "Get",
+    "JWKParser",
+    "JWKSClient",
+    "JWKSFetchError",
+    "KeySet",
+    "Plan",
+    "PublicKey",
+    "drive_async",
+    "drive_sync",
+    "has_roca_fingerprint",
+    "http_get",
+    "human_seconds",
+    "jwk_kid",
+    "parse_jwk",
+    "parse_jwks",
+]
 
 logger = logging.getLogger("cfaccess_mw.keys")
 
@@ -73,166 +119,60 @@ MAX_JWKS_BYTES = 1 << 20  # Cloudflare's document is about 3 KB; 1 MiB is genero
 #: How long keys stay trusted with no fetch confirming them (CFACCESS_JWKS_MAX_AGE_SECONDS): a day rides out any
 #: certs outage seen so far, and bounds how long a withdrawn key works while the endpoint cannot be reached.
 DEFAULT_MAX_AGE_SECONDS = 86400.0
-MIN_RSA_BITS = 2048
-MAX_RSA_BITS = 8192  # bounds the work one verification can cost
-_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 #: Kids that a fetch made for them did not list, remembered so that they stay 401 (not "undecided", 503) for the
 #: rest of the cooldown. A bound, because an attacker chooses them.
 ABSENT_KIDS_REMEMBERED = 256
+_DONE = object()  # _claim's answer when a fetch completed since the caller looked
 
 
-def _running_trio(trio: ModuleType) -> bool:
-    """Whether this code runs inside ``trio.run`` (trio is imported by whoever uses it; we never import it)."""
+class Get(NamedTuple):
+    """One GET a fetch plan asks for."""
+
+    url: str
+    max_bytes: int
+    accept: str = "application/json"
+
+
+#: A fetch plan: yields the GETs it needs, is sent each answer, returns what they mean (h11's shape: the plan does
+#: no I/O; :func:`drive_async` and :func:`drive_sync` do it).
+Plan = Generator[Get, Fetched, Any]
+
+
+def _step(plan: Plan, answer: Fetched | None) -> tuple[Get | None, Any]:
     try:
-        trio.lowlevel.current_trio_token()
-    except RuntimeError:
-        return False
-    return True
+        return plan.send(answer), None  # type: ignore[arg-type]  # the first send is None, as generators require
+    except StopIteration as done:
+        return None, done.value
 
 
-#: A key a token can be verified with: RSA (RS256) for Cloudflare, or P-256 (ES256) for the other presets.
-PublicKey = RSAPublicKey | EllipticCurvePublicKey
-#: One JWK to ``(kid, key)``, or ``ValueError`` saying why it is unusable (:func:`parse_jwk` is Cloudflare's).
-JWKParser = Callable[[object], tuple[str, PublicKey]]
+async def drive_async(plan: Plan, transport: httpx.AsyncBaseTransport | None, seconds: float) -> Any:
+    """Run a fetch plan with ``httpx.AsyncClient``."""
+    get, result = _step(plan, None)
+    while get is not None:
+        get, result = _step(
+            plan,
+            await http_get(get.url, transport=transport, seconds=seconds, max_bytes=get.max_bytes, accept=get.accept),
+        )
+    return result
 
 
-class JWKSFetchError(Exception):
-    """A fetch of the certs endpoint failed; the message says how (no secrets involved).
-
-    ``unusable`` is set when the document was a key set whose every key was unusable:
-    kid -> why, so that tokens naming those kids are told so (401) rather than to retry.
-    """
-
-    def __init__(self, message: str, unusable: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.unusable = unusable  # None: no key set was read (the network, the status, the body failed)
-
-
-def _b64_uint(value: object, what: str) -> int:
-    if not isinstance(value, str) or not _B64URL.fullmatch(value):
-        raise ValueError(f"{what} is not base64url")
-    raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    return int.from_bytes(raw, "big")
-
-
-def jwk_kid(jwk: object) -> str:
-    """The ``kid`` of a JWK that may verify signatures; ``ValueError`` when it has none, or is for something else.
-
-    RFC 7517 section 4: ``use`` (when present) must be ``sig``, and ``key_ops`` (when
-    present) must list ``verify``; a key published for encryption, or for signing only,
-    is not one to verify with (Wycheproof's ``rejectWrongKeyOps``). Every key parser
-    starts here, so no key type skips the rule.
-    """
-    if not isinstance(jwk, dict):
-        raise ValueError("entry is not an object")
-    kid = jwk.get("kid")
-    if not isinstance(kid, str) or not kid:
-        raise ValueError("no kid")
-    if "use" in jwk and jwk["use"] != "sig":
-        raise ValueError(f"kid {kid!r}: use is {jwk['use']!r}, not 'sig'")
-    if "key_ops" in jwk:
-        ops = jwk["key_ops"]
-        if not isinstance(ops, list) or "verify" not in ops or any(not isinstance(op, str) for op in ops):
-            raise ValueError(f"kid {kid!r}: key_ops {ops!r} does not include 'verify'")
-    return kid
-
-
-def _roca_masks() -> tuple[tuple[int, int], ...]:
-    """For each small prime ``p``: the bit mask of the residues ``65537**k mod p`` (the subgroup 65537 generates).
-
-    A modulus made by the Infineon library of CVE-2017-15361 (ROCA) is ``k * M + (65537**a mod M)``
-    with ``M`` the product of these primes, so ``n mod p`` lies in that subgroup for every one of
-    them; a random modulus does so with a probability of about 2**-150. This is the published
-    detector's test (Nemec et al., CCS 2017), its table computed here rather than copied.
-    """
-    primes = [p for p in range(3, 168) if all(p % d for d in range(2, int(p**0.5) + 1))]
-    return tuple((p, sum(1 << r for r in {pow(65537, k, p) for k in range(p)})) for p in primes)
-
-
-_ROCA = _roca_masks()
-
-
-def has_roca_fingerprint(n: int) -> bool:
-    """Whether an RSA modulus has the ROCA fingerprint (CVE-2017-15361): such keys can be factored."""
-    return all((mask >> (n % p)) & 1 for p, mask in _ROCA)
-
-
-def parse_jwk(jwk: object) -> tuple[str, RSAPublicKey]:
-    """One JWK to ``(kid, key)``; raise ``ValueError`` saying why it is unusable."""
-    kid = jwk_kid(jwk)
-    assert isinstance(jwk, dict)
-    if jwk.get("kty") != "RSA":
-        raise ValueError(f"kid {kid!r}: kty is {jwk.get('kty')!r}, not 'RSA'")
-    if "alg" in jwk and jwk["alg"] != "RS256":
-        raise ValueError(f"kid {kid!r}: alg is {jwk['alg']!r}, not 'RS256'")
-    if any(private in jwk for private in ("d", "p", "q")):
-        raise ValueError(f"kid {kid!r}: contains private key material")
-    n = _b64_uint(jwk.get("n"), f"kid {kid!r}: n")
-    e = _b64_uint(jwk.get("e"), f"kid {kid!r}: e")
-    if not MIN_RSA_BITS <= n.bit_length() <= MAX_RSA_BITS:
-        raise ValueError(f"kid {kid!r}: RSA key of {n.bit_length()} bits is not {MIN_RSA_BITS}-{MAX_RSA_BITS} bits")
-    if e < 3 or e % 2 == 0:
-        raise ValueError(f"kid {kid!r}: bad RSA exponent")
-    if has_roca_fingerprint(n):
-        raise ValueError(f"kid {kid!r}: the RSA key has the ROCA weakness (CVE-2017-15361) and can be factored")
-    return kid, RSAPublicNumbers(e, n).public_key()
-
-
-class KeySet(NamedTuple):
-    """A parsed certs document: the usable keys, the problems with the rest, and why each listed kid is unusable."""
-
-    keys: dict[str, PublicKey]
-    problems: list[str]
-    #: kid -> why it cannot be used (wrong type, curve, ``use``/``key_ops``, a weak key, listed twice). The
-    #: document proves these unusable: a token naming one is refused (401), not asked to wait for a fetch.
-    unusable: dict[str, str]
-
-
-def parse_jwks(document: object, parse: JWKParser = parse_jwk) -> KeySet:
-    """A certs document to a :class:`KeySet`; unusable keys are skipped, not fatal.
-
-    A ``kid`` that appears twice is dropped altogether: with two keys under one
-    name there is no safe way to pick, and Cloudflare never publishes that.
-    Raises :class:`JWKSFetchError` when the document is not a key set, or holds no
-    usable key (its ``unusable`` then says which kids it did list).
-    """
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise JWKSFetchError("document has no 'keys' list")
-    keys: dict[str, PublicKey] = {}
-    problems: list[str] = []
-    unusable: dict[str, str] = {}
-    seen: set[str] = set()
-    duplicates: set[str] = set()
-    for jwk in document["keys"]:
-        try:
-            kid, key = parse(jwk)
-        except (ValueError, TypeError) as exc:
-            problems.append(str(exc))
-            listed = jwk.get("kid") if isinstance(jwk, dict) else None
-            if isinstance(listed, str) and listed:
-                unusable.setdefault(listed, str(exc))
-            continue
-        if kid in seen:
-            duplicates.add(kid)
-        seen.add(kid)
-        keys[kid] = key
-    for kid in duplicates:
-        del keys[kid]
-        problems.append(f"kid {kid!r} appears more than once; ignoring it")
-        unusable[kid] = f"kid {kid!r} is published more than once, with no way to tell which key is meant"
-    for kid in keys:
-        unusable.pop(kid, None)  # listed once unusably and once usably: the usable entry stands
-    if not keys:
-        usable = "no usable RS256 keys" if parse is parse_jwk else "no usable keys"
-        raise JWKSFetchError(usable + (f" ({'; '.join(problems)})" if problems else ""), unusable)
-    return KeySet(keys, problems, unusable)
+def drive_sync(plan: Plan, transport: httpx.BaseTransport | None, seconds: float) -> Any:
+    """Run a fetch plan with ``httpx.Client``, in the calling thread."""
+    get, result = _step(plan, None)
+    while get is not None:
+        get, result = _step(
+            plan,
+            http_get_sync(get.url, transport=transport, seconds=seconds, max_bytes=get.max_bytes, accept=get.accept),
+        )
+    return result
 
 
 class JWKSClient:
-    """Async, cached, single-flight access to one certs endpoint.
+    """Cached, single-flight access to one certs endpoint, from async code (``get_key``) or threads
+    (``get_key_sync``).
 
-    ``transport`` and ``clock`` exist so tests can run against a local server and
-    move time without sleeping.
+    ``transport``/``sync_transport`` and ``clock`` exist so tests can run against a
+    local server and move time without sleeping.
     """
 
     def __init__(
@@ -245,6 +185,7 @@ class JWKSClient:
         max_bytes: int = MAX_JWKS_BYTES,
         max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         transport: httpx.AsyncBaseTransport | None = None,
+        sync_transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         parse: JWKParser = parse_jwk,
     ) -> None:
@@ -257,6 +198,7 @@ class JWKSClient:
         self.timeout = timeout
         self.max_bytes = max_bytes
         self._transport = transport
+        self._sync_transport = sync_transport
         self._clock = clock
         self._keys: Mapping[str, PublicKey] = {}
         self._unusable: Mapping[str, str] = {}  # kid -> why, for the kids the last key set read lists unusably
@@ -268,15 +210,15 @@ class JWKSClient:
         self._due_at = -math.inf  # when a request should start a background refresh (see _schedule)
         self._absent: OrderedDict[str, None] = OrderedDict()  # kids a fetch made for them did not list
         self._generation = 0  # bumped after every attempt; waiters use it to skip a second fetch
-        self._lock: anyio.Lock | None = None
-        self._in_flight = False  # a fetch is under way (not merely a coroutine holding the lock)
+        #: Guards the bookkeeping when threads share this object; held between I/O only, never across it.
+        self._state = threading.RLock()
+        self._flight = SingleFlight()  # the fetch under way, whichever thread or loop runs it
         self._last_failure: str | None = None
         self._last_problems: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()  # running asyncio background refreshes, held until they end
-        self._running = 0  # background refreshes started and not yet ended (asyncio or trio)
+        self._background = Counter()  # background refreshes started and not yet ended (any loop or thread)
         self._background_generation = -1  # the generation the latest one will fetch for (none since, if current)
         self._kid_fetch_generation = -1  # the generation the latest fetch for an unknown kid was started from
-        self._idle: anyio.Event | None = None  # set when _running drops to 0 (for settle())
         #: Number of HTTP fetches attempted (for tests, benchmarks and ``cfaccess-mw check``).
         self.fetch_count = 0
 
@@ -316,9 +258,11 @@ class JWKSClient:
         was verified with.
         """
         if self._clock() >= self._due_at:
-            if self._keys and self.age >= self.max_age_seconds:
-                self._expire()
-            self._refresh_in_background()
+            with self._state:
+                if self._clock() >= self._due_at:  # another thread may have started it meanwhile
+                    if self._keys and self.age >= self.max_age_seconds:
+                        self._expire()
+                    self._refresh_in_background()
         return self._keys.get(kid)
 
     async def get_key(self, kid: str) -> PublicKey:
@@ -326,85 +270,116 @@ class JWKSClient:
 
         A known key is returned at once, even when due for a refresh (which then runs
         in the background). Raises :class:`InvalidToken` (``unknown_key``) when a fetch
-        made for this request does not list ``kid``, and :class:`AuthUnavailable` when
-        there are no keys at all, the endpoint is failing, or ``kid`` is undecided
-        because unknown kids have used up this cooldown's fetch.
+        made for this request does not list ``kid``, ``key_unusable`` when the key set
+        lists it unusably, and :class:`AuthUnavailable` when there are no keys at all,
+        the endpoint is failing, or ``kid`` is undecided because unknown kids have used
+        up this cooldown's fetch.
         """
         key = self.cached_key(kid)
         if key is not None:
             return key
-        generation = self._generation
-        now = self._clock()
-        if self._in_flight:
-            await self._refresh(generation)  # a fetch is under way: its answer is worth the wait
-        elif self._running and self._background_generation == generation:
-            await self._refresh(generation)  # a background fetch is about to start: run it now, or wait for it
-        elif self._kid_fetch_generation == generation:
-            # Another request's fetch for an unknown kid is about to start (its request is waiting for the lock,
-            # before the fetch is under way): wait for its answer rather than take this kid for undecided.
+        generation, now, fetch = self._plan(kid)
+        if fetch:
             await self._refresh(generation)
-        elif now >= self._next_kid_fetch_at():
-            self._kid_fetch_at = now
-            self._kid_fetch_generation = generation
-            await self._refresh(generation)
-        key = self._keys.get(kid)
+        return self._conclude(kid, generation, now)
+
+    def get_key_sync(self, kid: str) -> PublicKey:
+        """:meth:`get_key` for a thread without an event loop (a WSGI worker): the same answers."""
+        key = self.cached_key(kid)
         if key is not None:
             return key
-        unusable = self._unusable.get(kid)
-        if unusable is not None:
-            # The key set lists this kid, in a form that cannot verify this token: no fetch will change that.
-            raise InvalidToken(
-                Reason.KEY_UNUSABLE,
-                "The token was signed with a key this application cannot use.",
-                f"{unusable} (published at {self.url})",
-            )
-        if not self._keys or self._last_failure is not None:
-            # No keys at all, or the endpoint is failing and so cannot say whether ``kid`` is a key Cloudflare
-            # just rotated in: the request cannot be decided, which is a 503 ("try again"), not a 401.
-            why = f"key id {kid!r} is not cached and" if self._keys else "no signing keys:"
-            if self._expired:
-                why = f"no signing keys (none confirmed for over {human_seconds(self.max_age_seconds)}):"
-            raise AuthUnavailable(
-                Reason.KEYS_UNAVAILABLE,
-                "The signing keys for this application cannot be fetched right now; try again shortly.",
-                f"{why} {self.url} is failing: {self._last_failure or 'not fetched yet'}",
-                retry_after=max(1, math.ceil(self.cooldown_seconds)),
-            )
-        if self._generation != generation or kid in self._absent:
-            # A fetch made for this request (or for an earlier one with this kid) does not list it: unknown.
-            self._absent[kid] = None
-            self._absent.move_to_end(kid)
-            if len(self._absent) > ABSENT_KIDS_REMEMBERED:
-                self._absent.popitem(last=False)
-            raise InvalidToken(
-                Reason.UNKNOWN_KEY,
-                "The token was signed with a key this application does not know.",
-                f"key id {kid!r} is not among the {len(self._keys)} keys at {self.url} ({', '.join(self.kids)})",
-            )
-        # Unknown kids have used this cooldown's fetch: ``kid`` may be a key Cloudflare rotated in since. Undecided
-        # until the next fetch, which the first request after the cooldown starts (see _schedule).
-        self._kid_waiting = True
-        self._schedule()
-        retry = max(1, math.ceil(self._next_kid_fetch_at() - now))
-        raise AuthUnavailable(
-            Reason.KEYS_UNAVAILABLE,
-            "The token names a signing key this application has not fetched yet; try again shortly.",
-            f"key id {kid!r} is not among the {len(self._keys)} cached keys, and unknown key ids already caused a "
-            f"fetch {now - self._kid_fetch_at:.1f}s ago; the next may run in {retry}s "
-            f"(refetch cooldown {self.cooldown_seconds:g}s)",
-            retry_after=retry,
-        )
+        generation, now, fetch = self._plan(kid)
+        if fetch:
+            self._refresh_sync(generation)
+        return self._conclude(kid, generation, now)
 
     async def refresh(self) -> bool:
         """Fetch the key set now (single-flight). Return whether keys are available afterwards."""
         return await self._refresh(self._generation)
 
+    def refresh_sync(self) -> bool:
+        """:meth:`refresh` from a thread without an event loop."""
+        return self._refresh_sync(self._generation)
+
     async def settle(self) -> None:
         """Wait until no background refresh is running (tests, and anyone who wants a quiet shutdown)."""
-        while self._running:
-            if self._idle is None:
-                self._idle = anyio.Event()
-            await self._idle.wait()
+        await self._background.settle()
+
+    def settle_sync(self) -> None:
+        """:meth:`settle` from a thread (bounded by the fetch timeout)."""
+        self._background.settle_sync(2 * self.timeout + 1)
+
+    # --- the decision around a fetch (the same for both ways of fetching) --------------------------
+
+    def _plan(self, kid: str) -> tuple[int, float, bool]:
+        """``(generation, now, fetch)``: whether this request for an uncached ``kid`` waits for, or causes, a fetch."""
+        with self._state:
+            generation = self._generation
+            now = self._clock()
+            if self._flight.busy:
+                return generation, now, True  # a fetch is under way: its answer is worth the wait
+            if self._background.running and self._background_generation == generation:
+                return generation, now, True  # a background fetch is about to start: run it now, or wait for it
+            if self._kid_fetch_generation == generation:
+                # Another request's fetch for an unknown kid is about to start (its request is between deciding
+                # and claiming the flight): wait for its answer rather than take this kid for undecided.
+                return generation, now, True
+            if now >= self._next_kid_fetch_at():
+                self._kid_fetch_at = now
+                self._kid_fetch_generation = generation
+                return generation, now, True
+            return generation, now, False
+
+    def _conclude(self, kid: str, generation: int, now: float) -> PublicKey:
+        """After the fetch (if any): the key, or the refusal that says why not."""
+        with self._state:
+            key = self._keys.get(kid)
+            if key is not None:
+                return key
+            unusable = self._unusable.get(kid)
+            if unusable is not None:
+                # The key set lists this kid, in a form that cannot verify this token: no fetch will change that.
+                raise InvalidToken(
+                    Reason.KEY_UNUSABLE,
+                    "The token was signed with a key this application cannot use.",
+                    f"{unusable} (published at {self.url})",
+                )
+            if not self._keys or self._last_failure is not None:
+                # No keys at all, or the endpoint is failing and so cannot say whether ``kid`` is a key Cloudflare
+                # just rotated in: the request cannot be decided, which is a 503 ("try again"), not a 401.
+                why = f"key id {kid!r} is not cached and" if self._keys else "no signing keys:"
+                if self._expired:
+                    why = f"no signing keys (none confirmed for over {human_seconds(self.max_age_seconds)}):"
+                raise AuthUnavailable(
+                    Reason.KEYS_UNAVAILABLE,
+                    "The signing keys for this application cannot be fetched right now; try again shortly.",
+                    f"{why} {self.url} is failing: {self._last_failure or 'not fetched yet'}",
+                    retry_after=max(1, math.ceil(self.cooldown_seconds)),
+                )
+            if self._generation != generation or kid in self._absent:
+                # A fetch made for this request (or for an earlier one with this kid) does not list it: unknown.
+                self._absent[kid] = None
+                self._absent.move_to_end(kid)
+                if len(self._absent) > ABSENT_KIDS_REMEMBERED:
+                    self._absent.popitem(last=False)
+                raise InvalidToken(
+                    Reason.UNKNOWN_KEY,
+                    "The token was signed with a key this application does not know.",
+                    f"key id {kid!r} is not among the {len(self._keys)} keys at {self.url} ({', '.join(self.kids)})",
+                )
+            # Unknown kids have used this cooldown's fetch: ``kid`` may be a key Cloudflare rotated in since.
+            # Undecided until the next fetch, which the first request after the cooldown starts (see _schedule).
+            self._kid_waiting = True
+            self._schedule()
+            retry = max(1, math.ceil(self._next_kid_fetch_at() - now))
+            raise AuthUnavailable(
+                Reason.KEYS_UNAVAILABLE,
+                "The token names a signing key this application has not fetched yet; try again shortly.",
+                f"key id {kid!r} is not among the {len(self._keys)} cached keys, and unknown key ids already caused "
+                f"a fetch {now - self._kid_fetch_at:.1f}s ago; the next may run in {retry}s "
+                f"(refetch cooldown {self.cooldown_seconds:g}s)",
+                retry_after=retry,
+            )
 
     def _next_kid_fetch_at(self) -> float:
         """When an unknown kid may next cause a fetch: a cooldown after the last such fetch and the last failure."""
@@ -418,11 +393,13 @@ class JWKSClient:
 
         A lifetime after the last success; while the endpoint fails, a cooldown after
         the last attempt (but not before the lifetime ends: a failed fetch for an
-        unknown kid must not make every request retry); and, when an unknown kid is
-        waiting, as soon as the cooldown allows a fetch for it.
+        unknown kid must not make every request retry); when an unknown kid is
+        waiting, as soon as the cooldown allows a fetch for it; and never after the
+        keys reach their maximum age.
         """
         due = self._fetched_at + self.cache_seconds
-        if self._last_failure is not None:
+        if self._last_failure is not None or due <= self._attempted_at:
+            # Failing, or served a copy a cache held past the lifetime (Age): retry no sooner than the cooldown.
             due = max(due, self._attempted_at + self.cooldown_seconds)
         if self._kid_waiting:
             due = min(due, self._next_kid_fetch_at())
@@ -453,13 +430,15 @@ class JWKSClient:
         self._keys = {}
         self._expired = True
 
-    def _refresh_in_background(self) -> None:
-        """Start a refresh as a background task of the running event loop; never raises, never waits.
+    # --- background refresh --------------------------------------------------------------------
 
-        Single-flight: the task fetches only if no fetch completed since it was
-        started, and while it runs ``_due_at`` is pushed past the longest a fetch can
-        take, so requests do not start more. Should the task vanish without a word
-        (its event loop closed under it), the next request after that starts another.
+    def _refresh_in_background(self) -> None:
+        """Start a refresh in the background (the state lock held); never raises, never waits.
+
+        Single-flight: the job fetches only if no fetch completed since it was started,
+        and while it runs ``_due_at`` is pushed past the longest a fetch can take, so
+        requests do not start more. Should the job vanish without a word (its event
+        loop closed under it), the next request after that starts another.
         """
         now = self._clock()
         self._due_at = min(now + self.timeout + self.cooldown_seconds, self._expires_at())
@@ -467,28 +446,32 @@ class JWKSClient:
             self._kid_fetch_at = now
         generation = self._background_generation = self._generation
         try:
-            self._spawn(lambda: self._background_refresh(generation))
-        except RuntimeError:  # no event loop running here: the next request on one starts the refresh
+            self._spawn(generation)
+        except RuntimeError:  # could not start one: the next request starts the refresh
             self._due_at = now
 
-    def _spawn(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Run ``job()`` as a task of the running event loop, outside the current request.
+    def _spawn(self, generation: int) -> None:
+        """Run a refresh outside the current request: a task of the running event loop, or a daemon thread.
 
-        A fresh, empty ``contextvars`` context, so no request's context variables
-        leak into it; not in the request's task group or cancel scope, so the
-        request neither waits for it nor cancels it. Under asyncio the loop holds
-        tasks only weakly, so this object holds it until it ends; under trio it is a
-        system task, which trio holds and cancels when the run ends.
+        A fresh, empty ``contextvars`` context, so no request's context variables leak
+        into it; not in the request's task group or cancel scope, so the request
+        neither waits for it nor cancels it. Under asyncio the loop holds tasks only
+        weakly, so this object holds it until it ends; under trio it is a system task,
+        which trio holds and cancels when the run ends. Code with no event loop (a WSGI
+        worker) gets a thread, which fetches with the sync client.
         """
         trio = sys.modules.get("trio")
-        if trio is not None and _running_trio(trio):
-            trio.lowlevel.spawn_system_task(job, context=contextvars.Context())
-        else:
-            loop = asyncio.get_running_loop()  # RuntimeError when there is none
-            task: asyncio.Task[None] = contextvars.Context().run(loop.create_task, job())
+        if trio is not None and running_trio(trio):
+            trio.lowlevel.spawn_system_task(self._background_refresh, generation, context=contextvars.Context())
+        elif in_event_loop():
+            loop = asyncio.get_running_loop()
+            job: Coroutine[Any, Any, None] = self._background_refresh(generation)
+            task: asyncio.Task[None] = contextvars.Context().run(loop.create_task, job)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        self._running += 1
+        else:
+            start_thread(lambda: self._background_refresh_sync(generation), f"cfaccess-mw refresh {self.url}")
+        self._background.started()
 
     async def _background_refresh(self, generation: int) -> None:
         try:
@@ -496,43 +479,81 @@ class JWKSClient:
         except Exception:  # _refresh records fetch errors itself; this is a bug, and no request may see it
             logger.exception("certs endpoint %s: background refresh failed", self.url)
         finally:
-            self._running -= 1
-            if not self._running and self._idle is not None:
-                self._idle.set()
-                self._idle = None
+            self._background.ended()
+
+    def _background_refresh_sync(self, generation: int) -> None:
+        try:
+            self._refresh_sync(generation)
+        except Exception:
+            logger.exception("certs endpoint %s: background refresh failed", self.url)
+        finally:
+            self._background.ended()
+
+    # --- one fetch at a time, async or sync ------------------------------------------------------
+
+    def _claim(self, generation: int) -> Any:
+        """``_DONE`` when an attempt completed since ``generation``; ``None`` when this caller now fetches; else
+        the fetch under way, to wait for and then look again."""
+        with self._state:
+            if self._generation != generation:
+                return _DONE
+            flight = self._flight.claim()
+            if flight is None:
+                self._kid_waiting = False  # this fetch starts after every waiting kid arrived: it decides them
+            return flight
 
     async def _refresh(self, generation: int) -> bool:
         """Fetch unless an attempt completed since ``generation`` was read (single-flight)."""
-        if self._lock is None:
-            self._lock = anyio.Lock()
-        async with self._lock:
-            if self._generation != generation:
-                return bool(self._keys)  # another coroutine fetched while we waited
-            self._kid_waiting = False  # this fetch starts after every waiting kid arrived: it decides them
-            self._in_flight = True
+        while (flight := self._claim(generation)) is not _DONE:
+            if flight is not None:
+                await wait_async(flight)
+                continue
             try:
-                keys, problems, listed, age = await self._fetch()
-            except JWKSFetchError as exc:
-                failure: str | None = str(exc)
-                if exc.unusable is not None:  # a key set was read, and none of its keys is usable
-                    self._unusable = exc.unusable
-            except Exception as exc:  # a bug must cost a 503, not a 500 on every request
-                logger.exception("certs endpoint %s: unexpected error while fetching keys", self.url)
-                failure = f"unexpected {type(exc).__name__}"
-            else:
-                failure = None
+                self._record(await drive_async(self._fetch_plan(), self._transport, self.timeout))
+            except Exception as exc:
+                self._record_error(exc)
             finally:
-                self._in_flight = False
-            # Not in a finally: when the fetching request is cancelled, the attempt did not happen, and a
-            # waiter must make its own rather than find the generation moved and the cooldown running.
+                # Also when the fetching request is cancelled: the attempt did not happen (nothing is recorded),
+                # and a waiter wakes to make its own rather than find the generation moved and the cooldown running.
+                self._flight.land()
+            break
+        return bool(self._keys)
+
+    def _refresh_sync(self, generation: int) -> bool:
+        """:meth:`_refresh` from a thread: the same single flight, fetched with the sync client."""
+        while (flight := self._claim(generation)) is not _DONE:
+            if flight is not None:
+                wait_sync(flight, 2 * self.timeout + 1)  # the fetch is bounded; so is this wait
+                continue
+            try:
+                self._record(drive_sync(self._fetch_plan(), self._sync_transport, self.timeout))
+            except Exception as exc:
+                self._record_error(exc)
+            finally:
+                self._flight.land()
+            break
+        return bool(self._keys)
+
+    def _record(self, read: tuple[dict[str, PublicKey], list[str], set[str], float]) -> None:
+        with self._state:
             self._attempted_at = self._clock()
-            if failure is None:
-                self._record_success(keys, problems, listed, age)
-            else:
-                self._record_failure(failure)
+            self._record_success(*read)
             self._generation += 1
             self._schedule()
-        return bool(self._keys)
+
+    def _record_error(self, exc: Exception) -> None:
+        if isinstance(exc, JWKSFetchError):
+            failure = str(exc)
+        else:  # a bug must cost a 503, not a 500 on every request
+            logger.error("certs endpoint %s: unexpected error while fetching keys", self.url, exc_info=exc)
+            failure = f"unexpected {type(exc).__name__}"
+        with self._state:
+            if isinstance(exc, JWKSFetchError) and exc.unusable is not None:
+                self._unusable = exc.unusable  # a key set was read, and none of its keys is usable
+            self._attempted_at = self._clock()
+            self._record_failure(failure)
+            self._generation += 1
+            self._schedule()
 
     def _record_success(self, keys: dict[str, PublicKey], problems: list[str], listed: set[str], age: float) -> None:
         # A cached key whose kid the document still lists, but in a form we cannot use (a wrong kty, alg or use,
@@ -583,13 +604,11 @@ class JWKSClient:
             logger.debug("certs endpoint %s still failing: %s", self.url, why)
         self._last_failure = why
 
-    async def _fetch(self) -> tuple[dict[str, PublicKey], list[str], set[str], float]:
-        """The usable keys, the problems with the rest, every kid the document lists (usable or not), and how
-        long a cache on the way held the document (its ``Age``, RFC 9111 section 5.1)."""
+    def _fetch_plan(self) -> Plan:
+        """One refresh: GET the certs URL; the usable keys, the problems with the rest, every kid the document lists
+        (usable or not), and how long a cache on the way held it (``Age``, RFC 9111 section 5.1)."""
         self.fetch_count += 1
-        status, body, age = await http_get(
-            self.url, transport=self._transport, seconds=self.timeout, max_bytes=self.max_bytes
-        )
+        status, body, age = yield Get(self.url, self.max_bytes)
         if status != 200:
             raise JWKSFetchError(f"HTTP {status}")
         if age >= self.max_age_seconds:
@@ -605,61 +624,6 @@ class JWKSClient:
         self._unusable = unusable
         listed = {jwk["kid"] for jwk in document["keys"] if isinstance(jwk, dict) and isinstance(jwk.get("kid"), str)}
         return keys, problems, listed, age
-
-
-class Fetched(NamedTuple):
-    """One GET's answer: the status, the body, and the seconds a cache held it (``Age``; 0 when fresh)."""
-
-    status: int
-    body: bytes
-    age: float
-
-
-def response_age(value: str | None) -> float:
-    """The ``Age`` header as seconds: a non-negative whole number (RFC 9111 section 5.1), else 0."""
-    if value is None or not value.strip().isdigit() or not value.strip().isascii():
-        return 0.0
-    return float(min(int(value.strip()), 10**9))
-
-
-async def http_get(
-    url: str,
-    *,
-    transport: httpx.AsyncBaseTransport | None,
-    seconds: float,
-    max_bytes: int,
-    accept: str = "application/json",
-) -> Fetched:
-    """One GET: no redirects, at most ``max_bytes``, ``seconds`` in all.
-
-    Every key source fetches through this. Raises :class:`JWKSFetchError` for a
-    network failure, a timeout, a redirect or an oversized body.
-    """
-    try:
-        with anyio.fail_after(seconds):
-            async with (
-                httpx.AsyncClient(
-                    transport=transport, timeout=httpx.Timeout(seconds), follow_redirects=False
-                ) as client,
-                client.stream("GET", url, headers={"accept": accept}) as response,
-            ):
-                if response.is_redirect:
-                    raise JWKSFetchError(f"HTTP {response.status_code} redirect refused (keys must be served directly)")
-                declared = response.headers.get("content-length")
-                if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-                    raise JWKSFetchError(f"body of {declared} bytes exceeds {max_bytes}")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise JWKSFetchError(f"body exceeds {max_bytes} bytes")
-                    chunks.append(chunk)
-                return Fetched(response.status_code, b"".join(chunks), response_age(response.headers.get("age")))
-    except TimeoutError:
-        raise JWKSFetchError(f"no answer within {seconds:g}s") from None
-    except httpx.HTTPError as exc:
-        raise JWKSFetchError(f"{type(exc).__name__}: {exc}") from None
 
 
 def human_seconds(seconds: float) -> str:

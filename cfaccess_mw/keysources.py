@@ -21,25 +21,30 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Protocol
 
-import anyio
 import httpx
 
 from .ec import parse_p256_pem
 from .errors import AuthUnavailable, InvalidToken, Reason
 from .exposure import is_loopback_url_host
+from .fetching import SingleFlight, wait_async, wait_sync
 from .keys import (
     DEFAULT_MAX_AGE_SECONDS,
     MAX_JWKS_BYTES,
+    Get,
     JWKParser,
     JWKSClient,
     JWKSFetchError,
+    Plan,
     PublicKey,
-    http_get,
+    drive_async,
+    drive_sync,
     human_seconds,
     parse_jwk,
 )
@@ -78,9 +83,15 @@ class KeyStore(Protocol):
 
     async def settle(self) -> None: ...
 
+    def settle_sync(self) -> None: ...
+
     async def get_key(self, kid: str) -> PublicKey: ...
 
+    def get_key_sync(self, kid: str) -> PublicKey: ...
+
     async def refresh(self) -> bool: ...
+
+    def refresh_sync(self) -> bool: ...
 
 
 def discovery_url(issuer: str) -> str:
@@ -113,6 +124,7 @@ class OidcJWKSClient(JWKSClient):
         timeout: float = 5.0,
         max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         transport: httpx.AsyncBaseTransport | None = None,
+        sync_transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
@@ -122,6 +134,7 @@ class OidcJWKSClient(JWKSClient):
             timeout=timeout,
             max_age_seconds=max_age_seconds,
             transport=transport,
+            sync_transport=sync_transport,
             clock=clock,
             parse=parse,
         )
@@ -129,16 +142,11 @@ class OidcJWKSClient(JWKSClient):
         self.discovery_url = self.url
         self.jwks_uri: str | None = None
 
-    async def _fetch(self) -> tuple[dict[str, PublicKey], list[str], set[str], float]:
+    def _fetch_plan(self) -> Plan:
+        """The discovery document first (once), then the key set it names."""
         if self.jwks_uri is None:
             self.fetch_count += 1
-            status, body, _ = await http_get(
-                self.discovery_url,
-                transport=self._transport,
-                seconds=self.timeout,
-                max_bytes=MAX_DISCOVERY_BYTES,
-                accept="application/json",
-            )
+            status, body, _ = yield Get(self.discovery_url, MAX_DISCOVERY_BYTES)
             if status != 200:
                 raise JWKSFetchError(f"discovery document {self.discovery_url}: HTTP {status}")
             try:
@@ -153,7 +161,7 @@ class OidcJWKSClient(JWKSClient):
                 raise JWKSFetchError(f"discovery document's jwks_uri {jwks_uri!r} is not an https:// URL")
             assert isinstance(jwks_uri, str)
             self.jwks_uri = self.url = jwks_uri
-        return await super()._fetch()
+        return (yield from super()._fetch_plan())
 
 
 class AlbKeySource:
@@ -168,9 +176,11 @@ class AlbKeySource:
         max_keys: int = ALB_MAX_KEYS,
         max_age_seconds: float = DEFAULT_MAX_AGE_SECONDS,
         transport: httpx.AsyncBaseTransport | None = None,
+        sync_transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = base_url.rstrip("/")
+        self._sync_transport = sync_transport
         self.cooldown_seconds = cooldown_seconds
         self.timeout = timeout
         self.max_keys = max_keys
@@ -183,7 +193,8 @@ class AlbKeySource:
         self._unknown: OrderedDict[str, float] = OrderedDict()  # kid -> when AWS said it has no such (usable) key
         self._unusable: dict[str, str] = {}  # kid -> why the key AWS serves for it is unusable (kept with _unknown)
         self._attempts: deque[float] = deque()  # when each recent fetch started
-        self._lock: anyio.Lock | None = None
+        self._state = threading.RLock()  # the bookkeeping, when threads share this object; never held across I/O
+        self._flight = SingleFlight()  # one fetch at a time, whichever thread or event loop runs it
         self._last_failure: str | None = None
         self.fetch_count = 0
 
@@ -214,6 +225,10 @@ class AlbKeySource:
 
     def _drop_stale(self) -> None:
         """Forget keys no fetch confirmed for ``max_age_seconds``: their next token fetches them again."""
+        with self._state:
+            self._drop_stale_locked()
+
+    def _drop_stale_locked(self) -> None:
         limit = self._clock() - self.max_age_seconds
         for kid in [kid for kid, at in self._confirmed.items() if at <= limit]:
             del self._keys[kid], self._confirmed[kid]
@@ -227,19 +242,53 @@ class AlbKeySource:
     async def settle(self) -> None:
         """Nothing runs in the background here: fetches happen inside requests."""
 
+    def settle_sync(self) -> None:
+        """Nothing runs in the background here."""
+
     async def refresh(self) -> bool:
         """Nothing to prefetch: ALB keys are fetched per kid, when a token first names one."""
         return True
 
+    def refresh_sync(self) -> bool:
+        return True
+
     async def get_key(self, kid: str) -> PublicKey:
+        while (claimed := self._claim(kid)) is not None:
+            if not isinstance(claimed, Future):
+                return claimed
+            await wait_async(claimed)  # another request's fetch: then look again
+        try:
+            return await drive_async(self._fetch_plan(kid), self._transport, self.timeout)  # type: ignore[no-any-return]
+        except JWKSFetchError as exc:
+            raise self._failed(f"{self.url}/{kid}: {exc}") from None
+        finally:
+            self._flight.land()
+
+    def get_key_sync(self, kid: str) -> PublicKey:
+        """:meth:`get_key` from a thread without an event loop (a WSGI worker)."""
+        while (claimed := self._claim(kid)) is not None:
+            if not isinstance(claimed, Future):
+                return claimed
+            wait_sync(claimed, 2 * self.timeout + 1)
+        try:
+            return drive_sync(self._fetch_plan(kid), self._sync_transport, self.timeout)  # type: ignore[no-any-return]
+        except JWKSFetchError as exc:
+            raise self._failed(f"{self.url}/{kid}: {exc}") from None
+        finally:
+            self._flight.land()
+
+    def _claim(self, kid: str) -> PublicKey | Future[None] | None:
+        """The kept key; or the fetch under way, to wait for; or ``None``: this caller now fetches ``kid``.
+
+        Raises for a kid that cannot be fetched: not a UUID, not found moments ago, or
+        past the allowance of new kids per cooldown.
+        """
         key = self.cached_key(kid)
         if key is not None:
             return key
         if not ALB_KID.fullmatch(kid):  # the profile checked already; the URL depends on it, so again here
             raise self._unknown_kid(kid, "is not a UUID")
-        if self._lock is None:
-            self._lock = anyio.Lock()
-        async with self._lock:  # single-flight: one fetch at a time; a waiter finds what it fetched
+        with self._state:
             key = self._keys.get(kid)
             if key is not None:
                 return key
@@ -249,9 +298,13 @@ class AlbKeySource:
                 if kid in self._unusable:
                     raise self._unusable_key(kid)
                 raise self._unknown_kid(kid, "was not found at the key endpoint moments ago")
+            flight = self._flight.claim()
+            if flight is not None:
+                return flight
             while self._attempts and now - self._attempts[0] >= self.cooldown_seconds:
                 self._attempts.popleft()
             if len(self._attempts) >= ALB_FETCHES_PER_COOLDOWN:
+                self._flight.land()
                 raise AuthUnavailable(
                     Reason.KEYS_UNAVAILABLE,
                     "The signing keys for this application cannot be fetched right now; try again shortly.",
@@ -260,46 +313,43 @@ class AlbKeySource:
                     retry_after=max(1, math.ceil(self.cooldown_seconds)),
                 )
             self._attempts.append(now)
-            return await self._fetch(kid)
+            return None
 
-    async def _fetch(self, kid: str) -> PublicKey:
+    def _fetch_plan(self, kid: str) -> Plan:
+        """GET ``<base>/<kid>``; the key, or the refusal its answer means."""
         url = f"{self.url}/{kid}"
         self.fetch_count += 1
-        try:
-            status, body, age = await http_get(
-                url, transport=self._transport, seconds=self.timeout, max_bytes=8192, accept="application/x-pem-file"
-            )
-        except JWKSFetchError as exc:
-            raise self._failed(f"{url}: {exc}") from None
-        if status in (403, 404):  # S3-backed endpoints answer 403 for an object that does not exist
-            self._remember_unknown(kid)
-            raise self._unknown_kid(kid, f"is not published at {self.url} (HTTP {status})")
-        if status != 200:
-            raise self._failed(f"{url}: HTTP {status}")
-        if age >= self.max_age_seconds:
-            raise self._failed(
-                f"{url}: served from a cache {human_seconds(age)} old (its Age header), past the maximum age of "
-                f"{human_seconds(self.max_age_seconds)} (CFACCESS_JWKS_MAX_AGE_SECONDS)"
-            )
-        try:
-            key = parse_p256_pem(body, kid)
-        except ValueError as exc:
-            # Published but unusable (another curve or key type): proven so by the fetch, never adopted. A 401
-            # that says so, not a 503: no retry will make it usable.
-            self._unusable[kid] = str(exc)
-            self._remember_unknown(kid)
-            logger.warning("ALB key endpoint %s: %s; skipping it", self.url, exc)
-            raise self._unusable_key(kid) from None
-        if self._last_failure is not None:
-            logger.warning("ALB key endpoint %s recovered", self.url)
-        self._last_failure = None
-        if len(self._keys) >= self.max_keys:
-            oldest, _ = self._keys.popitem(last=False)
-            del self._confirmed[oldest]
-        self._keys[kid] = key
-        self._unusable.pop(kid, None)
-        self._confirmed[kid] = self._clock() - age
-        self._oldest = min(self._confirmed.values())
+        status, body, age = yield Get(url, 8192, "application/x-pem-file")
+        with self._state:
+            if status in (403, 404):  # S3-backed endpoints answer 403 for an object that does not exist
+                self._remember_unknown(kid)
+                raise self._unknown_kid(kid, f"is not published at {self.url} (HTTP {status})")
+            if status != 200:
+                raise self._failed(f"{url}: HTTP {status}")
+            if age >= self.max_age_seconds:
+                raise self._failed(
+                    f"{url}: served from a cache {human_seconds(age)} old (its Age header), past the maximum age of "
+                    f"{human_seconds(self.max_age_seconds)} (CFACCESS_JWKS_MAX_AGE_SECONDS)"
+                )
+            try:
+                key = parse_p256_pem(body, kid)
+            except ValueError as exc:
+                # Published but unusable (another curve or key type): proven so by the fetch, never adopted. A 401
+                # that says so, not a 503: no retry will make it usable.
+                self._unusable[kid] = str(exc)
+                self._remember_unknown(kid)
+                logger.warning("ALB key endpoint %s: %s; skipping it", self.url, exc)
+                raise self._unusable_key(kid) from None
+            if self._last_failure is not None:
+                logger.warning("ALB key endpoint %s recovered", self.url)
+            self._last_failure = None
+            if len(self._keys) >= self.max_keys:
+                oldest, _ = self._keys.popitem(last=False)
+                del self._confirmed[oldest]
+            self._keys[kid] = key
+            self._unusable.pop(kid, None)
+            self._confirmed[kid] = self._clock() - age
+            self._oldest = min(self._confirmed.values())
         logger.info("ALB signing key %s fetched from %s", kid, self.url)
         return key
 

@@ -88,7 +88,8 @@ class CloudflareAccessMiddleware:
             )
         except ConfigError as err:
             # Raised here it would reach the framework's middleware build, not the deployer: keep it, refuse.
-            logger.error("cfaccess_mw: configuration error: %s", err)
+            if not err.logged:
+                logger.error("cfaccess_mw: configuration error: %s", err)
             self.config_error = err
             self._authenticator = None
 

@@ -42,7 +42,7 @@ from .exposure import is_loopback_url_host
 from .keys import JWKParser, PublicKey, jwk_kid, parse_jwk
 from .tokens import (
     HEADER_CACHE_SIZE,
-    KeySource,
+    Signed,
     VerifiedToken,
     _json_object,
     _malformed,
@@ -455,8 +455,8 @@ class PresetProfile:
     def __repr__(self) -> str:
         return f"PresetProfile({self.preset.provider.value!r}, issuers={list(self.issuers)!r})"
 
-    async def verify(self, token: str, keys: KeySource, now: float) -> VerifiedToken:
-        """Size and shape, header, key, signature, then (only then) the payload and its claims."""
+    def check(self, token: str, now: float) -> Signed:
+        """Size and shape, then the header (cached by its segment): what is left needs the key."""
         header_b64, payload_b64, signature_b64 = split_token(token)
         checked = self._headers.get(header_b64)
         if checked is None:
@@ -469,12 +469,16 @@ class PresetProfile:
             self._headers[header_b64] = checked
         alg, kid, from_header = checked
         signature = self._decode(signature_b64, "signature")
-        key = await keys.get_key(kid)
-        verify_signature(alg, key, signature, f"{header_b64}.{payload_b64}".encode("ascii"), kid)
-        claims = _json_object(self._decode(payload_b64, "payload"), "payload")
-        if from_header:
-            merge_header_claims(claims, from_header)
-        exp = self.check_claims(claims, now)
+        return Signed(token, alg, kid, header_b64, payload_b64, signature, now, from_header)
+
+    def finish(self, signed: Signed, key: PublicKey) -> VerifiedToken:
+        """The signature, then (only then) the payload and its claims."""
+        kid = signed.kid
+        verify_signature(signed.alg, key, signed.signature, f"{signed.header}.{signed.payload}".encode("ascii"), kid)
+        claims = _json_object(self._decode(signed.payload, "payload"), "payload")
+        if signed.header_claims:
+            merge_header_claims(claims, signed.header_claims)
+        exp = self.check_claims(claims, signed.now)
         return VerifiedToken(read_only_claims(claims), kid, exp, key)
 
     def check_header(self, header: Mapping[str, Any]) -> tuple[str, str]:

@@ -377,8 +377,20 @@ class Settings:
         An unknown ``CFACCESS_*`` name is usually a typo that silently drops a setting
         (``CFACCESS_PUBLIC_PATH`` leaves ``/healthz`` behind auth). It is logged as a warning, or,
         with ``strict`` (default: the ``CFACCESS_STRICT`` variable), refused like any bad value.
+
+        The error is also logged (``cfaccess_mw`` ERROR), so it is the first thing an operator sees above the
+        server's traceback when this runs at import, and it is raised from here, not from the validator deep
+        inside, so the traceback ends with the caller's line and the message.
         """
-        env = os.environ if environ is None else environ
+        try:
+            return cls._read_env(os.environ if environ is None else environ, strict)
+        except ConfigError as err:
+            logger.error("cfaccess_mw: configuration error: %s", err)
+            err.logged = True
+            raise err.with_traceback(None) from None
+
+    @classmethod
+    def _read_env(cls, env: Mapping[str, str], strict: bool | None) -> Settings:
         if strict is None:
             raw_strict = env.get(STRICT_VARIABLE, "").strip()
             strict = _boolean(STRICT_VARIABLE, raw_strict) if raw_strict else False
@@ -458,11 +470,11 @@ def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]
     unknown = []
     for name in sorted(environ):
         if name.startswith(ENV_PREFIX) and name not in known and not name.startswith(CLIENT_PREFIX):
-            unknown.append((name, _nearest(name, known)))
+            unknown.append((name, nearest_name(name, known)))
     return unknown
 
 
-def _nearest(name: str, known: Iterable[str]) -> str | None:
+def nearest_name(name: str, known: Iterable[str]) -> str | None:
     """The known name ``name`` most likely misspells: close in spelling, else the only one it starts or ends.
 
     The shared ``CFACCESS_`` prefix is left out of the comparison, or every name would look alike.

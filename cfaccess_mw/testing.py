@@ -65,14 +65,17 @@ class LoopbackKeyServer:
     :mod:`cfaccess_mw.testing_presets` are the ones this package has.
     """
 
-    def __init__(self, *, max_requests: int = 100_000, max_seconds: float = 900.0) -> None:
+    def __init__(self, *, max_requests: int = 100_000, max_seconds: float = 900.0, port: int = 0) -> None:
         self.max_requests = max_requests
         self.max_seconds = max_seconds
         self.fetch_count = 0
         self._server: ThreadingHTTPServer | None = None
-        self._port = 0  # kept across stop() and start(), so a test can take the endpoint down and bring it back
+        self._port = port  # 0: a free one; kept across stop() and start(), so a test can bring the endpoint back
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
+        #: Extra GET endpoints by path, each given the query string and the ``Host`` header (``cfaccess-mw dev``
+        #: mints tokens at one).
+        self.routes: dict[str, Callable[[str, str], Response]] = {}
 
     def answer(self, path: str) -> Response:
         """The response to a GET of ``path`` (the query string removed)."""
@@ -88,7 +91,7 @@ class LoopbackKeyServer:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
-                status, headers, body = respond(self.path)
+                status, headers, body = respond(self.path, self.headers.get("Host", ""))
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -109,14 +112,21 @@ class LoopbackKeyServer:
         self._timer.start()
         return self
 
-    def _respond(self, path: str) -> Response:
+    def _respond(self, path: str, host: str = "") -> Response:
         with self._lock:
             self.fetch_count += 1
             count = self.fetch_count
         if count > self.max_requests:
             threading.Thread(target=self.stop, daemon=True).start()
             return 503, {"Connection": "close"}, b"request budget exhausted"
-        return self.answer(path.split("?", 1)[0])
+        path, _, query = path.partition("?")
+        route = self.routes.get(path)
+        return route(query, host) if route is not None else self.answer(path)
+
+    @property
+    def running(self) -> bool:
+        """Whether the endpoint is being served (it stops itself after ``max_seconds``)."""
+        return self._server is not None
 
     def stop(self) -> None:
         """Stop the server (idempotent); until start() runs again, connections to it are refused."""
@@ -144,8 +154,9 @@ class LocalIssuer(LoopbackKeyServer):
         audience: str | None = None,
         max_requests: int = 100_000,
         max_seconds: float = 900.0,
+        port: int = 0,
     ) -> None:
-        super().__init__(max_requests=max_requests, max_seconds=max_seconds)
+        super().__init__(max_requests=max_requests, max_seconds=max_seconds, port=port)
         self.team_domain = team_domain
         self.audience = audience if audience is not None else secrets.token_hex(32)
         self._keys: dict[str, rsa.RSAPrivateKey] = {}
@@ -236,12 +247,24 @@ class LocalIssuer(LoopbackKeyServer):
 
     # --- configuration ------------------------------------------------------------------------
 
+    #: The header the middleware reads the token from (lower case), as on the preset issuers.
+    header_name = "cf-access-jwt-assertion"
+
+    def request_headers(self, token: str) -> dict[str, str]:
+        """The header carrying ``token`` as Cloudflare Access forwards it: ``{"cf-access-jwt-assertion": token}``."""
+        return {self.header_name: token}
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>``, where the certs endpoint is served."""
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} is not started; use it as a context manager or call start()")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
     @property
     def certs_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("LocalIssuer is not started; use it as a context manager or call start()")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/cdn-cgi/access/certs"
+        return f"{self.base_url}/cdn-cgi/access/certs"
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings for a middleware that trusts this issuer (reverse-proxy mode unless overridden).

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 
 from .providers import IAP_ISSUER, Provider, token_header
 from .settings import ExposureMode, Settings
-from .testing import LoopbackKeyServer, Response, new_rsa_key
+from .testing import LocalIssuer, LoopbackKeyServer, Response, new_rsa_key
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -101,8 +101,8 @@ class _LoopbackIssuer(LoopbackKeyServer):
     provider: Provider
     algorithm = "ES256"
 
-    def __init__(self, *, max_requests: int = 100_000, max_seconds: float = 900.0) -> None:
-        super().__init__(max_requests=max_requests, max_seconds=max_seconds)
+    def __init__(self, *, max_requests: int = 100_000, max_seconds: float = 900.0, port: int = 0) -> None:
+        super().__init__(max_requests=max_requests, max_seconds=max_seconds, port=port)
         self._keys: dict[str, PrivateKey] = {}
         self.signing_kid = self.add_key()
         #: When set, called for each key request instead of serving the keys (to misbehave on purpose).
@@ -458,3 +458,17 @@ class OidcIssuer(_LoopbackIssuer):
         if path == self.JWKS_PATH:
             return _json(self.jwks_document())
         return _NOT_FOUND
+
+
+#: The stand-in issuer of each preset: ``ISSUERS[Provider.POMERIUM]()`` is a :class:`PomeriumIssuer`.
+#: Each mints a signed-in user's token with ``identity_token(email)`` and says where it goes with
+#: ``request_headers(token)``; :class:`~cfaccess_mw.testing.LocalIssuer` (Cloudflare) also mints
+#: ``service_token(client_id)``.
+AnyIssuer = LocalIssuer | _LoopbackIssuer
+ISSUERS: Mapping[Provider, type[LocalIssuer] | type[_LoopbackIssuer]] = {
+    Provider.CLOUDFLARE: LocalIssuer,
+    Provider.GOOGLE_IAP: GoogleIapIssuer,
+    Provider.POMERIUM: PomeriumIssuer,
+    Provider.AWS_ALB: AlbIssuer,
+    Provider.OIDC: OidcIssuer,
+}

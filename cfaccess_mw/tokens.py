@@ -43,19 +43,56 @@ class KeySource(Protocol):
     ``cached_key`` answers without waiting (it runs for every cached token) and
     must return the same object for as long as the key material behind ``kid``
     is unchanged: a cached token is valid only while it returns the very object
-    the token was verified with.
+    the token was verified with. ``get_key`` (async) and ``get_key_sync`` (a thread)
+    may fetch.
     """
 
     async def get_key(self, kid: str) -> PublicKey: ...
 
+    def get_key_sync(self, kid: str) -> PublicKey: ...
+
     def cached_key(self, kid: str) -> PublicKey | None: ...
+
+
+class Signed:
+    """A fresh token whose shape and header passed, waiting for its key: what is left is I/O-free.
+
+    The verifier's two ways in (:meth:`TokenVerifier.verify_token`, async, and
+    :meth:`TokenVerifier.verify_token_sync`) differ only in how they get ``kid``'s key
+    when the cache does not hold it; everything before is :meth:`TokenVerifier.check`,
+    everything after :meth:`TokenVerifier.finish`.
+    """
+
+    __slots__ = ("alg", "header", "header_claims", "kid", "now", "payload", "signature", "token")
+
+    def __init__(
+        self,
+        token: str,
+        alg: str,
+        kid: str,
+        header: str,
+        payload: str,
+        signature: bytes,
+        now: float,
+        header_claims: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.token = token
+        self.alg = alg
+        self.kid = kid
+        self.header = header  # the header and payload segments as received: the signing input
+        self.payload = payload
+        self.signature = signature
+        self.now = now
+        self.header_claims = header_claims  # claims the proxy signs in the header (ALB's iss and exp)
 
 
 class TokenProfile(Protocol):
     """Another proxy's rules for a fresh token (:class:`~cfaccess_mw.providers.PresetProfile`): header,
     encoding, key and claims. The verifier keeps the cache; the profile does everything the cache does not."""
 
-    async def verify(self, token: str, keys: KeySource, now: float) -> VerifiedToken: ...
+    def check(self, token: str, now: float) -> Signed: ...
+
+    def finish(self, signed: Signed, key: PublicKey) -> VerifiedToken: ...
 
 
 def _malformed(detail: str) -> InvalidToken:
@@ -453,9 +490,22 @@ class TokenVerifier:
         cached = self.cached(token)
         if cached is not None:
             return cached
+        signed = self.check(token)
+        return self.finish(signed, self.keys.cached_key(signed.kid) or await self.keys.get_key(signed.kid))
+
+    def verify_token_sync(self, token: str) -> VerifiedToken:
+        """:meth:`verify_token` from a thread without an event loop (a key it lacks is fetched with a sync client)."""
+        cached = self.cached(token)
+        if cached is not None:
+            return cached
+        signed = self.check(token)
+        return self.finish(signed, self.keys.cached_key(signed.kid) or self.keys.get_key_sync(signed.kid))
+
+    def check(self, token: str) -> Signed:
+        """Size, shape and header of a fresh token (the preset's rules, or Cloudflare's)."""
         now = self._clock()
         if self.profile is not None:  # another proxy's preset (providers.py); cached exactly like a Cloudflare token
-            return self._remember(token, await self.profile.verify(token, self.keys, now))
+            return self.profile.check(token, now)
         header_b64, payload_b64, signature_b64 = split_token(token)
         kid = self._headers.get(header_b64)
         if kid is None:
@@ -463,14 +513,19 @@ class TokenVerifier:
             if len(self._headers) >= HEADER_CACHE_SIZE:
                 self._headers.popitem(last=False)
             self._headers[header_b64] = kid
-        signature = b64url_decode(signature_b64, "signature")
-        key = self.keys.cached_key(kid) or await self.keys.get_key(kid)  # no coroutine for a known key
+        return Signed(token, "RS256", kid, header_b64, payload_b64, b64url_decode(signature_b64, "signature"), now)
+
+    def finish(self, signed: Signed, key: PublicKey) -> VerifiedToken:
+        """Signature, then (only then) the payload and its claims; the verified token, remembered."""
+        if self.profile is not None:
+            return self._remember(signed.token, self.profile.finish(signed, key))
+        kid = signed.kid
         # The one signature layer every preset uses (Wycheproof's vectors run through it): an RS256 token is
         # checked only by an RSA key, so a key source shared with an ES256 preset never verifies one here.
-        verify_signature("RS256", key, signature, f"{header_b64}.{payload_b64}".encode("ascii"), kid)
-        claims = _json_object(b64url_decode(payload_b64, "payload"), "payload")
-        exp = check_claims(claims, issuer=self.issuer, audiences=self.audiences, leeway=self.leeway, now=now)
-        return self._remember(token, VerifiedToken(read_only_claims(claims), kid, exp, key))
+        verify_signature("RS256", key, signed.signature, f"{signed.header}.{signed.payload}".encode("ascii"), kid)
+        claims = _json_object(b64url_decode(signed.payload, "payload"), "payload")
+        exp = check_claims(claims, issuer=self.issuer, audiences=self.audiences, leeway=self.leeway, now=signed.now)
+        return self._remember(signed.token, VerifiedToken(read_only_claims(claims), kid, exp, key))
 
     def _remember(self, token: str, verified: VerifiedToken) -> VerifiedToken:
         """Cache a verified token (Cloudflare's or a preset's): bounded, the least recently used evicted first."""

@@ -42,8 +42,10 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import re
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -52,7 +54,13 @@ from starlette.concurrency import run_in_threadpool
 
 from .errors import AuthUnavailable, Reason
 
+_MISS = object()  # no cached user: ask the lookup
+
 logger = logging.getLogger("cfaccess_mw")
+#: Set to DEBUG by name, this logger logs a failing lookup's whole exception (message and traceback, the email
+#: replaced by ``<email>``): for development only, since a database error's text can carry a connection string.
+#: DEBUG inherited from the root or the package does not: seeing that text takes this explicit opt-in.
+debug_logger = logging.getLogger("cfaccess_mw.users")
 
 UserLookup = Callable[[str], Any]
 """``lookup(email) -> user or None``, sync or async. Must only find existing users, never create one."""
@@ -65,6 +73,12 @@ def is_async_callable(fn: object) -> bool:
     """True for an ``async def`` function, or an object whose ``__call__`` is one (what must be awaited)."""
     call = type(fn).__call__ if not inspect.isroutine(fn) and callable(fn) else None
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
+def _without_email(exc: BaseException, email: str) -> str:
+    """The exception's traceback and message (chained causes included), every spelling of ``email`` replaced."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+    return re.sub(re.escape(email), "<email>", text, flags=re.IGNORECASE) if email else text
 
 
 def cache_key(email: str) -> str:
@@ -121,12 +135,16 @@ def _is_value_type(kind: type) -> bool:
     return True
 
 
-async def _dispose(result: Any) -> None:
+def _dispose(result: Any) -> None:
     """Close what a mistaken lookup handed back, so its code never runs later and Python does not warn that a
-    coroutine was never awaited (the warning would point at the middleware, not at the lookup)."""
+    coroutine was never awaited (the warning would point at the middleware, not at the lookup). No I/O and no
+    event loop needed: an async generator nobody iterated closes in one step."""
     try:
         if inspect.isasyncgen(result):
-            await result.aclose()
+            closing = result.aclose()
+            with contextlib.suppress(StopIteration):
+                closing.send(None)
+            closing.close()
         elif isinstance(result, asyncio.Future):  # a Task or Future: the app's forgotten work
             result.cancel()
         elif (inspect.isgenerator(result) or hasattr(type(result), "__await__")) and callable(
@@ -167,36 +185,73 @@ class UserDirectory:
         """The app's user for a normalised ``email``, or ``None`` when the app has no such user.
 
         Raises :class:`~cfaccess_mw.errors.AuthUnavailable` (503) when the lookup fails or answers with
-        something that is not a value.
+        something that is not a value. A plain ``def`` lookup runs in Starlette's thread pool.
         """
-        cache = self._cache
         generation = self._generation
+        found = self._hit(email)
+        if found is _MISS:
+            try:
+                if self._is_async:
+                    result = await self.lookup(email)  # type: ignore[misc]  # _is_async: the lookup is set
+                else:
+                    result = await run_in_threadpool(self._call, email)
+                    if inspect.isawaitable(result):
+                        result = await result  # a plain function handing back async work: awaited once, then judged
+            except Exception as exc:
+                raise self._raised(exc, email) from None
+            found = self._judge(email, result, generation)
+        return found
+
+    def find_sync(self, email: str) -> Any:
+        """:meth:`find` from a thread (a WSGI worker): a plain ``def`` lookup is called directly, no thread hop.
+
+        An ``async def`` lookup cannot be awaited here: the sync adapters refuse one when they are built.
+        """
+        generation = self._generation
+        found = self._hit(email)
+        if found is _MISS:
+            try:
+                result = self._call(email)
+            except Exception as exc:
+                raise self._raised(exc, email) from None
+            found = self._judge(email, result, generation)
+        return found
+
+    def _hit(self, email: str) -> Any:
+        """The cached user, ``None`` without a lookup (no user is anyone), or ``_MISS``: ask the lookup."""
+        if self.lookup is None:
+            return None
+        cache = self._cache
         if cache is not None:
             with self._lock:
                 try:
                     return cache[email]
-                except KeyError:
+                except KeyError:  # (try, not contextlib.suppress: this runs on every request)
                     pass
-        lookup = self.lookup
-        if lookup is None:
-            return None
-        try:
-            if self._is_async:
-                result = await lookup(email)
-            else:
-                result = await run_in_threadpool(lookup, email)
-                if inspect.isawaitable(result):
-                    result = await result  # a plain function handing back async work: awaited once, then judged
-        except Exception as exc:
-            # The type only: a database error's text can carry a connection string with its password.
-            logger.error("cfaccess_mw: user_lookup raised %s", type(exc).__name__)
-            raise _lookup_failed(f"user_lookup raised {type(exc).__name__}") from None
+        return _MISS
+
+    def _call(self, email: str) -> Any:
+        assert self.lookup is not None  # _hit answered None without one
+        return self.lookup(email)
+
+    @staticmethod
+    def _raised(exc: Exception, email: str) -> AuthUnavailable:
+        """The 503 for a lookup that raised; the type logged, never the text (a database error's text can carry
+        a connection string with its password), unless the lookup's own debug logger asks for it."""
+        logger.error("cfaccess_mw: user_lookup raised %s", type(exc).__name__)
+        if 0 < debug_logger.level <= logging.DEBUG and debug_logger.isEnabledFor(logging.DEBUG):
+            debug_logger.debug("user_lookup raised:\n%s", _without_email(exc, email))
+        return _lookup_failed(f"user_lookup raised {type(exc).__name__}")
+
+    def _judge(self, email: str, result: Any, generation: int) -> Any:
+        """The lookup's answer as a user or ``None``, or a 503 for an answer that is not a value; found users
+        are cached (unless a forget() ran while the lookup did)."""
         # Judged inline: this runs on every request without the cache, so the common case costs a few checks.
         # ``True`` is refused every time; the type's verdict is remembered (see _is_value_type).
         if result is None:
             return None
         if result is True or (type(result) not in _VALUE_TYPES and not _is_value_type(type(result))):
-            await self._refuse(result)
+            self._refuse(result)
         try:
             unknown = not result
         except Exception as exc:  # a DataFrame, an ORM proxy: their truth is not a yes or no
@@ -208,20 +263,21 @@ class UserDirectory:
             raise _lookup_failed(f"bool() of user_lookup's result raised {type(exc).__name__}") from None
         if unknown:  # the False, 0 or "" of a yes/no lookup: no such user
             return None
+        cache = self._cache
         if cache is not None:
             with self._lock:
-                if generation == self._generation:  # no forget() ran while the lookup did
+                if generation == self._generation:
                     cache[email] = result
         return result
 
     @staticmethod
-    async def _refuse(result: Any) -> NoReturn:
+    def _refuse(result: Any) -> NoReturn:
         """A 503 for a result that is not a user: ``True``, an awaitable or an iterator (closed first)."""
         if result is True:
             logger.error("cfaccess_mw: user_lookup returned True; it must return the user object or None")
             raise _lookup_failed("user_lookup returned True instead of a user object")
         what, likely = _describe(result)
-        await _dispose(result)
+        _dispose(result)
         logger.error(
             "cfaccess_mw: user_lookup returned %s, not a user; it must return the user object or None (%s?)",
             what,

@@ -36,7 +36,6 @@ from types import TracebackType
 from typing import Any, TypeAlias
 from urllib.parse import quote
 
-from ._sync_standin import install as _install_standin
 from .adapter import check_options
 from .asgi import cgi_headers
 from .audit import AuditHook
@@ -55,8 +54,6 @@ __all__ = [
     "refusal",
     "wsgi_scope",
 ]
-
-_install_standin()  # TEMPORARY: until the sync core lands (branch synccore); then this line goes
 
 logger = logging.getLogger("cfaccess_mw")
 
@@ -167,7 +164,7 @@ def decide(auth: Authenticator, scope: Mapping[str, Any]) -> Authenticated | Non
     try:
         if auth.is_public(scope):
             return None
-        principal = auth.identify_sync(scope)  # type: ignore[attr-defined]  # TEMPORARY: the sync core
+        principal = auth.identify_sync(scope)
         return Authenticated(principal, auth.scopes_for(principal))
     except AuthError:
         raise
@@ -232,7 +229,7 @@ class CloudflareAccessWSGIMiddleware:
         self.authenticator = authenticator
         # No lifespan in WSGI: fetch now, so a wrong team domain is logged at start-up and the first request
         # does not wait (a failure is logged; requests then get 503 until a fetch succeeds).
-        authenticator.startup_sync()  # type: ignore[attr-defined]  # TEMPORARY: the sync core
+        authenticator.startup_sync()
 
     @property
     def settings(self) -> Settings:
@@ -244,7 +241,7 @@ class CloudflareAccessWSGIMiddleware:
 
     def close(self) -> None:
         """Let a background key refresh finish (call it when the app stops, if you can)."""
-        self.authenticator.close_sync()  # type: ignore[attr-defined]  # TEMPORARY: the sync core
+        self.authenticator.close_sync()
 
     def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
         auth = self.authenticator
@@ -283,7 +280,7 @@ class CloudflareAccessWSGIMiddleware:
             if not started:
                 started = True
                 if audit:
-                    auth.audit_sync(scope, _status_code(status), principal=decided.principal)  # type: ignore[attr-defined]
+                    auth.audit_sync(scope, _status_code(status), principal=decided.principal)
             return start_response(status, headers, exc_info)
 
         try:
@@ -294,14 +291,14 @@ class CloudflareAccessWSGIMiddleware:
             return self._refuse(auth, scope, err, start_response)
         except Exception:
             if audit and not started:
-                auth.audit_sync(scope, None, principal=decided.principal)  # type: ignore[attr-defined]
+                auth.audit_sync(scope, None, principal=decided.principal)
             raise
 
     @staticmethod
     def _refuse(
         auth: Authenticator, scope: Mapping[str, Any], err: AuthError, start_response: StartResponse
     ) -> list[bytes]:
-        auth.audit_sync(scope, err.status_code, err=err)  # type: ignore[attr-defined]  # TEMPORARY: the sync core
+        auth.audit_sync(scope, err.status_code, err=err)
         status_line, headers, body = refusal(err, scope["method"])
         start_response(status_line, headers)
         return body

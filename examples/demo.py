@@ -132,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         for call in calls:
             print(f"# {call.what}: expect {call.expect}\n{call.curl(base)}\n")
         print(f"Serving on {base} (Ctrl-C to stop)", flush=True)
-        server.run()
+        try:
+            server.run()
+        except KeyboardInterrupt:  # uvicorn stops gracefully on Ctrl-C, then raises it again: not a crash
+            print("stopped", flush=True)
     return 0
 
 

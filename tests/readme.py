@@ -44,6 +44,11 @@ def logging_setup() -> str:
     return block_starting("# logging set-up:")
 
 
+def lookups() -> str:
+    """The sqlite3 and SQLAlchemy lookups from "The user lookup"."""
+    return block_starting("# lookups.py")
+
+
 def write_app(directory: Path) -> None:
     """Save ``myapp.py`` and ``test_myapp.py`` into ``directory``, as a reader would."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -436,6 +436,37 @@ def test_explain_reports_an_unreachable_certs_endpoint(
     assert one_error_line(err).startswith(f"cfaccess-mw: cannot fetch the signing keys from {url}")
 
 
+def test_explain_without_keys_still_says_the_issuer_differs_from_the_configured_team(
+    deployed: LocalIssuer, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A misspelt team domain: its certs URL does not answer (here a closed loopback port), and the token's
+    # issuer, read without trusting it, is what reveals the typo.
+    clean_env.setenv("CFACCESS_TEAM_DOMAIN", "test-taem.cloudflareaccess.com")
+    clean_env.setenv("CFACCESS_CERTS_URL", closed_port_url())
+
+    code, out, err = run(capsys, "explain", deployed.identity_token("alice@example.com"))
+
+    assert code == 1
+    assert "verdict: cannot check the signature: cannot fetch the signing keys from" in out
+    assert (
+        "but in the unverified claims: issuer 'https://test-team.cloudflareaccess.com' is not "
+        "'https://test-taem.cloudflareaccess.com'" in out
+    )
+    assert "set it to the team domain that issues these tokens" in out
+    assert one_error_line(err).startswith("cfaccess-mw: cannot fetch the signing keys from")
+
+
+def test_explain_without_keys_says_when_the_claims_match(
+    deployed: LocalIssuer, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_env.setenv("CFACCESS_CERTS_URL", closed_port_url())
+
+    code, out, _ = run(capsys, "explain", deployed.identity_token("alice@example.com"))
+
+    assert code == 1
+    assert "the unverified claims match the configuration (issuer, audience, times)" in out
+
+
 def test_explain_without_access_configured_is_a_configuration_error(
     local_issuer: LocalIssuer, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -632,3 +663,41 @@ def test_installed_console_script_runs_new_api_key() -> None:
 
     assert result.returncode == 0, result.stderr
     assert re.search(r"^  operator:sha256:[0-9a-f]{64}$", result.stdout, re.MULTILINE)
+
+
+# --- help and small output (issue 20) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["check", "explain", "dev", "dev token"])
+def test_each_command_has_a_description_in_its_help(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    code, out, _ = run(capsys, *command.split(), "--help")
+
+    assert code == 0
+    usage, description = out.split("\n\n")[:2]
+    assert usage.startswith(f"usage: cfaccess-mw {command}")
+    assert len(description.split()) >= 12, out  # a sentence or more, not the bare usage
+
+
+def test_the_top_level_help_lists_every_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "--help")
+
+    assert "0 ok; 1 a check failed; 2 usage or configuration error; 70 a bug" in " ".join(out.split())
+
+
+def test_explain_help_names_every_presets_header(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "explain", "--help")
+
+    text = " ".join(out.split()).replace("- ", "-")  # argparse wraps lines after a hyphen
+    for header in ("Cf-Access-Jwt-Assertion", "x-goog-iap-jwt-assertion", "X-Pomerium-Jwt-Assertion"):
+        assert header in text
+    assert "x-amzn-oidc-data" in text
+    assert "Authorization: Bearer" in text
+
+
+def test_an_empty_key_list_is_never_printed_as_a_dangling_from(capsys: pytest.CaptureFixture[str]) -> None:
+    cli._keys_row([], "http://127.0.0.1:1/certs")
+    cli._keys_row(["k1", "k2"], "http://127.0.0.1:1/certs")
+
+    empty, two = capsys.readouterr().out.splitlines()
+    assert empty == "  signing keys (0)     none usable from http://127.0.0.1:1/certs"
+    assert two == "  signing keys (2)     k1, k2 from http://127.0.0.1:1/certs"

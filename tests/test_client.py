@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from cfaccess_mw import ApiKey, ServiceToken
-from cfaccess_mw.client import AccessAuth, AccessChallengeError, CloudflaredError, CloudflaredToken
+from cfaccess_mw.client import AccessAuth, AccessChallengeError, ClientConfigError, CloudflaredError, CloudflaredToken
 from cfaccess_mw.testing import LocalIssuer
 from examples import cli_client
 from examples.fastapi_app import create_app
@@ -166,6 +166,55 @@ def test_redirect_to_the_access_login_raises_a_challenge_naming_host_and_fix(edg
     assert "127.0.0.1" in str(err)
     assert "CF-Access-Client-Id" in str(err)
     assert "cloudflared access login" in str(err)
+
+
+def test_a_challenge_to_a_client_configured_by_variables_speaks_of_variables(edge: Edge, url: str) -> None:
+    auth = AccessAuth.from_env({"CFACCESS_CLIENT_URL": url})
+    with auth.client() as client, pytest.raises(AccessChallengeError) as caught:
+        client.get("/api/me")
+
+    message = str(caught.value)
+    assert "CFACCESS_CLIENT_HEADERS='CF-Access-Client-Id=<id>.access," in message
+    assert "CFACCESS_CLIENT_CLOUDFLARED=true" in message
+    assert "[api" not in message  # no config file to edit
+    assert f"`cloudflared access login {url}`" in message  # http:// and the port kept, as called
+
+
+def test_a_challenge_to_a_client_configured_by_a_file_names_the_file(edge: Edge, url: str, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(f'[api]\nurl = "{url}"\n', encoding="utf-8")
+    with AccessAuth.from_file(config).client() as client, pytest.raises(AccessChallengeError) as caught:
+        client.get("/api/me")
+
+    assert f"under [api.headers] in {config}:" in str(caught.value)
+    assert f"`cloudflared access login {url}`" in str(caught.value)
+
+
+def test_a_missing_client_url_is_named_not_an_unsupported_protocol() -> None:
+    auth = AccessAuth.from_env({"CFACCESS_CLIENT_API_KEY": "a-key"})
+    with auth.client() as client, pytest.raises(ClientConfigError) as caught:
+        client.get("/api/me")
+
+    assert str(caught.value).startswith("CFACCESS_CLIENT_URL: is not set, so '/api/me' has no host to go to")
+    assert "a-key" not in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_a_missing_client_url_is_named_by_the_async_client_too() -> None:
+    async with AccessAuth.from_env({}).async_client() as client:
+        with pytest.raises(ClientConfigError, match=r"^CFACCESS_CLIENT_URL: is not set"):
+            await client.get("/api/me")
+
+
+def test_a_misspelt_client_variable_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="cfaccess_mw.client")
+
+    AccessAuth.from_env({"CFACCESS_CLIENT_UR": "https://app.example.com", "CFACCESS_CLIENT_URL": "https://a.b"})
+
+    (record,) = [r for r in caplog.records if r.name == "cfaccess_mw.client"]
+    assert record.getMessage() == (
+        "cfaccess_mw.client: ignoring unknown setting CFACCESS_CLIENT_UR (a typo? did you mean CFACCESS_CLIENT_URL?)"
+    )
 
 
 def test_challenge_header_raises_with_the_resource_metadata(edge: Edge, url: str) -> None:

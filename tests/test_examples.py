@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +19,7 @@ from examples import demo, fastapi_app, starlette_app
 from examples.userdb import UserDB
 
 from .conftest import REMOTE_PEER, jwt_header
+from .live_examples import free_port, wait_until_up
 
 API_KEY = "example-operator-key"
 
@@ -96,3 +102,30 @@ def test_fastapi_example_documents_both_schemes(shared_issuer: LocalIssuer, tmp_
     schema = app.openapi()
     assert schema["paths"]["/api/me"]["get"]["security"] == [{"CloudflareAccess": []}, {"ApiKey": []}]
     assert set(schema["components"]["securitySchemes"]) == {"CloudflareAccess", "ApiKey"}
+
+
+def test_dev_py_demo_stops_on_ctrl_c_without_a_traceback() -> None:
+    """``python3 dev.py demo`` then Ctrl-C: the terminal sends SIGINT to the whole foreground process group."""
+    root = Path(__file__).resolve().parent.parent
+    port = free_port()
+    demo = subprocess.Popen(
+        [sys.executable, str(root / "dev.py"), "demo", "--port", str(port)],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    killer = threading.Timer(60, lambda: os.killpg(demo.pid, signal.SIGKILL))
+    killer.daemon = True
+    killer.start()
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/healthz", lambda: demo.poll() is None)  # Ctrl-C meets a server
+        os.killpg(demo.pid, signal.SIGINT)
+        _, err = demo.communicate(timeout=30)
+    finally:
+        killer.cancel()
+
+    assert "Traceback" not in err, err
+    assert "KeyboardInterrupt" not in err
+    assert demo.returncode in (0, 130)  # dev.py itself was interrupted too: 130, as a shell reports Ctrl-C

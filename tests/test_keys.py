@@ -605,21 +605,21 @@ async def test_kids_remembered_as_unknown_are_bounded() -> None:
     assert calls[0] == ABSENT_KIDS_REMEMBERED + 1
 
 
-def test_a_due_refresh_outside_an_event_loop_waits_for_the_next_call_on_one() -> None:
+def test_a_due_refresh_outside_an_event_loop_runs_in_a_thread_with_the_sync_client() -> None:
+    """A WSGI worker has no event loop: the routine refresh runs in a daemon thread, fetching with httpx.Client."""
     calls, transport = memory_endpoint(json.dumps({"keys": [public_jwk("k1", spare_key())]}).encode())
     clock = Clock()
-    keys = JWKSClient("https://certs.example/c", clock=clock, cache_seconds=60, transport=transport)
-    anyio.run(keys.refresh)
-    clock.now += 61
-    assert keys.cached_key("k1") is not None  # no loop to run a refresh on: still answers, raises nothing
+    keys = JWKSClient(
+        "https://certs.example/c", clock=clock, cache_seconds=60, transport=transport, sync_transport=transport
+    )
+    assert keys.refresh_sync()
     assert calls[0] == 1
-
-    async def on_a_loop() -> None:
-        assert keys.cached_key("k1") is not None
-        await keys.settle()
-
-    anyio.run(on_a_loop)
+    clock.now += 61
+    assert keys.cached_key("k1") is not None  # answers at once; the refresh runs beside it
+    keys.settle_sync()
     assert calls[0] == 2
+    assert keys.cached_key("k1") is not None
+    assert calls[0] == 2, "refreshed, so not due again"
 
 
 async def test_a_bug_in_the_background_refresh_is_logged_not_raised(

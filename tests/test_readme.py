@@ -51,19 +51,25 @@ def free_port() -> int:
 # --- the quick start ----------------------------------------------------------------------------
 
 
-def quick_start_shell() -> tuple[dict[str, str], list[str]]:
-    """The variables the quick start exports, and its server command."""
+def quick_start_commands() -> tuple[dict[str, str], list[list[str]]]:
+    """The variables the quick start exports, and its commands in order."""
     (shell,) = [b for b in readme.blocks("sh") if "uvicorn myapp:app" in b]
     exports: dict[str, str] = {}
-    command: list[str] = []
+    commands: list[list[str]] = []
     for line in shell.splitlines():
         words = shlex.split(line, comments=True)
         if words and words[0] == "export":
             name, _, value = words[1].partition("=")
             exports[name] = value
         elif words:
-            command = words
-    return exports, command
+            commands.append(words)
+    return exports, commands
+
+
+def quick_start_shell() -> tuple[dict[str, str], list[str]]:
+    """The variables the quick start exports, and its server command (the last one)."""
+    exports, commands = quick_start_commands()
+    return exports, commands[-1]
 
 
 def test_the_install_lines_install_what_the_quick_start_imports() -> None:
@@ -84,9 +90,28 @@ def test_the_quick_start_sets_three_variables_and_runs_uvicorn() -> None:
         "CFACCESS_AUD",
         "CFACCESS_PUBLIC_PATHS",
         "CFACCESS_USER_CACHE_SECONDS",  # optional, shown because most user stores are synchronous
+        "CFACCESS_STRICT",  # a typo stops start-up: with no logging set up, a warning is easy to miss
     }
+    assert exports["CFACCESS_STRICT"] == "true"
     Settings.from_env(exports, strict=True)  # the example values themselves are valid
     assert command == ["uvicorn", "myapp:app"]
+    assert quick_start_commands()[1] == [["cfaccess-mw", "check"], ["uvicorn", "myapp:app"]]  # check first
+
+
+def test_the_quick_start_check_passes_against_an_issuer_and_fails_on_a_typo() -> None:
+    exports, _ = quick_start_commands()
+    cli = str(Path(sys.executable).with_name("cfaccess-mw"))
+    with LocalIssuer(max_requests=10, max_seconds=60) as issuer:
+        env = clean_env(**{**exports, **issuer.env()})
+        ok = subprocess.run([cli, "check"], env=env, capture_output=True, text=True, timeout=60, check=False)
+        typo = subprocess.run(
+            [cli, "check"], env={**env, "CFACCESS_PUBLIC_PATH": "/healthz"}, capture_output=True, text=True, timeout=60
+        )
+
+    assert ok.returncode == 0, ok.stderr
+    assert "OK: configuration is valid" in ok.stdout
+    assert typo.returncode == 2
+    assert "did you mean CFACCESS_PUBLIC_PATHS?" in typo.stderr
 
 
 @pytest.fixture
@@ -143,7 +168,8 @@ def test_the_quick_start_pytest_file_passes_as_written(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
         cwd=tmp_path,
-        env=clean_env(),
+        # Variables left in the reader's shell (a junk team domain, strict mode, a typo) must not leak in.
+        env=clean_env(CFACCESS_TEAM_DOMAIN="junk", CFACCESS_STRICT="true", CFACCESS_PUBLIC_PATH="/x"),
         capture_output=True,
         text=True,
         timeout=300,

@@ -28,7 +28,7 @@ from starlette.testclient import TestClient
 
 from cfaccess_mw import ConfigError, Settings
 from cfaccess_mw.authenticator import MAX_COOKIE_BYTES
-from cfaccess_mw.keys import _ROCA, has_roca_fingerprint, parse_jwk
+from cfaccess_mw.jwk import _ROCA, has_roca_fingerprint, parse_jwk
 from cfaccess_mw.keysources import build_key_source
 from cfaccess_mw.testing import LocalIssuer, public_jwk
 from cfaccess_mw.testing_presets import AlbIssuer, PomeriumIssuer, _int_b64, jws
@@ -226,7 +226,7 @@ def test_keys_unconfirmed_past_the_maximum_age_stop_being_trusted(
 
 def test_a_cached_copy_confirms_the_keys_only_as_of_its_age(issuer: LocalIssuer) -> None:
     """A certs response a cache held (``Age``) confirms the keys as of when it was fetched from the origin."""
-    settings = issuer.settings(jwks_max_age_seconds=3600)
+    settings = issuer.settings(jwks_max_age_seconds=3600, jwks_refresh_cooldown_seconds=10)
     document = json.dumps(issuer.certs_document()).encode()
     issuer.responder = lambda: (200, {**JSON, "Age": "3000"}, document)
     clock = Clock()
@@ -235,6 +235,11 @@ def test_a_cached_copy_confirms_the_keys_only_as_of_its_age(issuer: LocalIssuer)
     token = {"Cf-Access-Jwt-Assertion": issuer.identity_token(ALICE, lifetime=86400)}
     try:
         assert client.get("/", headers=token).status_code == 200
+        assert client.portal is not None
+        client.portal.call(keys.settle)
+        fetches = issuer.fetch_count
+        assert client.get("/", headers=token).status_code == 200
+        assert issuer.fetch_count == fetches, "an old copy does not make every request refetch"
         issuer.stop()
         clock.now += 601  # 3000 s in the cache + 601 s here: past the hour
         assert client.get("/", headers=token).status_code == 503

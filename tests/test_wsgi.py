@@ -306,7 +306,7 @@ def test_an_error_of_our_own_while_deciding_is_503_never_500(shared_issuer: Loca
     def bug(scope: Any) -> Principal:
         raise KeyError("a bug")
 
-    middleware.authenticator.identify_sync = bug  # type: ignore[attr-defined]
+    middleware.authenticator.identify_sync = bug  # type: ignore[method-assign,assignment]
     response = get(BufferedClient(middleware), headers=jwt_header(shared_issuer.identity_token("alice@example.com")))
     assert response.status_code == 503
     assert error_of(response)["reason"] == "internal_error"

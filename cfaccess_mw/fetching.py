@@ -1,0 +1,265 @@
+"""Fetching keys: one GET done async or sync, and one fetch at a time across threads and event loops.
+
+The key sources (:mod:`cfaccess_mw.keys`, :mod:`cfaccess_mw.keysources`) decide *what* to
+fetch and what an answer means; this module only does the I/O, two ways:
+
+* :func:`http_get` (``httpx.AsyncClient``, for ASGI apps) and :func:`http_get_sync`
+  (``httpx.Client``, for WSGI apps and threads) make the same request with the same
+  limits: no redirects, at most ``max_bytes``, about ``seconds`` in all.
+* :class:`SingleFlight` lets one caller fetch while every other caller, in whatever
+  thread or event loop, waits for that fetch and then looks again. Nothing in it
+  belongs to an event loop: its lock is a ``threading.Lock`` held for a few
+  instructions and never across I/O, and a flight is a ``concurrent.futures.Future``.
+  An ``anyio.Lock`` here (as before) belonged to the loop that first used it, so a
+  threaded WSGI server, which runs async code in a new loop per request, hung on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from types import ModuleType
+from typing import NamedTuple
+
+import anyio
+import httpx
+
+
+class JWKSFetchError(Exception):
+    """A fetch of the certs endpoint failed; the message says how (no secrets involved).
+
+    ``unusable`` is set when the document was a key set whose every key was unusable:
+    kid -> why, so that tokens naming those kids are told so (401) rather than to retry.
+    """
+
+    def __init__(self, message: str, unusable: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.unusable = unusable  # None: no key set was read (the network, the status, the body failed)
+
+
+class Fetched(NamedTuple):
+    """One GET's answer: the status, the body, and the seconds a cache held it (``Age``; 0 when fresh)."""
+
+    status: int
+    body: bytes
+    age: float
+
+
+def response_age(value: str | None) -> float:
+    """The ``Age`` header as seconds: a non-negative whole number (RFC 9111 section 5.1), else 0."""
+    if value is None or not value.strip().isdigit() or not value.strip().isascii():
+        return 0.0
+    return float(min(int(value.strip()), 10**9))
+
+
+def _check_start(response: httpx.Response, max_bytes: int) -> None:
+    if response.is_redirect:
+        raise JWKSFetchError(f"HTTP {response.status_code} redirect refused (keys must be served directly)")
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise JWKSFetchError(f"body of {declared} bytes exceeds {max_bytes}")
+
+
+def _add(chunks: list[bytes], chunk: bytes, size: int, max_bytes: int) -> int:
+    size += len(chunk)
+    if size > max_bytes:
+        raise JWKSFetchError(f"body exceeds {max_bytes} bytes")
+    chunks.append(chunk)
+    return size
+
+
+async def http_get(
+    url: str,
+    *,
+    transport: httpx.AsyncBaseTransport | None,
+    seconds: float,
+    max_bytes: int,
+    accept: str = "application/json",
+) -> Fetched:
+    """One GET from async code: no redirects, at most ``max_bytes``, ``seconds`` in all.
+
+    Raises :class:`JWKSFetchError` for a network failure, a timeout, a redirect or an oversized body.
+    """
+    try:
+        with anyio.fail_after(seconds):
+            async with (
+                httpx.AsyncClient(
+                    transport=transport, timeout=httpx.Timeout(seconds), follow_redirects=False
+                ) as client,
+                client.stream("GET", url, headers={"accept": accept}) as response,
+            ):
+                _check_start(response, max_bytes)
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size = _add(chunks, chunk, size, max_bytes)
+                return Fetched(response.status_code, b"".join(chunks), response_age(response.headers.get("age")))
+    except TimeoutError:
+        raise JWKSFetchError(f"no answer within {seconds:g}s") from None
+    except httpx.HTTPError as exc:
+        raise JWKSFetchError(f"{type(exc).__name__}: {exc}") from None
+
+
+def http_get_sync(
+    url: str,
+    *,
+    transport: httpx.BaseTransport | None,
+    seconds: float,
+    max_bytes: int,
+    accept: str = "application/json",
+) -> Fetched:
+    """:func:`http_get` from a thread. ``httpx.Timeout`` bounds each phase; the deadline between chunks bounds the
+    whole (a body that trickles in is cut off once ``seconds`` have passed since the request started)."""
+    deadline = time.monotonic() + seconds
+    try:
+        with (
+            httpx.Client(transport=transport, timeout=httpx.Timeout(seconds), follow_redirects=False) as client,
+            client.stream("GET", url, headers={"accept": accept}) as response,
+        ):
+            _check_start(response, max_bytes)
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size = _add(chunks, chunk, size, max_bytes)
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("deadline passed")
+            return Fetched(response.status_code, b"".join(chunks), response_age(response.headers.get("age")))
+    except httpx.TimeoutException:
+        raise JWKSFetchError(f"no answer within {seconds:g}s") from None
+    except httpx.HTTPError as exc:
+        raise JWKSFetchError(f"{type(exc).__name__}: {exc}") from None
+
+
+def running_trio(trio: ModuleType) -> bool:
+    """Whether this code runs inside ``trio.run`` (trio is imported by whoever uses it; we never import it)."""
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return False
+    return True
+
+
+def in_event_loop() -> bool:
+    """Whether the calling code runs in an asyncio or trio event loop (else: a plain thread)."""
+    trio = sys.modules.get("trio")
+    if trio is not None and running_trio(trio):
+        return True
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+async def wait_async(flight: Future[None]) -> None:
+    """Wait in the running event loop until ``flight`` is done, without blocking the loop or cancelling the flight.
+
+    Under asyncio, a callback (run by whichever thread finishes the flight) wakes this
+    loop thread-safely; a cancelled waiter leaves the flight alone for the others. Under
+    trio, a worker thread waits (this is the rare path: a cold cache or a new key).
+    """
+    if flight.done():
+        return
+    trio = sys.modules.get("trio")
+    if trio is not None and running_trio(trio):
+        await trio.to_thread.run_sync(flight.result, abandon_on_cancel=True)
+        return
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    def landed(_: Future[None]) -> None:
+        with contextlib.suppress(RuntimeError):  # that loop has closed meanwhile: nobody is waiting there any more
+            loop.call_soon_threadsafe(wake)
+
+    flight.add_done_callback(landed)
+    await waiter
+
+
+class SingleFlight:
+    """One fetch at a time across threads and event loops; the others wait for it, then look again.
+
+    ``claim()`` returns ``None`` to the caller who is now the one fetching (it must call
+    ``land()`` when done, whatever happens), and the flight under way to everyone else.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: Future[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """Whether a fetch is under way."""
+        return self._current is not None
+
+    def claim(self) -> Future[None] | None:
+        with self._lock:
+            if self._current is None:
+                self._current = Future()
+                return None
+            return self._current
+
+    def land(self) -> None:
+        with self._lock:
+            current, self._current = self._current, None
+        if current is not None:
+            current.set_result(None)
+
+
+class Counter:
+    """Jobs running in the background, in any thread or loop, and a way to wait until none is (``settle``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = 0
+        self._idle: Future[None] | None = None
+
+    def started(self) -> None:
+        with self._lock:
+            self.running += 1
+
+    def ended(self) -> None:
+        with self._lock:
+            self.running -= 1
+            idle = self._idle if not self.running else None
+            if idle is not None:
+                self._idle = None
+        if idle is not None:
+            idle.set_result(None)
+
+    def _idle_future(self) -> Future[None] | None:
+        with self._lock:
+            if not self.running:
+                return None
+            if self._idle is None:
+                self._idle = Future()
+            return self._idle
+
+    async def settle(self) -> None:
+        while (idle := self._idle_future()) is not None:
+            await wait_async(idle)
+
+    def settle_sync(self, seconds: float) -> None:
+        idle = self._idle_future()
+        if idle is not None:
+            wait_sync(idle, seconds)
+
+
+def wait_sync(flight: Future[None], seconds: float) -> None:
+    """Wait in this thread until ``flight`` is done, or ``seconds`` have passed (the caller then looks again)."""
+    with contextlib.suppress(FutureTimeout):
+        flight.exception(timeout=seconds)
+
+
+def start_thread(job: Callable[[], None], name: str) -> None:
+    """Run ``job`` in a daemon thread: a background refresh for code that has no event loop (WSGI)."""
+    threading.Thread(target=job, name=name, daemon=True).start()

@@ -1,0 +1,214 @@
+"""One decision, two ways of doing I/O (issue 19): the async driver and the sync one agree, and key fetching is
+single-flight across threads and event loops.
+
+The sync path is what WSGI servers and threaded servers (``manage.py runserver``, gunicorn's gthread) run; the
+async one is what ASGI servers run. Both drive the same pure steps (``credential``, ``identified``, ``admit``)
+and differ only in how a missing key and the user are fetched. Everything here uses a real certs endpoint on
+127.0.0.1 (LocalIssuer) and real threads; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from cfaccess_mw.authenticator import Authenticator
+from cfaccess_mw.errors import AuthError
+from cfaccess_mw.testing import LocalIssuer, Response
+
+from .conftest import REMOTE_PEER, find_user
+
+API_KEY = "sk_" + "Hq2Wd8Nf4Lp6Zr1Tx9Cv3Bm7Gk5Js0Ya"
+THREADS = 32
+BOUND = 20.0  # seconds any burst may take at most; a hang fails the test instead of holding CI
+
+
+def scope(headers: dict[str, str] | None = None, peer: tuple[str, int] | None = REMOTE_PEER) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "raw_path": b"/",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()],
+        "client": peer,
+        "server": ("app.example.com", 443),
+        "scheme": "https",
+    }
+
+
+def verdict(run: Callable[[], Any]) -> tuple[str, str]:
+    """``("accepted", who)`` or ``("refused", reason)``: what a request gets, comparable across drivers."""
+    try:
+        principal = run()
+    except AuthError as err:
+        return "refused", f"{err.status_code} {err.reason.value}"
+    return "accepted", f"{principal.kind} {principal.display_name}"
+
+
+@pytest.fixture(scope="module")
+def certs() -> Iterator[LocalIssuer]:
+    with LocalIssuer() as issuer:
+        yield issuer
+
+
+def authenticator(issuer: LocalIssuer, **settings: Any) -> Authenticator:
+    values: dict[str, Any] = {"api_keys": {"operator": API_KEY}, "service_tokens": {"ci": "ci.access"}}
+    values.update(settings)
+    return Authenticator(issuer.settings(**values), user_lookup=find_user)
+
+
+def requests(issuer: LocalIssuer) -> dict[str, dict[str, str]]:
+    header = "Cf-Access-Jwt-Assertion"
+    return {
+        "user": {header: issuer.identity_token("alice@example.com")},
+        "user-upper-case": {header: issuer.identity_token("Alice@Example.COM")},
+        "unknown-user": {header: issuer.identity_token("mallory@example.com")},
+        "service": {header: issuer.service_token("ci.access")},
+        "service-not-allowed": {header: issuer.service_token("other.access")},
+        "expired": {header: issuer.identity_token("alice@example.com", lifetime=-120)},
+        "bad-signature": {header: issuer.identity_token("alice@example.com")[:-4] + "AAAA"},
+        "malformed": {header: "e30.e30.c2ln"},
+        "unknown-kid": {
+            header: issuer.mint({**issuer.base_claims(), "email": "alice@example.com"}, headers={"kid": "x"})
+        },
+        "api-key": {"Authorization": f"Bearer {API_KEY}"},
+        "wrong-api-key": {"Authorization": "Bearer sk_wrong"},
+        "nothing": {},
+    }
+
+
+def test_the_sync_and_async_drivers_give_every_request_the_same_answer(certs: LocalIssuer) -> None:
+    auth_async = authenticator(certs)
+    auth_sync = authenticator(certs)
+    asyncio.run(auth_async.startup())
+    auth_sync.startup_sync()
+    table = requests(certs)
+    for name, headers in table.items():
+        request = scope(headers)
+        by_async = verdict(lambda request=request: asyncio.run(auth_async.identify(request)))  # type: ignore[misc]
+        by_sync = verdict(lambda request=request: auth_sync.identify_sync(request))  # type: ignore[misc]
+        assert by_async == by_sync, name
+    assert verdict(lambda: auth_sync.identify_sync(scope(table["user"])))[0] == "accepted"
+    assert verdict(lambda: auth_sync.identify_sync(scope(table["unknown-user"]))) == ("refused", "403 unknown_user")
+
+
+def test_a_plain_def_lookup_is_called_in_the_calling_thread_on_the_sync_path(certs: LocalIssuer) -> None:
+    threads: list[int] = []
+
+    def lookup(email: str) -> dict[str, str] | None:
+        threads.append(threading.get_ident())
+        return find_user(email)
+
+    auth = Authenticator(certs.settings(), user_lookup=lookup)
+    auth.startup_sync()
+    auth.identify_sync(scope({"Cf-Access-Jwt-Assertion": certs.identity_token("alice@example.com")}))
+    assert threads == [threading.get_ident()], "no hop to a thread pool"
+
+
+def test_an_async_lookup_on_the_sync_path_is_a_503_not_a_hang_or_a_warning(certs: LocalIssuer) -> None:
+    async def lookup(email: str) -> dict[str, str] | None:
+        return find_user(email)
+
+    auth = Authenticator(certs.settings(), user_lookup=lookup)
+    auth.startup_sync()
+    token = certs.identity_token("alice@example.com")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the coroutine it returned is closed, never left for a "never awaited"
+        outcome = verdict(lambda: auth.identify_sync(scope({"Cf-Access-Jwt-Assertion": token})))
+    assert outcome == ("refused", "503 user_lookup_failed")
+
+
+# --- single-flight across threads and event loops ------------------------------------------------------
+
+
+class SlowThenRotated:
+    """A certs endpoint that holds each answer until released, counting requests."""
+
+    def __init__(self, issuer: LocalIssuer) -> None:
+        self.issuer = issuer
+        self.release = threading.Event()
+        self.down = False
+
+    def __call__(self) -> Response:
+        self.release.wait(BOUND)
+        if self.down:
+            return 503, {"Content-Type": "text/plain"}, b"down"
+        return 200, {"Content-Type": "application/json"}, json.dumps(self.issuer.certs_document()).encode()
+
+
+def test_a_cold_burst_from_32_threads_causes_one_fetch_and_no_false_refusal() -> None:
+    with LocalIssuer() as issuer:
+        auth = authenticator(issuer, jwks_refresh_cooldown_seconds=0.0)
+        endpoint = SlowThenRotated(issuer)
+        issuer.responder = endpoint
+        token = {"Cf-Access-Jwt-Assertion": issuer.identity_token("alice@example.com")}
+        with ThreadPoolExecutor(THREADS) as pool:
+            futures = [pool.submit(verdict, lambda: auth.identify_sync(scope(token))) for _ in range(THREADS)]
+            threading.Timer(0.5, endpoint.release.set).start()  # all 32 are waiting on the one fetch by then
+            results = [future.result(timeout=BOUND) for future in futures]
+        assert results == [("accepted", "user alice@example.com")] * THREADS
+        assert issuer.fetch_count == 1
+
+
+def test_a_rotation_mid_burst_is_fetched_once_for_threads_and_two_event_loops() -> None:
+    """Before: the lock belonged to one event loop, and requests in another loop (a threaded server runs a new
+    loop per request) waited on it for ever."""
+    with LocalIssuer() as issuer:
+        auth = authenticator(issuer, jwks_refresh_cooldown_seconds=0.0)
+        auth.startup_sync()
+        assert issuer.fetch_count == 1
+        new_kid = issuer.rotate()
+        endpoint = SlowThenRotated(issuer)
+        issuer.responder = endpoint
+        token = {"Cf-Access-Jwt-Assertion": issuer.identity_token("alice@example.com", kid=new_kid)}
+
+        def in_a_loop() -> list[tuple[str, str]]:
+            async def burst() -> list[tuple[str, str]]:
+                async def one() -> tuple[str, str]:
+                    try:
+                        principal = await auth.identify(scope(token))
+                    except AuthError as err:
+                        return "refused", f"{err.status_code} {err.reason.value}"
+                    return "accepted", f"{principal.kind} {principal.display_name}"
+
+                return list(await asyncio.gather(*(one() for _ in range(8))))
+
+            return asyncio.run(asyncio.wait_for(burst(), BOUND))
+
+        with ThreadPoolExecutor(THREADS + 2) as pool:
+            loops = [pool.submit(in_a_loop) for _ in range(2)]
+            threads = [pool.submit(verdict, lambda: auth.identify_sync(scope(token))) for _ in range(THREADS)]
+            threading.Timer(0.5, endpoint.release.set).start()
+            results = [r for future in loops for r in future.result(timeout=BOUND)]
+            results += [future.result(timeout=BOUND) for future in threads]
+        assert results == [("accepted", "user alice@example.com")] * (THREADS + 16)
+        assert issuer.fetch_count == 2, "one fetch for the whole burst, across threads and loops"
+
+
+def test_a_certs_endpoint_that_goes_down_mid_burst_costs_503s_not_a_hang() -> None:
+    with LocalIssuer() as issuer:
+        auth = authenticator(issuer, jwks_refresh_cooldown_seconds=0.0, jwks_timeout_seconds=1.0)
+        auth.startup_sync()
+        old = {"Cf-Access-Jwt-Assertion": issuer.identity_token("alice@example.com")}
+        new_kid = issuer.rotate()
+        endpoint = SlowThenRotated(issuer)
+        endpoint.down = True
+        issuer.responder = endpoint
+        new = {"Cf-Access-Jwt-Assertion": issuer.identity_token("alice@example.com", kid=new_kid)}
+        with ThreadPoolExecutor(THREADS) as pool:
+            fresh = [pool.submit(verdict, lambda: auth.identify_sync(scope(new))) for _ in range(THREADS // 2)]
+            cached = [pool.submit(verdict, lambda: auth.identify_sync(scope(old))) for _ in range(THREADS // 2)]
+            threading.Timer(0.2, endpoint.release.set).start()
+            fresh_results = {future.result(timeout=BOUND) for future in fresh}
+            cached_results = {future.result(timeout=BOUND) for future in cached}
+        assert fresh_results == {("refused", "503 keys_unavailable")}, "undecidable while the endpoint is down"
+        assert cached_results == {("accepted", "user alice@example.com")}, "the cached key keeps working"
