@@ -85,6 +85,7 @@ def environ_for(token: str) -> dict[str, Any]:
         "REQUEST_METHOD": "GET",
         "SCRIPT_NAME": "",
         "PATH_INFO": "/",
+        "RAW_URI": "/",  # as gunicorn sends it (Werkzeug's server sends it too, and REQUEST_URI)
         "QUERY_STRING": "",
         "SERVER_NAME": "127.0.0.1",
         "SERVER_PORT": "8000",

@@ -33,8 +33,8 @@ the session (a server-side session store is asked about the cookie's session id)
 and other receivers of ``request_started`` (blinker does not order receivers).
 
 Static files are served by a view like any other and so are protected, unless
-their path is in ``CFACCESS_PUBLIC_PATHS``. Refusals and acceptances are audited
-once per request, at ``request_finished``, with the status Flask answered.
+their path is in ``CFACCESS_PUBLIC_PATHS``. Each request is audited once: a refusal
+when it is answered, an acceptance with the status line Flask sends.
 
 The caller lands where the WSGI middleware puts it (``request.environ
 ["cfaccess_mw.principal"]`` and ``["cfaccess_mw.scopes"]``), so
@@ -45,10 +45,10 @@ The caller lands where the WSGI middleware puts it (``request.environ
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, g, request, request_finished, request_started
+from flask import Flask, Response, request, request_started
 from werkzeug.local import LocalProxy
 
 from .adapter import DeferredAuthenticator
@@ -59,15 +59,26 @@ from .keysources import KeyStore
 from .permissions import admit, guard, requirement
 from .principals import Principal, PrincipalKind
 from .settings import Settings
-from .wsgi import PRINCIPAL_KEY, SCOPES_KEY, check_sync, decide, wsgi_scope
+from .wsgi import (
+    PRINCIPAL_KEY,
+    SCOPES_KEY,
+    StartResponse,
+    WSGIApp,
+    WSGIEnviron,
+    check_sync,
+    decide,
+    status_code,
+    wsgi_scope,
+)
 
 __all__ = ["CloudflareAccess", "current_principal", "get_principal", "get_scopes", "require"]
 
 View = TypeVar("View", bound=Callable[..., Any])
 
-#: On ``g``: the request's scope as the decision read it, and the refusal it got (if any).
-_SCOPE = "_cfaccess_mw_scope"
-_REFUSED = "_cfaccess_mw_refused"
+#: In the environ, beside the caller: the request's scope as the decision read it, and the refusal it got (if any).
+#: Not on ``g``, which is the app's (and a proxy lookup per access).
+_SCOPE = "cfaccess_mw.flask.scope"
+_REFUSED = "cfaccess_mw.flask.refused"
 
 
 def get_principal() -> Principal:
@@ -133,14 +144,14 @@ class CloudflareAccess(DeferredAuthenticator):
 
     def init_app(self, app: Flask) -> None:
         """Hook into ``app``: the decision at ``request_started``, the JSON answer to every :class:`AuthError`,
-        the audit at ``request_finished``; the keys are fetched now (no request waits for them)."""
+        the audit around ``app.wsgi_app``; the keys are fetched now (no request waits for them)."""
         auth = self.authenticator  # settings are read and checked now, in the app factory
         check_sync(auth)
         app.extensions["cfaccess_mw"] = self
         # weak=False: blinker holds bound methods weakly, and nothing else need keep this object alive.
         request_started.connect(self._authenticate, app, weak=False)
-        request_finished.connect(self._audit, app, weak=False)
         app.register_error_handler(AuthError, self._handle_auth_error)
+        app.wsgi_app = self._audited(app.wsgi_app)  # type: ignore[method-assign,assignment]
         auth.startup_sync()
 
     # --- hooks ---------------------------------------------------------------------------------
@@ -148,8 +159,7 @@ class CloudflareAccess(DeferredAuthenticator):
     def _authenticate(self, sender: Flask, **extra: Any) -> None:
         """Decide the request (a refusal is raised into Flask's error handling); leave the caller in environ."""
         environ = request.environ
-        scope = wsgi_scope(environ)
-        setattr(g, _SCOPE, scope)
+        scope = environ[_SCOPE] = wsgi_scope(environ)
         decided = decide(self.authenticator, scope)
         if decided is None:
             environ[PRINCIPAL_KEY] = None
@@ -158,21 +168,33 @@ class CloudflareAccess(DeferredAuthenticator):
             environ[PRINCIPAL_KEY], environ[SCOPES_KEY] = decided
 
     def _handle_auth_error(self, err: AuthError) -> Response:
-        """Answer an :class:`AuthError` from the decision or from a view with our JSON (audited at the end)."""
-        setattr(g, _REFUSED, err)
+        """Answer an :class:`AuthError` from the decision or from a view: audited as a refusal, our JSON."""
+        environ = request.environ
+        environ[_REFUSED] = err
+        self.authenticator.audit_sync(environ.get(_SCOPE) or wsgi_scope(environ), err.status_code, err=err)
         status, headers, body = framework_error_response(err)
         return Response(body, status=status, headers=headers, content_type="application/json")
 
-    def _audit(self, sender: Flask, response: Response, **extra: Any) -> None:
-        """One audit event per request: the refusal, or the acceptance with the status Flask answered."""
-        scope = g.get(_SCOPE)
-        if scope is None:  # the app answered before request_started (nothing was decided)
-            return
+    def _audited(self, wsgi_app: WSGIApp) -> WSGIApp:
+        """``wsgi_app`` auditing each accepted request with the status line Flask sends (after every
+        ``after_request`` hook and error handler), as the WSGI middleware does; a plain call when nothing
+        records acceptances. (Flask's ``request_finished`` signal would do too, at a blinker dispatch per request.)"""
         auth = self.authenticator
-        refused: AuthError | None = g.get(_REFUSED)
-        if refused is not None:
-            auth.audit_sync(scope, refused.status_code, err=refused)
-            return
-        principal = request.environ.get(PRINCIPAL_KEY)
-        if isinstance(principal, Principal) and auth.audits_acceptances:
-            auth.audit_sync(scope, response.status_code, principal=principal)
+
+        def audited_wsgi_app(environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
+            if not auth.audits_acceptances:
+                return wsgi_app(environ, start_response)
+            sent: list[str] = []
+
+            def tracking_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                sent.append(status)
+                return start_response(status, headers, exc_info)
+
+            try:
+                return wsgi_app(environ, tracking_start_response)
+            finally:
+                principal = environ.get(PRINCIPAL_KEY)
+                if principal is not None and _REFUSED not in environ:
+                    auth.audit_sync(environ[_SCOPE], status_code(sent[-1]) if sent else None, principal=principal)
+
+        return audited_wsgi_app

@@ -52,6 +52,7 @@ __all__ = [
     "check_sync",
     "decide",
     "refusal",
+    "status_code",
     "wsgi_scope",
 ]
 
@@ -77,33 +78,39 @@ def _decoded(native: str) -> str:
     """A PEP 3333 "native string" (bytes read as latin-1) as the text ASGI and Werkzeug give a router: UTF-8,
     with undecodable bytes replaced, as Werkzeug decodes ``PATH_INFO``. A server that already put real
     text there (characters beyond latin-1) is taken at its word."""
+    if native.isascii():  # nearly every path: the same text either way
+        return native
     try:
         return native.encode("latin-1").decode("utf-8", "replace")
     except UnicodeEncodeError:
         return native
 
 
-def _raw_path(environ: Mapping[str, Any], script_name: str, path_info: str) -> bytes:
+def _raw_path(environ: Mapping[str, Any], path: str) -> bytes:
     """The path as the client sent it, still percent-encoded.
 
     ``RAW_URI`` (gunicorn, Werkzeug's dev server) and ``REQUEST_URI`` (uWSGI, mod_wsgi,
     Werkzeug too) hold the request target as sent, query included, in origin form
     (``/a%2Fb?x``) or absolute form (``http://host/a?x``). Where the server gives
-    neither (wsgiref), it is rebuilt from ``SCRIPT_NAME`` and ``PATH_INFO``, which are
-    already decoded: an encoded ``%2F`` comes back as ``/`` there.
+    neither (wsgiref), it is rebuilt from ``SCRIPT_NAME`` + ``PATH_INFO`` (``path``), which
+    are already decoded: an encoded ``%2F`` comes back as ``/`` there.
     """
     target = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    if isinstance(target, str) and target:
-        raw = target.encode("latin-1", "replace").split(b"?", 1)[0]
-        if not raw.startswith(b"/") and b"://" in raw:
-            raw = b"/" + raw.split(b"://", 1)[1].partition(b"/")[2]
+    if type(target) is str and target:
+        raw = target.encode("latin-1", "replace").partition(b"?")[0]
+        if raw[:1] != b"/" and b"://" in raw:
+            raw = b"/" + raw.partition(b"://")[2].partition(b"/")[2]
         return raw
-    return quote((script_name + path_info).encode("latin-1", "replace"), safe=_PATH_SAFE).encode("ascii")
+    return quote(path.encode("latin-1", "replace"), safe=_PATH_SAFE).encode("ascii")
 
 
 def _port(value: object) -> int:
-    text = str(value or "")
+    text = value if type(value) is str else str(value or "")
     return int(text) if text.isdigit() and len(text) <= 5 else 0
+
+
+def _text(value: object, default: str) -> str:
+    return value if type(value) is str and value else (str(value) if value else default)
 
 
 def wsgi_scope(environ: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,22 +125,21 @@ def wsgi_scope(environ: Mapping[str, Any]) -> dict[str, Any]:
     * ``headers`` come back from ``HTTP_*``, ``CONTENT_TYPE`` and ``CONTENT_LENGTH``.
 
     Never raises on an odd environ (a missing or malformed key has a default), so a
-    request can always be decided and, if need be, refused.
+    request can always be decided and, if need be, refused. It runs on every request,
+    so the common case (ASCII text where PEP 3333 says text) takes no detour.
     """
-    script_name = str(environ.get("SCRIPT_NAME") or "")
-    path_info = str(environ.get("PATH_INFO") or "")
+    script_name = _text(environ.get("SCRIPT_NAME"), "")
+    path = script_name + _text(environ.get("PATH_INFO"), "")
     address = environ.get("REMOTE_ADDR")
     server_name = environ.get("SERVER_NAME")
     return {
         "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": str(environ.get("SERVER_PROTOCOL") or "HTTP/1.1").partition("/")[2] or "1.1",
-        "method": str(environ.get("REQUEST_METHOD") or "GET").upper(),
-        "scheme": str(environ.get("wsgi.url_scheme") or "http"),
-        "path": _decoded(script_name + path_info) or "/",
-        "raw_path": _raw_path(environ, script_name, path_info),
+        "method": _text(environ.get("REQUEST_METHOD"), "GET").upper(),
+        "scheme": _text(environ.get("wsgi.url_scheme"), "http"),
+        "path": _decoded(path) or "/",
+        "raw_path": _raw_path(environ, path),
         "root_path": _decoded(script_name),
-        "query_string": str(environ.get("QUERY_STRING") or "").encode("latin-1", "replace"),
+        "query_string": _text(environ.get("QUERY_STRING"), "").encode("latin-1", "replace"),
         "headers": cgi_headers(environ),
         "client": (str(address), _port(environ.get("REMOTE_PORT"))) if address else None,
         "server": (str(server_name), _port(environ.get("SERVER_PORT"))) if server_name else None,
@@ -185,7 +191,8 @@ def refusal(err: AuthError, method: str) -> tuple[str, list[tuple[str, str]], li
     return status_line, pairs, [] if method == "HEAD" else [body]
 
 
-def _status_code(status: str) -> int | None:
+def status_code(status: str) -> int | None:
+    """The number of a WSGI status line (``None`` if it has none), for an audit event."""
     code = status[:3]
     return int(code) if code.isdigit() else None
 
@@ -280,7 +287,7 @@ class CloudflareAccessWSGIMiddleware:
             if not started:
                 started = True
                 if audit:
-                    auth.audit_sync(scope, _status_code(status), principal=decided.principal)
+                    auth.audit_sync(scope, status_code(status), principal=decided.principal)
             return start_response(status, headers, exc_info)
 
         try:
