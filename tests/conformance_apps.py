@@ -939,6 +939,77 @@ def build_raw_wsgi(settings: Settings, events: list[AuditEvent], static: Path) -
     return Built(None, _werkzeug_client(lambda: Client(wsgi)), ran, skips, wsgi=wsgi)
 
 
+def build_flask(settings: Settings, events: list[AuditEvent], static: Path) -> Built:
+    """The ``CloudflareAccess`` extension; the mount is a blueprint with its own routes under ``/sub``, and
+    ``/static`` is Flask's static folder (``send_from_directory``)."""
+    from flask import Blueprint, Flask, request_started
+
+    from cfaccess_mw.flask import CloudflareAccess, current_principal, require
+
+    ran: list[str] = []
+    app = Flask(f"conformance_{uuid.uuid4().hex[:8]}", static_folder=str(static), static_url_path="/static")
+
+    def started(sender: Any, **extra: Any) -> None:
+        ran.append("hook:request_started")
+
+    request_started.connect(started, app, weak=False)  # weakly held, a local function would be gone by the case
+
+    @app.url_value_preprocessor
+    def preprocess(endpoint: str | None, values: dict[str, Any] | None) -> None:
+        ran.append("hook:url_value_preprocessor")
+
+    @app.before_request
+    def before() -> None:
+        ran.append("hook:before_request")
+
+    @app.route("/status", methods=["GET", "OPTIONS"])
+    @app.route("/status/deep")
+    def public() -> dict[str, bool]:
+        return {"public": True}
+
+    @app.route("/me", methods=["GET", "OPTIONS"])
+    def me() -> dict[str, str]:
+        ran.append("me")
+        return {"who": current_principal.display_name}
+
+    @app.route("/raise")
+    def raises() -> dict[str, str]:
+        ran.append("raise")
+        raise refusal()
+
+    @app.route("/admin")
+    @require("user", scopes=["admin"])
+    def admin() -> dict[str, bool]:
+        ran.append("admin")
+        return {"admin": True}
+
+    @app.route("/<slug>")
+    def slug(slug: str) -> dict[str, str]:
+        ran.append("slug")
+        return {"slug": slug}
+
+    sub = Blueprint("sub", __name__)
+
+    @sub.before_request
+    def sub_before() -> None:
+        ran.append("hook:blueprint before_request")
+
+    @sub.route("/status")
+    @sub.route("/raise")
+    def sub_route() -> dict[str, bool]:
+        ran.append("sub")
+        raise refusal()
+
+    app.register_blueprint(sub, url_prefix="/sub")
+    CloudflareAccess(app, settings=settings, audit_hook=events.append)
+    skips = {
+        "dependency": "Flask has no dependency injection; @require (the permission case) is its decorator",
+        "marked": _NO_MARKS,
+        "websocket": _NO_WEBSOCKETS,
+    }
+    return Built(None, _werkzeug_client(app.test_client), ran, skips, wsgi=app)
+
+
 def build_django_wsgi(settings: Settings, events: list[AuditEvent], static: Path) -> Built:
     """The Django factory's project as WSGI deployments run it: ``get_wsgi_application()`` served live, Django's
     (sync) test client in process; the adapter's middleware runs in the request's thread."""
@@ -971,6 +1042,7 @@ FACTORIES: dict[str, Factory] = {
     "django": build_django,
     "django_wsgi": build_django_wsgi,
     "raw_wsgi": build_raw_wsgi,
+    "flask": build_flask,
     "litestar": build_litestar,
     "quart": build_quart,
     "falcon": build_falcon,
