@@ -410,7 +410,7 @@ def build_quart(settings: Settings, events: list[AuditEvent], static: Path) -> B
     async def started(sender: Any, **extra: Any) -> None:
         ran.append("hook:request_started")
 
-    request_started.connect(started, app)
+    request_started.connect(started, app, weak=False)  # weakly held, a local function would be gone by the case
 
     @app.url_value_preprocessor
     def preprocess(endpoint: str | None, values: dict[str, Any] | None) -> None:
