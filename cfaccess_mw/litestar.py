@@ -56,6 +56,7 @@ from litestar.middleware.authentication import AbstractAuthenticationMiddleware,
 from litestar.openapi.spec import Components, Reference, SecurityRequirement, SecurityScheme
 from litestar.response import Response
 from litestar.types import ASGIApp, Guard, Message, Method, Receive, ReceiveMessage, Scope, Scopes, Send
+from litestar.utils import normalize_path
 
 from .adapter import check_options
 from .asgi import read_scope
@@ -189,6 +190,30 @@ def _record_requested_path(scope: Scope) -> None:
         _scope_dict(scope)[REQUESTED_PATH] = _UNKNOWN_PATH
 
 
+def _routed_path(scope: Scope) -> str | None:
+    """The whole path Litestar's router matched, below ``root_path``; ``None`` for a mount without a raw path.
+
+    Litestar removes ``root_path`` itself, by splitting the path at its first occurrence
+    *anywhere* (``path.split(root_path, 1)[-1]``), and collapses repeated slashes, before
+    any middleware runs. Judged on the scope's ``path`` and ``root_path`` instead, a
+    request would be read twice: under uvicorn ``--root-path /api``, ``/api/healthz/x``
+    routes to ``/api/healthz/x`` (a catch-all route) but, ``/api`` removed once more, would
+    match a public ``/healthz``; under hypercorn, which does not put ``root_path`` in the
+    path, ``/healthz/api/private/x`` routes to the mount at ``/private``. So for a route the
+    path is Litestar's own result (``scope["path"]`` after routing); for a mount, whose
+    ``scope["path"]`` is only the part below it, Litestar's steps are repeated on the path
+    as requested (``raw_path``, decoded as servers decode it).
+    """
+    state = _scope_dict(scope)
+    requested = state.get(REQUESTED_PATH)
+    if requested is None:
+        return state["path"]  # type: ignore[no-any-return]
+    if requested == _UNKNOWN_PATH:
+        return None
+    root_path: str = state.get("root_path", "")
+    return normalize_path(requested.split(root_path, 1)[-1] if root_path else requested)
+
+
 # --- the middleware --------------------------------------------------------------------------
 
 
@@ -242,19 +267,16 @@ class AccessAuthenticationMiddleware(AbstractAuthenticationMiddleware):
         await self._call_app(scope, receive, send, result.user)
 
     def _bypass(self, scope: Scope) -> bool:
-        judged = scope
-        requested = _scope_dict(scope).get(REQUESTED_PATH)
-        if requested is not None:
-            if requested == _UNKNOWN_PATH:
-                return False  # a mount whose full path cannot be known: neither public nor excluded
-            judged = cast("Scope", {**scope, "path": requested})  # exclude patterns see the full path too
+        routed = _routed_path(scope)
+        if routed is None:
+            return False  # a mount whose full path cannot be known: neither public nor excluded
         return should_bypass_middleware(
             exclude_http_methods=self.exclude_http_methods,
             exclude_opt_key=self.exclude_opt_key,
             exclude_path_pattern=self.exclude,
-            scope=judged,
+            scope=cast("Scope", {**scope, "path": routed}),  # exclude patterns see the full path too
             scopes=self.scopes,
-        ) or self.authenticator.is_public(scope)
+        ) or self.authenticator.is_public(scope, routed)
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         """The principal and its scopes, or the refusal (audited here) as a Litestar exception."""

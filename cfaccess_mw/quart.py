@@ -139,7 +139,7 @@ class CloudflareAccess(DeferredAuthenticator):
 
         async def full_dispatch_request(request_context: Any = None) -> ResponseTypes:
             try:
-                await self._authenticate(request.scope)
+                await self._authenticate(request.scope, request.path)
             except AuthError as err:
                 return await app.finalize_request(await app.handle_user_exception(err), request_context)
             return await dispatch_request(request_context)
@@ -157,7 +157,7 @@ class CloudflareAccess(DeferredAuthenticator):
         """``None`` for an accepted (or public) websocket; else the refusal, sent before any accept."""
         scope = cast("MutableMapping[str, Any]", websocket.scope)
         try:
-            principal = await self._authenticate(scope)
+            principal = await self._authenticate(scope, websocket.path)
         except AuthError as err:
             # Before the handler, so before any accept: the JSON answer where the server can send one.
             response = await self._refusal(scope, err)
@@ -169,11 +169,16 @@ class CloudflareAccess(DeferredAuthenticator):
             await self.authenticator.audit(scope, None, principal=principal)
         return None
 
-    async def _authenticate(self, raw_scope: Any) -> Principal | None:
-        """Set ``scope["user"]`` and ``["auth"]`` for the caller (``None`` on a public path), or raise."""
+    async def _authenticate(self, raw_scope: Any, routed: str) -> Principal | None:
+        """Set ``scope["user"]`` and ``["auth"]`` for the caller (``None`` on a public path), or raise.
+
+        Public paths are matched on ``routed``, the path Quart's router matches (``request.path``), not
+        the scope's: Quart removes ``root_path`` itself and makes a path outside it ``"/ "`` (which a
+        ``/<name>`` route matches), and werkzeug drops a run of leading slashes.
+        """
         scope = cast("MutableMapping[str, Any]", raw_scope)
         auth = self.authenticator
-        if auth.is_public(scope):
+        if auth.is_public(scope, routed):
             return None
         principal, scopes = await auth.authenticate(scope)
         scope["user"] = principal

@@ -27,7 +27,7 @@ from cfaccess_mw import AuditEvent
 from cfaccess_mw.testing import LocalIssuer
 
 from .conformance_apps import API_KEY, FACTORIES, SECRET, Answer, Built, Call, settings_for
-from .live_servers import serve_uvicorn
+from .live_servers import serve_hypercorn, serve_uvicorn
 
 KEY = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -290,13 +290,62 @@ def raw_request(port: int, target: str, headers: dict[str, str] | None = None) -
 @pytest.mark.parametrize("target", PATHS)
 def test_no_request_target_reaches_protected_code_without_a_credential(live: Live, target: str) -> None:
     live.built.ran.clear()
-    status, body = raw_request(live.port, target)
-    assert handlers_run(live.built) == [], f"{target} ran {live.built.ran} for an anonymous caller"
+    assert_reached_nothing(live.built, target, *raw_request(live.port, target))
+
+
+def assert_reached_nothing(built: Built, target: str, status: int, body: bytes) -> None:
+    """An anonymous request ran no protected code and got no file; a 200 is the public handler's alone."""
+    assert handlers_run(built) == [], f"{target} ran {built.ran} for an anonymous caller"
     assert SECRET.encode() not in body
     if status == 200:
         assert b'"public"' in body, body
     if status == 401:
-        assert live.built.ran == [], f"{target} was refused after {live.built.ran} ran"
+        assert built.ran == [], f"{target} was refused after {built.ran} ran"
+
+
+#: The ``root_path`` a server is given below: the catch-all route's prefix too, so a framework and the adapter
+#: that remove it differently (once more, anywhere in the path, or not at all) send a public-looking path there.
+ROOT = "/files"
+#: Request targets under that root_path. uvicorn puts root_path in front of the path; hypercorn leaves the path
+#: as requested, so a target may or may not start with it.
+ROOT_TARGETS = [
+    "/status",
+    "/status/x",
+    "/files/status",
+    "/files/status/x",
+    "/files/files/status/x",
+    "/status/files/me",
+    "/status/files/x/y",
+    "/status/files/sub/raise",
+    "/status/files/static/secret.txt",
+    "/files/status/files/sub/raise",
+    "//files/status/x",
+]
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_a_root_path_is_removed_as_the_framework_removes_it(
+    request: pytest.FixtureRequest,
+    shared_issuer: LocalIssuer,
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    server: str,
+) -> None:
+    """Behind a proxy that strips a prefix (``--root-path``), each framework removes ``root_path`` its own way:
+    Starlette and Django from the front, Litestar wherever it first occurs, Quart turns a path outside it into
+    ``"/ "``, Falcon and Sanic route the whole path. Public paths are judged on what the framework routes."""
+    built = _build(request, name, shared_issuer, tmp_path_factory, [])
+    serve = (
+        serve_uvicorn(built.asgi, lifespan="auto", root_path=ROOT)
+        if server == "uvicorn"
+        else serve_hypercorn(built.asgi, root_path=ROOT)
+    )
+    with serve as base:
+        port = int(urlsplit(base).port or 80)
+        for target in ROOT_TARGETS:
+            built.ran.clear()
+            assert_reached_nothing(built, f"{server} --root-path {ROOT}: {target}", *raw_request(port, target))
 
 
 def test_the_live_server_answers_a_caller(live: Live) -> None:
