@@ -367,6 +367,21 @@ def test_a_refusal_from_a_mounted_app_is_our_json_live(live: Live) -> None:
     assert b'"no_credentials"' in body
 
 
+def test_a_mounts_own_redirect_needs_a_credential(live: Live) -> None:
+    """A browser's navigation to a mount's bare path: BlackSheep redirects it to ``/sub/`` before the mounted app
+    runs; the redirect (which says the mount exists) is for a caller, like the mount."""
+    reason = live.built.skips.get("mount")
+    if reason and "covered live" not in reason:
+        pytest.skip(f"{live.name}: {reason}")
+    live.built.ran.clear()
+    status, body = raw_request(live.port, "/sub", {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Site": "none"})
+    assert status == 401, body
+    assert b'"no_credentials"' in body
+    assert live.built.ran == []
+    status, _ = raw_request(live.port, "/sub", {"Sec-Fetch-Mode": "navigate", **KEY})
+    assert status != 401  # the caller gets whatever the framework answers (BlackSheep's 307)
+
+
 def test_a_websocket_is_refused_before_accept(live: Live) -> None:
     if live.built.skips.get("websocket"):
         pytest.skip(f"{live.name}: {live.built.skips['websocket']}")
