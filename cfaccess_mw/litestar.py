@@ -169,25 +169,24 @@ _UNKNOWN_PATH = "/<mount>"
 
 
 def _record_requested_path(scope: Scope) -> None:
-    """Keep the full path as requested (:data:`~cfaccess_mw.audit.REQUESTED_PATH`) for a mounted app.
+    """Keep the path as requested (:data:`~cfaccess_mw.audit.REQUESTED_PATH`), ``root_path`` included as the
+    server gave it, for the audit and for judging a mounted app.
 
-    Litestar's router hands a mount (``asgi(..., is_mount=True)``, ``StaticFilesConfig``,
-    ``create_static_files_router``) only the part of the path below it, in
-    ``scope["path"]``, before any middleware runs: judged on that, ``/private/healthz``
-    would match a public ``/healthz``, and ``exclude`` patterns and audit events would
-    see ``/healthz``. The full path comes back from ``raw_path`` (decoded as servers
-    decode it); without one it cannot be known, and the request is judged on no path
-    at all: authenticated, whatever ``exclude`` or ``CFACCESS_PUBLIC_PATHS`` say.
+    Litestar's router rewrites ``scope["path"]`` before any middleware runs: to the path
+    with ``root_path`` removed, and for a mount (``asgi(..., is_mount=True)``,
+    ``StaticFilesConfig``) to only the part below it. Judged on that,
+    ``/private/healthz`` would match a public ``/healthz``, and ``exclude`` patterns and
+    audit events would see ``/healthz``. The path as requested comes back from
+    ``raw_path`` (decoded as servers decode it); without one a route keeps Litestar's
+    path, and a mount's cannot be known: it is judged on no path at all, authenticated
+    whatever ``exclude`` or ``CFACCESS_PUBLIC_PATHS`` say.
     """
-    handler = _scope_dict(scope).get("route_handler")
-    if not getattr(handler, "is_mount", False):
-        return
-    raw = _scope_dict(scope).get("raw_path")
+    state = _scope_dict(scope)
+    raw = state.get("raw_path")
     if isinstance(raw, bytes):
-        # Also what Litestar's ``exclude`` patterns must see: they are matched against scope["path"].
-        _scope_dict(scope)[REQUESTED_PATH] = unquote(raw.split(b"?", 1)[0].decode("latin-1"))
-    else:
-        _scope_dict(scope)[REQUESTED_PATH] = _UNKNOWN_PATH
+        state[REQUESTED_PATH] = unquote(raw.split(b"?", 1)[0].decode("latin-1"))
+    elif getattr(state.get("route_handler"), "is_mount", False):
+        state[REQUESTED_PATH] = _UNKNOWN_PATH
 
 
 def _routed_path(scope: Scope) -> str | None:
@@ -205,10 +204,10 @@ def _routed_path(scope: Scope) -> str | None:
     as requested (``raw_path``, decoded as servers decode it).
     """
     state = _scope_dict(scope)
-    requested = state.get(REQUESTED_PATH)
-    if requested is None:
+    if not getattr(state.get("route_handler"), "is_mount", False):
         return state["path"]  # type: ignore[no-any-return]
-    if requested == _UNKNOWN_PATH:
+    requested = state.get(REQUESTED_PATH)
+    if requested is None or requested == _UNKNOWN_PATH:
         return None
     root_path: str = state.get("root_path", "")
     return normalize_path(requested.split(root_path, 1)[-1] if root_path else requested)

@@ -335,7 +335,8 @@ def test_a_root_path_is_removed_as_the_framework_removes_it(
     """Behind a proxy that strips a prefix (``--root-path``), each framework removes ``root_path`` its own way:
     Starlette and Django from the front, Litestar wherever it first occurs, Quart turns a path outside it into
     ``"/ "``, Falcon and Sanic route the whole path. Public paths are judged on what the framework routes."""
-    built = _build(request, name, shared_issuer, tmp_path_factory, [])
+    events: list[AuditEvent] = []
+    built = _build(request, name, shared_issuer, tmp_path_factory, events)
     serve = (
         serve_uvicorn(built.asgi, lifespan="auto", root_path=ROOT)
         if server == "uvicorn"
@@ -346,6 +347,10 @@ def test_a_root_path_is_removed_as_the_framework_removes_it(
         for target in ROOT_TARGETS:
             built.ran.clear()
             assert_reached_nothing(built, f"{server} --root-path {ROOT}: {target}", *raw_request(port, target))
+        # The audit names the path as the server gave it (uvicorn puts root_path in front, hypercorn does not).
+        events.clear()
+        raw_request(port, "/me", KEY)
+        assert [e.path for e in events] == [ROOT + "/me" if server == "uvicorn" else "/me"]
 
 
 def test_the_live_server_answers_a_caller(live: Live) -> None:
