@@ -138,6 +138,7 @@ class CloudflareAccess(DeferredAuthenticator):
         dispatch_websocket = app.full_dispatch_websocket
 
         async def full_dispatch_request(request_context: Any = None) -> ResponseTypes:
+            self._answer_refusals_in(app, request.blueprints)
             try:
                 await self._authenticate(request.scope, request.path)
             except AuthError as err:
@@ -145,6 +146,7 @@ class CloudflareAccess(DeferredAuthenticator):
             return await dispatch_request(request_context)
 
         async def full_dispatch_websocket(websocket_context: Any = None) -> ResponseTypes | None:
+            self._answer_refusals_in(app, websocket.blueprints)
             refusal = await self._authenticate_websocket()
             if refusal is not None:
                 return await app.finalize_websocket(refusal, websocket_context)
@@ -152,6 +154,20 @@ class CloudflareAccess(DeferredAuthenticator):
 
         app.full_dispatch_request = full_dispatch_request  # type: ignore[method-assign]
         app.full_dispatch_websocket = full_dispatch_websocket  # type: ignore[method-assign]
+
+    def _answer_refusals_in(self, app: Quart, blueprints: list[str]) -> None:
+        """Make ours the handler for an :class:`AuthError` in each blueprint of the request that has handlers of
+        its own, unless it has one for AuthError already.
+
+        Quart (as Flask) tries a blueprint's handlers for every class of the error before
+        the app's: a blueprint's ``errorhandler(Exception)`` would come before our app-wide
+        handler and answer every refusal on its routes with its own page (a 500, say).
+        Blueprints may be registered after ``init_app``, so this is checked per request.
+        """
+        for name in blueprints:
+            handlers = app.error_handler_spec[name][None]
+            if handlers and AuthError not in handlers:
+                handlers[AuthError] = self._handle_auth_error
 
     async def _authenticate_websocket(self) -> Response | None:
         """``None`` for an accepted (or public) websocket; else the refusal, sent before any accept."""
