@@ -253,6 +253,9 @@ PATHS = [
     "/status/../static/secret.txt",
     "/static%2Fsecret.txt",
     "/x/../me",
+    "http://127.0.0.1/me",
+    "http://127.0.0.1/status/../me",
+    "/files/status",
 ]
 
 
