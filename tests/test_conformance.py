@@ -343,6 +343,11 @@ def test_a_root_path_is_removed_as_the_framework_removes_it(
     ``"/ "``, Falcon and Sanic route the whole path. Public paths are judged on what the framework routes."""
     events: list[AuditEvent] = []
     built = _build(request, name, shared_issuer, tmp_path_factory, events)
+    if built.asgi is None:
+        pytest.skip(
+            f"{name}: ASGI's root_path; a WSGI app's prefix is SCRIPT_NAME, which the mount cases judge "
+            "(Werkzeug's DispatcherMiddleware sets it)"
+        )
     serve = (
         serve_uvicorn(built.asgi, lifespan="auto", root_path=ROOT)
         if server == "uvicorn"
