@@ -46,13 +46,14 @@ never reaches it (Django turns it into a 500 at that middleware): raise it in vi
 
 Django refuses ASGI's lifespan protocol, so nothing tells the app it is starting:
 the keys are fetched when Django builds its middleware chain, which
-``get_asgi_application()`` does at import, before the server takes a request (and
-Django's test client at its first request). Django has no shutdown hook;
-``Authenticator.aclose`` holds nothing today. ASGI (uvicorn, hypercorn, granian,
-daphne) is the supported deployment. Under WSGI Django runs this async middleware
-through ``async_to_sync`` (its sync test client does too, and works), but the
-key cache's single-flight lock is made for one event loop, not for a threaded WSGI
-server's many. Django has no websockets (Channels routes them outside Django's
+``get_asgi_application()`` does at import, before the server takes a request, a WSGI
+server when it loads the app (and Django's test client at its first request). Django
+has no shutdown hook; ``Authenticator.aclose`` holds nothing today. The middleware is
+sync and async capable: ASGI servers (uvicorn, hypercorn, granian, daphne) run it on
+their loop, WSGI servers (``manage.py runserver``, gunicorn's sync and gthread
+workers, uWSGI, mod_wsgi) in their threads, with no event loop and no
+``async_to_sync``; keys are fetched once for a burst however many threads ask. Django
+has no websockets (Channels routes them outside Django's
 middleware: wrap its router in :class:`cfaccess_mw.CloudflareAccessMiddleware`).
 """
 
@@ -65,7 +66,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction
 from django.apps import apps
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
@@ -76,11 +77,12 @@ from django.utils.module_loading import import_string
 
 from .asgi import read_scope
 from .audit import AuditHook
-from .authenticator import Authenticator, ExtraScopes, UserLookup
+from .authenticator import Authenticated, Authenticator, ExtraScopes, UserLookup
 from .errors import AuthError, AuthUnavailable, Forbidden, Reason, error_response
 from .permissions import admit, principal_or_401, requirement
 from .principals import Principal, PrincipalKind
 from .settings import Settings
+from .users import is_async_callable
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -105,7 +107,7 @@ MAX_EMAIL_MATCHES = 10
 _REFUSAL = "_cfaccess_refusal"
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
-GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase] | HttpResponseBase]
 View = TypeVar("View", bound=Callable[..., Any])
 
 
@@ -123,30 +125,45 @@ class AccessRequest(HttpRequest):
 # --- the user lookup ---------------------------------------------------------------------------
 
 
-async def user_model_lookup(email: str) -> AbstractBaseUser | None:
-    """The active user of ``AUTH_USER_MODEL`` whose email is ``email``, or ``None``; never creates one.
-
-    Async (the ORM's async API), so it runs on the event loop without a thread hop.
-    The email field is the model's ``EMAIL_FIELD``. The database is asked
-    case-insensitively (``iexact``), and the answer is then held to the ASCII-only
-    case folding the token's email went through: PostgreSQL's ``UPPER()`` folds
-    Unicode too, which would let ``al\u0131ce@`` (dotless i) find ``alice@``. Two users
-    with the same email raise ``MultipleObjectsReturned`` (a 503
-    ``user_lookup_failed``, logged) rather than picking one.
-    """
+def _user_query(email: str) -> tuple[Any, str]:
+    """The queryset of candidate users for ``email``, and the email field's name."""
     model = get_user_model()
     field = model.get_email_field_name()
     query: dict[str, object] = {f"{field}__iexact": email}
     if _has_field(model, "is_active"):
         query["is_active"] = True
-    matches = [
-        user
-        async for user in model._default_manager.filter(**query)[:MAX_EMAIL_MATCHES]
-        if str(getattr(user, field) or "").translate(_ASCII_LOWER) == email
-    ]
+    return model._default_manager.filter(**query)[:MAX_EMAIL_MATCHES], field
+
+
+def _the_one(candidates: list[Any], field: str, email: str) -> AbstractBaseUser | None:
+    matches = [user for user in candidates if str(getattr(user, field) or "").translate(_ASCII_LOWER) == email]
     if len(matches) > 1:
         raise MultipleObjectsReturned(f"{len(matches)} users share one email")
     return matches[0] if matches else None
+
+
+async def user_model_lookup(email: str) -> AbstractBaseUser | None:
+    """The active user of ``AUTH_USER_MODEL`` whose email is ``email``, or ``None``; never creates one.
+
+    Async (the ORM's async API), so it runs on the event loop without a thread hop;
+    under WSGI (``runserver``, gunicorn) its ``sync`` twin runs the same query with the
+    sync ORM in the worker thread. The email field is the model's ``EMAIL_FIELD``. The
+    database is asked case-insensitively (``iexact``), and the answer is then held to the
+    ASCII-only case folding the token's email went through: PostgreSQL's ``UPPER()``
+    folds Unicode too, which would let ``al\u0131ce@`` (dotless i) find ``alice@``. Two
+    users with the same email raise ``MultipleObjectsReturned`` (a 503
+    ``user_lookup_failed``, logged) rather than picking one.
+    """
+    candidates, field = _user_query(email)
+    return _the_one([user async for user in candidates], field, email)
+
+
+def _user_model_lookup_sync(email: str) -> AbstractBaseUser | None:
+    candidates, field = _user_query(email)
+    return _the_one(list(candidates), field, email)
+
+
+user_model_lookup.sync = _user_model_lookup_sync  # type: ignore[attr-defined]  # the sync path's twin
 
 
 @functools.lru_cache(maxsize=16)
@@ -204,30 +221,46 @@ def authenticator_from_settings() -> Authenticator:
         auth = _shared.get(key)
         if auth is not None:
             return auth
-        auth = Authenticator(settings, user_lookup=user_lookup, extra_scopes=extra_scopes, audit_hook=audit_hook)
+        auth = Authenticator(
+            settings, user_lookup=_with_sync_twin(user_lookup), extra_scopes=extra_scopes, audit_hook=audit_hook
+        )
         _shared[key] = auth
     _prefetch(auth)
     return auth
 
 
-def _prefetch(auth: Authenticator) -> None:
-    """Fetch the keys now, from synchronous code that may be running inside an event loop.
+class _AsyncLookup:
+    """An ``async def`` lookup as the app wrote it, with ``async_to_sync`` as its twin for the WSGI path.
 
-    ``get_asgi_application()`` runs while the server's loop is running (uvicorn
-    imports the app inside it), where ``asyncio.run`` is refused; so the fetch runs in
-    a thread with its own loop, and this waits for it (bounded by the fetch's own
-    timeout). A failure is logged by the key client; requests then get 503 until a
-    fetch succeeds.
+    The sync middleware calls a lookup in the worker thread; an async one runs there the
+    way Django runs async code from sync code. (``user_model_lookup`` has a sync twin of
+    its own, with no event loop at all.)
     """
-    if auth.jwks is None:
-        return
-    import asyncio  # only here: the module otherwise never runs a loop of its own
 
-    thread = threading.Thread(target=asyncio.run, args=(auth.startup(),), name="cfaccess-prefetch", daemon=True)
-    thread.start()
-    thread.join(auth.settings.jwks_timeout_seconds + 5)
-    if thread.is_alive():  # pragma: no cover - the fetch has its own timeout
-        logger.warning("cfaccess_mw: key prefetch still running; the first requests will wait for it")
+    def __init__(self, lookup: Callable[[str], Awaitable[Any]]) -> None:
+        self.lookup = lookup
+        self.sync = async_to_sync(lookup)
+
+    async def __call__(self, email: str) -> Any:
+        return await self.lookup(email)
+
+
+def _with_sync_twin(lookup: UserLookup | None) -> UserLookup | None:
+    if lookup is None or not is_async_callable(lookup) or callable(getattr(lookup, "sync", None)):
+        return lookup
+    return _AsyncLookup(cast(Callable[[str], Awaitable[Any]], lookup))
+
+
+def _prefetch(auth: Authenticator) -> None:
+    """Fetch the keys now, with the sync client, bounded by the fetch's own timeout.
+
+    It runs while Django builds its middleware chain: at import under ASGI
+    (``get_asgi_application()``, inside the server's loop, which is held for at most
+    the timeout, once), when a WSGI server loads the app, and at the test client's
+    first request. A failure is logged by the key client; requests then get 503 until
+    a fetch succeeds.
+    """
+    auth.startup_sync()
 
 
 # --- the middleware ----------------------------------------------------------------------------
@@ -349,39 +382,75 @@ def _check_order() -> None:
 class CloudflareAccessMiddleware:
     """Authenticate every request; set ``request.user``, ``request.auser``, ``request.principal`` (see module).
 
-    Async only: under ASGI it runs on the server's loop; Django adapts it elsewhere.
+    Sync and async: under ASGI (uvicorn, hypercorn, daphne) Django builds an async chain
+    and this runs on the server's loop; under WSGI (``runserver``, gunicorn's sync and
+    gthread workers, uWSGI, mod_wsgi) it runs in the worker thread with the sync core
+    (keys fetched with a sync client, single-flight across threads; the lookup's sync
+    twin), so neither needs the other's event loop.
     """
 
-    sync_capable = False
+    sync_capable = True
     async_capable = True
 
     def __init__(self, get_response: GetResponse) -> None:
         _check_order()
         self.get_response = get_response
         self.authenticator = authenticator_from_settings()
-        markcoroutinefunction(self)
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
 
-    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
+    def __call__(self, request: HttpRequest) -> Any:
+        if self._async:
+            return self._acall(request)
         auth = self.authenticator
         scope = request_scope(request)
-        principal: Principal | None = None
-        if auth.is_public(scope):
+        try:
+            principal = None if auth.is_public(scope) else self._enter(request, auth.authenticate_sync(scope))
+        except AuthError as err:
+            auth.audit_sync(scope, err.status_code, err=err)
+            return json_error(err)
+        if principal is None:
             _set_user(request, _anonymous(), None, [])
-        else:
-            try:
-                principal, scopes = await auth.authenticate(scope)
-                user = _django_user(principal)
-            except AuthError as err:
-                await auth.audit(scope, err.status_code, err=err)
-                return json_error(err)
-            _set_user(request, user, principal, scopes)
-        response = await self.get_response(request)
+        response = cast(HttpResponseBase, self.get_response(request))
+        audit = self._audit(request, principal, response)
+        if audit is not None:
+            auth.audit_sync(scope, audit[0], principal=audit[1], err=audit[2])
+        return response
+
+    async def _acall(self, request: HttpRequest) -> HttpResponseBase:
+        auth = self.authenticator
+        scope = request_scope(request)
+        try:
+            principal = None if auth.is_public(scope) else self._enter(request, await auth.authenticate(scope))
+        except AuthError as err:
+            await auth.audit(scope, err.status_code, err=err)
+            return json_error(err)
+        if principal is None:
+            _set_user(request, _anonymous(), None, [])
+        response = await cast(Callable[[HttpRequest], Awaitable[HttpResponseBase]], self.get_response)(request)
+        audit = self._audit(request, principal, response)
+        if audit is not None:
+            await auth.audit(scope, audit[0], principal=audit[1], err=audit[2])
+        return response
+
+    @staticmethod
+    def _enter(request: HttpRequest, authenticated: Authenticated) -> Principal:
+        """Make the caller the request's: ``request.user`` (refusing an inactive user), the principal, its scopes."""
+        principal, scopes = authenticated
+        _set_user(request, _django_user(principal), principal, scopes)
+        return principal
+
+    def _audit(
+        self, request: HttpRequest, principal: Principal | None, response: HttpResponseBase
+    ) -> tuple[int, Principal | None, AuthError | None] | None:
+        """What to record once the view has answered: a view's refusal, an acceptance, or nothing (public path)."""
         refused: AuthError | None = getattr(request, _REFUSAL, None)
         if refused is not None:
-            await auth.audit(scope, refused.status_code, err=refused)
-        elif principal is not None and auth.audits_acceptances:
-            await auth.audit(scope, response.status_code, principal=principal)
-        return response
+            return refused.status_code, None, refused
+        if principal is not None and self.authenticator.audits_acceptances:
+            return response.status_code, principal, None
+        return None
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         """A view's :class:`AuthError` becomes the JSON refusal (audited in ``__call__``), not Django's 500."""

@@ -231,8 +231,19 @@ class UserDirectory:
         return _MISS
 
     def _call(self, email: str) -> Any:
-        assert self.lookup is not None  # _hit answered None without one
-        return self.lookup(email)
+        """Call the lookup in this thread: a plain ``def`` as it is, an ``async def`` through its ``sync`` twin.
+
+        An async lookup can carry a sync twin as its ``sync`` attribute (the Django adapter's
+        ``user_model_lookup`` does: the async ORM on ASGI, the sync ORM under WSGI). Without
+        one, its coroutine is refused like any other non-value (503, closed, logged).
+        """
+        lookup = self.lookup
+        assert lookup is not None  # _hit answered None without one
+        if self._is_async:
+            twin = getattr(lookup, "sync", None)
+            if callable(twin):
+                return twin(email)
+        return lookup(email)
 
     @staticmethod
     def _raised(exc: Exception, email: str) -> AuthUnavailable:

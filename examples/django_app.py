@@ -8,10 +8,13 @@ them there. ``EXAMPLE_DB`` names the SQLite file (default ``users.sqlite3``);
     python -m examples.django_app migrate
     python -m examples.django_app shell -c "from django.contrib.auth.models import User; \\
         User.objects.create_user('alice', 'alice@example.com', is_staff=True, is_superuser=True)"
-    uvicorn examples.django_app:create_app --factory --lifespan off
+    uvicorn examples.django_app:create_app --factory --lifespan off      # ASGI
+    python -m examples.django_app runserver                              # WSGI, for development
+    gunicorn -k gthread --threads 8 'examples.django_app:create_wsgi_app()'   # WSGI, threads
 
 ``--lifespan off`` because Django answers no lifespan; the keys are fetched when
-``create_app`` builds Django's handler. Views read the caller Django's way
+``create_app`` (or ``create_wsgi_app``) builds Django's handler. The same middleware
+serves both: on the server's event loop under ASGI, in the worker threads under WSGI. Views read the caller Django's way
 (``request.user``, ``@login_required``, ``@permission_required``, the admin), and
 ``request.principal`` for the machines that are not users.
 """
@@ -27,6 +30,7 @@ import django
 from django.conf import settings as django_settings
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
@@ -101,6 +105,14 @@ def create_app(settings: Settings | None = None, db_path: str | None = None) -> 
     from django.core.asgi import get_asgi_application
 
     return get_asgi_application()
+
+
+def create_wsgi_app(settings: Settings | None = None, db_path: str | None = None) -> WSGIHandler:
+    """The WSGI application (gunicorn, uWSGI, mod_wsgi); ``runserver`` builds the same one itself."""
+    configure(db_path, settings)
+    from django.core.wsgi import get_wsgi_application
+
+    return get_wsgi_application()
 
 
 # --- views ------------------------------------------------------------------------------------
