@@ -20,7 +20,9 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -209,7 +211,8 @@ def test_the_shell_blocks_show_every_preset_and_check_it() -> None:
 def test_every_config_block_loads(block: str) -> None:
     body = by_id("toml", "yaml", "json")[block]
     (lang,) = {lang for lang in ("toml", "yaml", "json") if block in by_id(lang)}
-    loaded = {"toml": tomllib.loads, "yaml": yaml.safe_load, "json": json.loads}[lang](body)
+    loaders: dict[str, Callable[[str], Any]] = {"toml": tomllib.loads, "yaml": yaml.safe_load, "json": json.loads}
+    loaded = loaders[lang](body)
 
     assert loaded
 

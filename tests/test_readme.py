@@ -74,7 +74,10 @@ def quick_start_shell() -> tuple[dict[str, str], list[str]]:
 
 def test_the_install_lines_install_what_the_quick_start_imports() -> None:
     installs = [
-        line for block in readme.blocks("sh", only=readme.README) for line in block.splitlines() if 'pip install "' in line
+        line
+        for block in readme.blocks("sh", only=readme.README)
+        for line in block.splitlines()
+        if 'pip install "' in line
     ]
 
     assert len(installs) == 3  # from a clone, from a built wheel, from the index once published
