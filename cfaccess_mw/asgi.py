@@ -10,10 +10,10 @@ framework adapter go through :func:`read_scope`, so the rule is kept in one plac
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
-__all__ = ["HeaderPairs", "read_scope"]
+__all__ = ["HeaderPairs", "cgi_headers", "read_scope"]
 
 #: Header name and value pairs as a framework keeps them: bytes as ASGI has them, or ``str`` (latin-1, as HTTP).
 HeaderPairs = Iterable[tuple[bytes | str, bytes | str]]
@@ -67,3 +67,41 @@ def read_scope(
 
 def _bytes(text: bytes | str) -> bytes:
     return text.encode("latin-1") if isinstance(text, str) else bytes(text)
+
+
+#: What each environ key is as a header name (``b""`` for a key that is none), remembered for the keys servers
+#: send on every request; bounded, since a client chooses its header names.
+_CGI_NAMES: dict[str, bytes] = {}
+_CGI_NAMES_MAX = 1024
+
+
+def _cgi_name(key: object) -> bytes:
+    if type(key) is not str:  # PEP 3333 keys are str; anything else is no header
+        return b""
+    if key.startswith("HTTP_"):
+        name = key[5:].lower().replace("_", "-").encode("latin-1", "replace")
+    elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        name = key.lower().replace("_", "-").encode("latin-1")
+    else:
+        name = b""
+    if len(_CGI_NAMES) < _CGI_NAMES_MAX:
+        _CGI_NAMES[key] = name
+    return name
+
+
+def cgi_headers(environ: Mapping[str, Any]) -> list[tuple[bytes, bytes]]:
+    """The request headers a WSGI environ (or Django's ``META``) holds, as ASGI has them: ``HTTP_X_Y`` becomes
+    ``x-y``, and ``CONTENT_TYPE`` and ``CONTENT_LENGTH`` (which CGI keeps without the prefix) come back too.
+
+    The server has already joined a repeated header with commas (a joined token or key fails its check, so
+    that stays closed), and some fold ``X_Y`` into ``HTTP_X_Y`` beside ``X-Y`` (gunicorn drops such headers).
+    """
+    names = _CGI_NAMES
+    headers: list[tuple[bytes, bytes]] = []
+    for key, value in environ.items():
+        name = names.get(key)
+        if name is None:
+            name = _cgi_name(key)
+        if name:
+            headers.append((name, (value if type(value) is str else str(value)).encode("latin-1", "replace")))
+    return headers

@@ -75,11 +75,11 @@ from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.utils.module_loading import import_string
 
-from .asgi import read_scope
+from .asgi import cgi_headers, read_scope
 from .audit import AuditHook
 from .authenticator import Authenticated, Authenticator, ExtraScopes, UserLookup
 from .errors import AuthError, AuthUnavailable, Forbidden, Reason, error_response
-from .permissions import admit, principal_or_401, requirement
+from .permissions import admit, guard, principal_or_401, requirement
 from .principals import Principal, PrincipalKind
 from .settings import Settings
 from .users import is_async_callable
@@ -279,7 +279,7 @@ def request_scope(request: HttpRequest) -> Mapping[str, Any]:
     scope = getattr(request, "scope", None)
     meta = request.META
     if isinstance(scope, MutableMapping):
-        return read_scope(scope, parsed_headers=lambda: _meta_headers(meta))
+        return read_scope(scope, parsed_headers=lambda: cgi_headers(meta))
     address, port = meta.get("REMOTE_ADDR"), str(meta.get("REMOTE_PORT") or "0")
     prefix_length = len(request.path) - len(request.path_info)
     return {
@@ -287,24 +287,10 @@ def request_scope(request: HttpRequest) -> Mapping[str, Any]:
         "method": request.method or "GET",
         "path": request.path,
         "root_path": request.path[:prefix_length] if prefix_length > 0 else "",
-        "headers": _meta_headers(meta),
+        "headers": cgi_headers(meta),
         "client": (address, int(port) if port.isdigit() else 0) if address else None,
         "scheme": meta.get("wsgi.url_scheme") or "http",  # the WSGI server's own, not a forwarded one
     }
-
-
-def _meta_headers(meta: Mapping[str, Any]) -> list[tuple[bytes, bytes]]:
-    """The request headers ``META`` holds, as ASGI has them: ``HTTP_X_Y`` becomes ``x-y``."""
-    headers: list[tuple[bytes, bytes]] = []
-    for key, value in meta.items():
-        if key.startswith("HTTP_"):
-            name = key[5:]
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            name = key
-        else:
-            continue
-        headers.append((name.lower().replace("_", "-").encode("latin-1"), str(value).encode("latin-1", "replace")))
-    return headers
 
 
 def json_error(err: AuthError) -> HttpResponse:
@@ -479,24 +465,11 @@ def require(*kinds: PrincipalKind, scopes: Sequence[str] = ()) -> Callable[[View
     """
     needed = requirement(kinds, scopes)
 
-    def check(request: HttpRequest) -> None:
+    def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        request: HttpRequest = args[0]
         admit(get_principal(request), getattr(request, "principal_scopes", ()), kinds, needed, where="view")
 
     def decorate(view: View) -> View:
-        if iscoroutinefunction(view):
-
-            @functools.wraps(view)
-            async def async_view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                check(request)
-                return await view(request, *args, **kwargs)
-
-            return cast(View, async_view)
-
-        @functools.wraps(view)
-        def sync_view(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            check(request)
-            return view(request, *args, **kwargs)
-
-        return cast(View, sync_view)
+        return cast(View, guard(view, check, iscoroutinefunction))
 
     return decorate

@@ -48,6 +48,7 @@ class Reason(str, enum.Enum):
     KEYS_UNAVAILABLE = "keys_unavailable"
     USER_LOOKUP_FAILED = "user_lookup_failed"
     SERVER_MISCONFIGURED = "server_misconfigured"
+    INTERNAL_ERROR = "internal_error"
 
     def __str__(self) -> str:
         return self.value

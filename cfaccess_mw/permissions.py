@@ -92,6 +92,34 @@ def principal_or_401(candidate: object, where: str = "endpoint") -> Principal:
     raise Unauthorized(Reason.NO_CREDENTIALS, "Authentication required.", f"{where} requires a principal")
 
 
+def guard(
+    func: Callable[_P, Any],
+    check: Callable[[tuple[Any, ...], dict[str, Any]], None],
+    is_async: Callable[[Any], bool] = inspect.iscoroutinefunction,
+) -> Callable[_P, Any]:
+    """``func`` with ``check(args, kwargs)`` run before it, as a plain or an ``async def`` function like ``func``.
+
+    The one wrapper behind every framework's ``require``/``requires`` decorator, so a
+    refusal is raised before the view runs whichever kind of function it is. ``is_async``
+    decides which (Django passes asgiref's, which also sees ``markcoroutinefunction``).
+    """
+    if is_async(func):
+
+        @functools.wraps(func)
+        async def async_wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Any:
+            check(args, kwargs)
+            return await func(*args, **kwargs)
+
+        return async_wrapper
+
+    @functools.wraps(func)
+    def sync_wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Any:
+        check(args, kwargs)
+        return func(*args, **kwargs)
+
+    return sync_wrapper
+
+
 def check_scopes(connection: HTTPConnection, scopes: Sequence[str]) -> Principal:
     """The caller, if it holds every scope in ``scopes``; else the refusal the middleware renders.
 
@@ -118,20 +146,6 @@ def requires(scopes: str | Sequence[str]) -> Callable[[Callable[_P, Any]], Calla
                 raise TypeError(f"the {name!r} argument is a {type(connection).__name__}, not a Request or WebSocket")
             check_scopes(connection, needed)
 
-        if inspect.iscoroutinefunction(func):
-
-            @functools.wraps(func)
-            async def async_wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Any:
-                check(args, kwargs)
-                return await func(*args, **kwargs)
-
-            return async_wrapper
-
-        @functools.wraps(func)
-        def sync_wrapper(*args: _P.args, **kwargs: _P.kwargs) -> Any:
-            check(args, kwargs)
-            return func(*args, **kwargs)
-
-        return sync_wrapper
+        return guard(func, check)
 
     return decorator

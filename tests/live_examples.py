@@ -38,6 +38,7 @@ from .client_helpers import serve as serve_uvicorn
 
 __all__ = [
     "check_example_app",
+    "check_example_http",
     "example_db",
     "example_env",
     "granian_argv",
@@ -201,13 +202,8 @@ def _error(response: httpx.Response) -> dict[str, str]:
     return dict(body["error"])
 
 
-def check_example_app(base: str, issuer: LocalIssuer, *, ws_denial: int) -> None:
-    """Every decision of the examples' contract over real HTTP and a real websocket handshake.
-
-    ``ws_denial`` is the status a refused websocket handshake gets: our JSON error's (401 for no
-    credentials) where the server takes the denial as ASGI's ``websocket.http.response``, else the 403 a
-    server answers when the app closes before accepting (or when it cannot take the denial the app sent).
-    """
+def check_example_http(base: str, issuer: LocalIssuer) -> tuple[dict[str, str], dict[str, str]]:
+    """The HTTP part of the examples' contract (all of it for a WSGI app); returns Alice's and Bob's headers."""
     alice = {"Cf-Access-Jwt-Assertion": issuer.identity_token("alice@example.com")}
     bob = {"Cf-Access-Jwt-Assertion": issuer.identity_token("bob@example.com")}
     with httpx.Client(base_url=base, timeout=10) as http:
@@ -241,7 +237,17 @@ def check_example_app(base: str, issuer: LocalIssuer, *, ws_denial: int) -> None
         assert by_handler.status_code == 403
         assert _error(by_handler)["reason"] == "insufficient_scope"
         assert by_handler.headers["cache-control"] == "no-store"
+    return alice, bob
 
+
+def check_example_app(base: str, issuer: LocalIssuer, *, ws_denial: int) -> None:
+    """Every decision of the examples' contract over real HTTP and a real websocket handshake.
+
+    ``ws_denial`` is the status a refused websocket handshake gets: our JSON error's (401 for no
+    credentials) where the server takes the denial as ASGI's ``websocket.http.response``, else the 403 a
+    server answers when the app closes before accepting (or when it cannot take the denial the app sent).
+    """
+    alice, bob = check_example_http(base, issuer)
     ws_url = base.replace("http://", "ws://") + "/ws"
     # The websockets client logs every handshake header at DEBUG, tokens included: that is the test's client
     # talking, not the code under test, so it is kept quiet; the suite's leak check still covers the server.

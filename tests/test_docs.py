@@ -4,7 +4,7 @@ Each ``python`` block is saved under the file name its first line gives (``# fas
 and imported in a fresh interpreter, in an empty directory, with a stand-in issuer's ``CFACCESS_*`` in the
 environment (and nothing else of the shell's), as a reader would run it. Where the block is a whole app (an ``app``
 and a path to ask, in ``SMOKE``), the same process then asks that path without credentials and with a user's
-token, under Starlette's ``TestClient`` (lifespan run). Each ``sh`` block must parse (``bash -n``) and its
+token, under Starlette's ``TestClient`` (lifespan run; Falcon's conductor, werkzeug's client for WSGI). Each ``sh`` block must parse (``bash -n``) and its
 ``CFACCESS_*`` lines, commented alternatives included, must pass ``Settings.from_env(strict=True)``; every
 ``cfaccess-mw`` command in ``sh`` and ``console`` blocks must parse with the CLI's own parser; ``toml``, ``yaml``
 and ``json`` blocks must load. Blocks of README.md are run by ``tests/test_readme.py``; the pages include them
@@ -58,6 +58,8 @@ SMOKE = {
     "blacksheep_app": "/me",
     "quart_app": "/api/me",
     "sanic_app": "/api/me",
+    "flask_app": "/api/me",
+    "wsgi_app": "/me",
 }
 
 RUNNER = """
@@ -89,6 +91,14 @@ if path and module == "falcon_app":  # Falcon's lifespan never ends under Starle
         return [anonymous.status_code, anonymous.json["error"]["reason"], alice.status_code]
 
     print(json.dumps(asyncio.run(ask())))
+elif path and module in ("flask_app", "wsgi_app"):  # WSGI: werkzeug's test client, from a remote address
+    from werkzeug.test import Client
+
+    client = Client(namespace.app)
+    remote = {"REMOTE_ADDR": "203.0.113.7"}
+    anonymous = client.get(path, environ_base=remote)
+    alice = client.get(path, headers=token, environ_base=remote)
+    print(json.dumps([anonymous.status_code, anonymous.json["error"]["reason"], alice.status_code]))
 elif path:
     from starlette.testclient import TestClient
 
