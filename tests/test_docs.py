@@ -4,11 +4,11 @@ Each ``python`` block is saved under the file name its first line gives (``# fas
 and imported in a fresh interpreter, in an empty directory, with a stand-in issuer's ``CFACCESS_*`` in the
 environment (and nothing else of the shell's), as a reader would run it. Where the block is a whole app (an ``app``
 and a path to ask, in ``SMOKE``), the same process then asks that path without credentials and with a user's
-token, under Starlette's ``TestClient`` (lifespan run; Falcon's conductor, werkzeug's client for WSGI). Each ``sh`` block must parse (``bash -n``) and its
-``CFACCESS_*`` lines, commented alternatives included, must pass ``Settings.from_env(strict=True)``; every
-``cfaccess-mw`` command in ``sh`` and ``console`` blocks must parse with the CLI's own parser; ``toml``, ``yaml``
-and ``json`` blocks must load. Blocks of README.md are run by ``tests/test_readme.py``; the pages include them
-rather than repeat them.
+token: under Starlette's ``TestClient`` (lifespan run), Falcon's conductor, or werkzeug's client for WSGI.
+Each ``sh`` block must parse (``bash -n``) and its ``CFACCESS_*`` lines, commented alternatives included, must
+pass ``Settings.from_env(strict=True)``; every ``cfaccess-mw`` command in ``sh`` and ``console`` blocks must parse
+with the CLI's own parser; ``toml``, ``yaml`` and ``json`` blocks must load. Blocks of README.md are run by
+``tests/test_readme.py``; the pages include them rather than repeat them.
 """
 
 from __future__ import annotations
