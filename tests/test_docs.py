@@ -211,8 +211,8 @@ def test_every_cli_command_shown_parses(block: str) -> None:
         build_parser().parse_args(argv)  # argparse exits (SystemExit 2) on an unknown command or option
 
 
-def test_the_shell_blocks_show_every_preset_and_check_it() -> None:
-    presets = {shell_variables(body, Path("/nonexistent")).get("CFACCESS_PROVIDER") for _, body in doc_blocks("sh")}
+def test_the_shell_blocks_show_every_preset_and_check_it(tmp_path: Path) -> None:
+    presets = {shell_variables(body, tmp_path / "api-keys").get("CFACCESS_PROVIDER") for _, body in doc_blocks("sh")}
 
     assert presets >= {"google-iap", "pomerium", "aws-alb", "oidc"}
 
