@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.hashes import SHA256
 
 from cfaccess_mw import CloudflareAccessMiddleware
 from cfaccess_mw.ec import es256_der_signature
-from cfaccess_mw.providers import IAP_ISSUER, build_profile
+from cfaccess_mw.profiles import build_profile
+from cfaccess_mw.providers import IAP_ISSUER
 from cfaccess_mw.testing import LocalIssuer
 from cfaccess_mw.testing_presets import GoogleIapIssuer
 from cfaccess_mw.tokens import TokenVerifier

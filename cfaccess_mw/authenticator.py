@@ -49,7 +49,8 @@ from .errors import AuthError, AuthUnavailable, Forbidden, InvalidToken, Reason,
 from .exposure import LocalAddressing
 from .keysources import KeyStore, build_key_source
 from .principals import Principal
-from .providers import PRESETS, Provider, build_profile, token_header
+from .profiles import build_profile
+from .providers import PRESETS, Provider, token_header
 from .settings import ExposureMode, Settings
 from .tokens import TokenVerifier, VerifiedToken
 from .users import UserDirectory, UserLookup

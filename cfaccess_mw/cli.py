@@ -44,17 +44,17 @@ from .errors import AuthError, ConfigError, InvalidToken, Reason
 from .keysources import KeyStore, build_key_source
 from .middleware import CloudflareAccessMiddleware
 from .principals import Principal
+from .profiles import build_profile
 from .providers import (
     PRESETS,
     Provider,
-    build_profile,
     decode_unverified_for,
     describe_preset,
     preset_hint,
     token_header,
 )
 from .settings import ApiKey, ExposureMode, Settings
-from .tokens import check_claims, human_duration
+from .tokens import human_duration
 
 PROG = "cfaccess-mw"
 EXIT_OK = 0
@@ -326,16 +326,7 @@ class _NoKeys(CliError):
 def _claims_problem(settings: Settings, claims: Mapping[str, Any], now: float) -> InvalidToken | None:
     """The first thing wrong with the unverified claims (issuer, audience, times), as the middleware checks them."""
     try:
-        if settings.provider is not Provider.CLOUDFLARE:
-            build_profile(settings).check_claims(claims, now)
-        else:
-            check_claims(
-                claims,
-                issuer=str(settings.issuer),
-                audiences=settings.audiences,
-                leeway=settings.leeway_seconds,
-                now=now,
-            )
+        build_profile(settings).check_claims(claims, now)
     except InvalidToken as claim_err:
         return claim_err
     return None

@@ -29,27 +29,21 @@ from __future__ import annotations
 
 import enum
 import re
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urlsplit
 
-from .ec import key_algorithm, parse_ec_jwk, verify_signature
-from .errors import ConfigError, InvalidToken, Reason
+from .ec import key_algorithm, parse_ec_jwk
+from .errors import ConfigError, Reason
 from .exposure import is_loopback_url_host
 from .keys import JWKParser, PublicKey, jwk_kid, parse_jwk
 from .tokens import (
-    HEADER_CACHE_SIZE,
-    Signed,
-    VerifiedToken,
     _json_object,
     _malformed,
-    _number,
     b64url_decode,
     human_duration,
-    read_only_claims,
     split_token,
 )
 
@@ -98,6 +92,8 @@ class Preset:
     #: Claims this proxy documents in the signed JWT *header* (ALB: ``iss`` and ``exp``). Read from there, and
     #: where the payload repeats one, both must agree (see :meth:`PresetProfile.verify`).
     header_claims: tuple[str, ...] = ()
+    #: What a refused ``iss`` is told (default: "issued by a different <label> issuer").
+    issuer_message: str = ""
 
 
 #: Google: "https://www.gstatic.com/iap/verify/public_key-jwk" (cloud.google.com/iap/docs/signed-headers-howto).
@@ -115,6 +111,7 @@ PRESETS: Mapping[Provider, Preset] = MappingProxyType(
             ("RS256",),
             ("RS256",),
             KeyKind.JWKS,
+            issuer_message="The token was issued for a different Cloudflare Access team.",
         ),
         Provider.GOOGLE_IAP: Preset(
             Provider.GOOGLE_IAP,
@@ -420,203 +417,6 @@ def jwk_parser(algorithms: tuple[str, ...]) -> JWKParser:
     return parse
 
 
-# --- verification ------------------------------------------------------------------------------
-
-
-class PresetProfile:
-    """One preset's rules for a fresh token, from configuration; plugged into ``TokenVerifier(profile=...)``.
-
-    The verifier keeps the token cache (a repeated token costs a dict hit); this does
-    the rest: header, signature, claims.
-    """
-
-    def __init__(
-        self,
-        preset: Preset,
-        *,
-        issuers: tuple[str, ...],
-        audiences: tuple[str, ...],
-        algorithms: tuple[str, ...],
-        leeway: float,
-        alb_arns: tuple[str, ...] = (),
-        alb_client_id: str | None = None,
-    ) -> None:
-        self.preset = preset
-        self.issuers = issuers
-        self.audiences = audiences
-        self.algorithms = algorithms
-        self.leeway = leeway
-        self.alb_arns = alb_arns
-        self.alb_client_id = alb_client_id
-        self._decode: Callable[[str, str], bytes] = b64url_decode_padded if preset.padded_base64 else b64url_decode
-        #: header segment -> (alg, kid, the header's copies of the preset's header_claims)
-        self._headers: OrderedDict[str, tuple[str, str, Mapping[str, Any]]] = OrderedDict()
-
-    def __repr__(self) -> str:
-        return f"PresetProfile({self.preset.provider.value!r}, issuers={list(self.issuers)!r})"
-
-    def check(self, token: str, now: float) -> Signed:
-        """Size and shape, then the header (cached by its segment): what is left needs the key."""
-        header_b64, payload_b64, signature_b64 = split_token(token)
-        checked = self._headers.get(header_b64)
-        if checked is None:
-            header = _json_object(self._decode(header_b64, "header"), "header")
-            alg, kid = self.check_header(header)
-            signed = {name: header[name] for name in self.preset.header_claims if name in header}
-            checked = (alg, kid, signed)
-            if len(self._headers) >= HEADER_CACHE_SIZE:
-                self._headers.popitem(last=False)
-            self._headers[header_b64] = checked
-        alg, kid, from_header = checked
-        signature = self._decode(signature_b64, "signature")
-        return Signed(token, alg, kid, header_b64, payload_b64, signature, now, from_header)
-
-    def finish(self, signed: Signed, key: PublicKey) -> VerifiedToken:
-        """The signature, then (only then) the payload and its claims."""
-        kid = signed.kid
-        verify_signature(signed.alg, key, signed.signature, f"{signed.header}.{signed.payload}".encode("ascii"), kid)
-        claims = _json_object(self._decode(signed.payload, "payload"), "payload")
-        if signed.header_claims:
-            merge_header_claims(claims, signed.header_claims)
-        exp = self.check_claims(claims, signed.now)
-        return VerifiedToken(read_only_claims(claims), kid, exp, key)
-
-    def check_header(self, header: Mapping[str, Any]) -> tuple[str, str]:
-        """``(alg, kid)`` after the header rules: a pinned algorithm, a usable kid, and ALB's signer and client."""
-        alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self.algorithms:
-            raise InvalidToken(
-                Reason.ALGORITHM_NOT_ALLOWED,
-                "The token's signing algorithm is not allowed.",
-                f"alg {alg!r} is not one of {', '.join(self.algorithms)} ({self.preset.label})",
-            )
-        if "crit" in header or "b64" in header:
-            raise _malformed("the header has a 'crit' or 'b64' parameter; no JWS extensions are supported")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid or len(kid) > 256:
-            raise InvalidToken(
-                Reason.UNKNOWN_KEY, "The token does not name a known signing key.", "the header has no usable 'kid'"
-            )
-        if self.preset.provider is Provider.AWS_ALB:
-            if not ALB_KID.fullmatch(kid):
-                # The kid becomes part of the key URL: only a UUID may, so no path or query can be smuggled in.
-                raise InvalidToken(
-                    Reason.UNKNOWN_KEY,
-                    "The token does not name a known signing key.",
-                    f"an ALB kid is a UUID; {kid[:64]!r} is not",
-                )
-            signer = header.get("signer")
-            if signer not in self.alb_arns:
-                raise InvalidToken(
-                    Reason.AUDIENCE_MISMATCH,
-                    "The token was signed by a different load balancer.",
-                    f"signer {signer!r} is not in CFACCESS_AWS_ALB_ARN",
-                )
-            client = header.get("client")
-            if client != self.alb_client_id:
-                raise InvalidToken(
-                    Reason.AUDIENCE_MISMATCH,
-                    "The token is for a different application (client mismatch).",
-                    f"client {client!r} is not CFACCESS_AWS_CLIENT_ID {self.alb_client_id!r}",
-                )
-        return alg, kid
-
-    def check_claims(self, claims: Mapping[str, Any], now: float) -> float:
-        """Validate ``iss``, ``aud`` (where the proxy sets one), ``sub``, ``jti``, the times and ``email_verified``."""
-        preset = self.preset
-        iss = claims.get("iss")
-        if iss not in self.issuers:
-            hint = ""
-            if isinstance(iss, str) and any(iss.rstrip("/") == i.rstrip("/") for i in self.issuers):
-                hint = " (trailing slash)"
-            raise InvalidToken(
-                Reason.ISSUER_MISMATCH,
-                f"The token was issued by a different {preset.label} issuer.",
-                f"issuer {iss!r} is not {' or '.join(map(repr, self.issuers))}{hint}",
-            )
-        if preset.checks_audience:
-            aud = claims.get("aud")
-            token_auds = [aud] if type(aud) is str else aud
-            if type(token_auds) is not list or not token_auds or any(type(a) is not str for a in token_auds):
-                raise InvalidToken(
-                    Reason.AUDIENCE_MISMATCH,
-                    "The token's audience is missing or invalid.",
-                    f"claim 'aud' must be a string or a list of strings, got {aud!r}",
-                )
-            if not any(a in self.audiences for a in token_auds):
-                raise InvalidToken(
-                    Reason.AUDIENCE_MISMATCH,
-                    "The token is for a different application (audience mismatch).",
-                    f"audience {token_auds!r} is not one of {list(self.audiences)!r}",
-                )
-        for name in ("sub", "jti"):
-            if name in claims and type(claims[name]) is not str:
-                raise InvalidToken(
-                    Reason.CLAIM_INVALID,
-                    f"The token's '{name}' claim is invalid.",
-                    f"claim {name!r} must be a string, got {type(claims[name]).__name__}",
-                )
-        for name in preset.required_claims:
-            if name not in claims:
-                raise InvalidToken(Reason.CLAIM_INVALID, f"The token has no '{name}'.", f"claim {name!r} is required")
-        exp = _number(claims, "exp")
-        assert exp is not None  # required above
-        if now > exp + self.leeway:
-            ago = human_duration(now - exp)
-            raise InvalidToken(
-                Reason.TOKEN_EXPIRED, f"The token expired {ago} ago.", f"expired {ago} ago (exp={int(exp)})"
-            )
-        for name in ("nbf", "iat"):
-            value = _number(claims, name)
-            if value is not None and value > now + self.leeway:
-                ahead = human_duration(value - now)
-                raise InvalidToken(
-                    Reason.TOKEN_NOT_YET_VALID,
-                    "The token is not valid yet.",
-                    f"claim {name!r} is {ahead} in the future (leeway {self.leeway:g}s; check the clock)",
-                )
-        if preset.max_lifetime is not None:
-            iat = _number(claims, "iat")
-            assert iat is not None  # required by every preset with a maximum lifetime
-            if exp - iat > preset.max_lifetime + 2 * self.leeway:
-                raise InvalidToken(
-                    Reason.CLAIM_INVALID,
-                    "The token's lifetime is longer than its issuer allows.",
-                    f"exp - iat is {human_duration(exp - iat)}; {preset.label} tokens live at most "
-                    f"{human_duration(preset.max_lifetime)} plus twice the leeway",
-                )
-        if "email_verified" in claims:
-            # OIDC: a boolean; ALB passes the IdP's userinfo, where Cognito writes the string "true".
-            verified = claims["email_verified"]
-            if verified is not True and verified != "true":
-                raise InvalidToken(
-                    Reason.CLAIM_INVALID,
-                    "The token's email address is not verified.",
-                    f"claim 'email_verified' is {verified!r}; an unverified email cannot name a user",
-                )
-        return exp
-
-
-def merge_header_claims(claims: dict[str, Any], from_header: Mapping[str, Any]) -> None:
-    """Put the claims a proxy signs in the JWT header (ALB's ``iss``, ``exp``) into the payload's claims.
-
-    Both are signed, so both are the proxy's word; a value the payload lacks is taken
-    from the header, and a value both carry must be the same (same JSON type and
-    value), or the token contradicts itself and is refused. The claims are then
-    checked as usual, so a header ``iss`` naming another issuer is refused like any.
-    """
-    for name, value in from_header.items():
-        if name not in claims:
-            claims[name] = value
-        elif type(claims[name]) is not type(value) or claims[name] != value:
-            reason = Reason.ISSUER_MISMATCH if name == "iss" else Reason.CLAIM_INVALID
-            raise InvalidToken(
-                reason,
-                f"The token's '{name}' differs between its header and its payload.",
-                f"header {name} {value!r} is not payload {name} {claims[name]!r}",
-            )
-
-
 def b64url_decode_padded(segment: str, what: str) -> bytes:
     """AWS ALB's base64url: ``=`` padding allowed (exactly as much as the length needs), otherwise as strict.
 
@@ -628,20 +428,6 @@ def b64url_decode_padded(segment: str, what: str) -> bytes:
     if pad and pad != -len(stripped) % 4:
         raise _malformed(f"the {what} has wrong base64url padding")
     return b64url_decode(stripped, what)
-
-
-def build_profile(settings: Settings) -> PresetProfile:
-    """The profile for a non-Cloudflare preset, from validated settings."""
-    preset = PRESETS[settings.provider]
-    return PresetProfile(
-        preset,
-        issuers=settings.issuers,
-        audiences=settings.audiences,
-        algorithms=settings.algorithms,
-        leeway=settings.leeway_seconds,
-        alb_arns=settings.aws_alb_arns,
-        alb_client_id=settings.aws_client_id,
-    )
 
 
 def describe_key(key: PublicKey) -> str:

@@ -1,15 +1,16 @@
-"""Verification of Cloudflare Access application tokens (``Cf-Access-Jwt-Assertion``).
+"""Tokens: the JWS primitives every preset uses, and the verifier that caches what they verified.
 
 Built directly on ``cryptography`` rather than on ``jwt.decode`` for two reasons:
-it lets every check be stricter than a general JWT library needs to be (RS256
-only whatever the header says, canonical base64url, JSON numbers for time
+it lets every check be stricter than a general JWT library needs to be (the pinned
+algorithm whatever the header says, canonical base64url, JSON numbers for time
 claims, a size cap before any parsing), and it keeps the per-token cost close to
-the RSA verification itself. PyJWT is the oracle in the differential tests.
+the signature verification itself. PyJWT is the oracle in the differential tests.
 
-Order of work: size and shape, header (``alg`` must be RS256, ``kid`` required,
-``crit`` and ``b64`` refused, ``jku``/``x5u``/``jwk``/``x5c`` ignored), key lookup,
-signature, and only then the payload, which is never parsed before its
-signature verifies.
+Order of work: size and shape, header (``alg`` pinned, ``kid`` required, ``crit``
+and ``b64`` refused, ``jku``/``x5u``/``jwk``/``x5c`` ignored), key lookup,
+signature, and only then the payload, which is never parsed before its signature
+verifies. The rules of each preset, Cloudflare's included, are a
+:class:`~cfaccess_mw.profiles.PresetProfile`; :class:`TokenVerifier` keeps the cache.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, NoReturn, Protocol
 
-from .ec import verify_signature
 from .errors import InvalidToken, Reason
 from .keys import PublicKey
 
@@ -193,29 +193,6 @@ def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     )
 
 
-def check_header(header: Mapping[str, Any]) -> str:
-    """Enforce RS256 and a ``kid``; return the ``kid``. Key-carrying headers are ignored, never used."""
-    alg = header.get("alg")
-    if alg != "RS256":
-        raise InvalidToken(
-            Reason.ALGORITHM_NOT_ALLOWED,
-            "The token's signing algorithm is not allowed.",
-            f"alg {alg!r} is not RS256, the only algorithm accepted",
-        )
-    if "crit" in header or "b64" in header:
-        # RFC 7515 section 4.1.11: a recipient that does not understand the listed extensions must reject.
-        # RFC 7797's "b64" changes what is signed and must itself be listed in "crit": refused as well.
-        raise _malformed("the header has a 'crit' or 'b64' parameter; no JWS extensions are supported")
-    kid = header.get("kid")
-    if not isinstance(kid, str) or not kid or len(kid) > 256:
-        raise InvalidToken(
-            Reason.UNKNOWN_KEY,
-            "The token does not name a known signing key.",
-            "the header has no usable 'kid' (key id)",
-        )
-    return kid
-
-
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if type(value) is int and -MAX_NUMERIC_DATE < value < MAX_NUMERIC_DATE:
@@ -246,82 +223,6 @@ def human_duration(seconds: float) -> str:
             return f"{count} {unit}{'s' if count != 1 else ''}"
     count = int(seconds)
     return f"{count} second{'s' if count != 1 else ''}"
-
-
-def check_claims(
-    claims: Mapping[str, Any], *, issuer: str, audiences: tuple[str, ...], leeway: float, now: float
-) -> float:
-    """Validate ``iss``, ``aud``, ``sub``, ``jti``, ``exp``, ``nbf``, ``iat``; return ``exp``.
-
-    Written for the common case to take few steps: every token that passes runs all of it.
-    """
-    iss = claims.get("iss")
-    if iss != issuer:
-        hint = ""
-        if isinstance(iss, str):
-            if iss.rstrip("/") == issuer:
-                hint = " (trailing slash)"
-            elif iss.lower() == issuer.lower():
-                hint = " (differs in letter case)"
-        raise InvalidToken(
-            Reason.ISSUER_MISMATCH,
-            "The token was issued for a different Cloudflare Access team.",
-            f"issuer {iss!r} is not {issuer!r}{hint}",
-        )
-
-    aud = claims.get("aud")
-    token_auds = [aud] if type(aud) is str else aud
-    if (
-        type(token_auds) is not list
-        or not token_auds
-        or (
-            type(token_auds[0]) is not str  # one audience, the common case: no generator
-            if len(token_auds) == 1
-            else any(type(a) is not str for a in token_auds)
-        )
-    ):
-        raise InvalidToken(
-            Reason.AUDIENCE_MISMATCH,
-            "The token's audience is missing or invalid.",
-            f"claim 'aud' must be a string or a list of strings, got {aud!r}",
-        )
-    for a in token_auds:
-        if a in audiences:
-            break
-    else:
-        raise InvalidToken(
-            Reason.AUDIENCE_MISMATCH,
-            "The token is for a different application (audience mismatch).",
-            f"audience {token_auds!r} is not one of {list(audiences)!r}",
-        )
-
-    # RFC 7519 sections 4.1.2 and 4.1.7: strings when present (PyJWT refuses anything else too).
-    if ("sub" in claims and type(claims["sub"]) is not str) or ("jti" in claims and type(claims["jti"]) is not str):
-        name = "sub" if "sub" in claims and type(claims["sub"]) is not str else "jti"
-        raise InvalidToken(
-            Reason.CLAIM_INVALID,
-            f"The token's '{name}' claim is invalid.",
-            f"claim {name!r} must be a string, got {type(claims[name]).__name__}",
-        )
-
-    exp = _number(claims, "exp")
-    if exp is None:
-        raise InvalidToken(Reason.CLAIM_INVALID, "The token has no expiry.", "claim 'exp' is required")
-    if now > exp + leeway:
-        ago = human_duration(now - exp)
-        raise InvalidToken(Reason.TOKEN_EXPIRED, f"The token expired {ago} ago.", f"expired {ago} ago (exp={int(exp)})")
-    latest = now + leeway
-    for name in ("nbf", "iat"):
-        if name in claims:
-            value = _number(claims, name)
-            if value is not None and value > latest:
-                ahead = human_duration(value - now)
-                raise InvalidToken(
-                    Reason.TOKEN_NOT_YET_VALID,
-                    "The token is not valid yet.",
-                    f"claim {name!r} is {ahead} in the future (leeway {leeway:g}s; check the clock)",
-                )
-    return exp
 
 
 def _read_only(*args: Any, **kwargs: Any) -> NoReturn:
@@ -455,14 +356,17 @@ class TokenVerifier:
         profile: TokenProfile | None = None,
     ) -> None:
         self.issuer = issuer
-        self.profile = profile  # None: Cloudflare's rules, below
+        if profile is None:  # Cloudflare's rules: a preset like the others (profiles.py imports this module)
+            from .profiles import cloudflare_profile
+
+            profile = cloudflare_profile(issuer, audiences, leeway)
+        self.profile = profile
         self.audiences = audiences
         self.keys = keys
         self.leeway = leeway
         self.cache_size = cache_size
         self._clock = clock
         self._cache: OrderedDict[str, VerifiedToken] = OrderedDict()
-        self._headers: OrderedDict[str, str] = OrderedDict()  # header segment -> kid, for headers that passed
 
     def __repr__(self) -> str:
         return f"TokenVerifier(issuer={self.issuer!r}, audiences={list(self.audiences)!r})"
@@ -502,30 +406,12 @@ class TokenVerifier:
         return self.finish(signed, self.keys.cached_key(signed.kid) or self.keys.get_key_sync(signed.kid))
 
     def check(self, token: str) -> Signed:
-        """Size, shape and header of a fresh token (the preset's rules, or Cloudflare's)."""
-        now = self._clock()
-        if self.profile is not None:  # another proxy's preset (providers.py); cached exactly like a Cloudflare token
-            return self.profile.check(token, now)
-        header_b64, payload_b64, signature_b64 = split_token(token)
-        kid = self._headers.get(header_b64)
-        if kid is None:
-            kid = check_header(_json_object(b64url_decode(header_b64, "header"), "header"))
-            if len(self._headers) >= HEADER_CACHE_SIZE:
-                self._headers.popitem(last=False)
-            self._headers[header_b64] = kid
-        return Signed(token, "RS256", kid, header_b64, payload_b64, b64url_decode(signature_b64, "signature"), now)
+        """Size, shape and header of a fresh token, by the preset's rules (Cloudflare's unless another's)."""
+        return self.profile.check(token, self._clock())
 
     def finish(self, signed: Signed, key: PublicKey) -> VerifiedToken:
         """Signature, then (only then) the payload and its claims; the verified token, remembered."""
-        if self.profile is not None:
-            return self._remember(signed.token, self.profile.finish(signed, key))
-        kid = signed.kid
-        # The one signature layer every preset uses (Wycheproof's vectors run through it): an RS256 token is
-        # checked only by an RSA key, so a key source shared with an ES256 preset never verifies one here.
-        verify_signature("RS256", key, signed.signature, f"{signed.header}.{signed.payload}".encode("ascii"), kid)
-        claims = _json_object(b64url_decode(signed.payload, "payload"), "payload")
-        exp = check_claims(claims, issuer=self.issuer, audiences=self.audiences, leeway=self.leeway, now=signed.now)
-        return self._remember(signed.token, VerifiedToken(read_only_claims(claims), kid, exp, key))
+        return self._remember(signed.token, self.profile.finish(signed, key))
 
     def _remember(self, token: str, verified: VerifiedToken) -> VerifiedToken:
         """Cache a verified token (Cloudflare's or a preset's): bounded, the least recently used evicted first."""

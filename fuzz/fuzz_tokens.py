@@ -40,7 +40,8 @@ from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.hashes import SHA256
 
 from cfaccess_mw.errors import InvalidToken, Reason
-from cfaccess_mw.providers import PRESETS, PresetProfile, Provider
+from cfaccess_mw.profiles import PresetProfile
+from cfaccess_mw.providers import PRESETS, Provider
 from cfaccess_mw.testing_presets import jws, new_ec_key
 from cfaccess_mw.tokens import TokenVerifier
 

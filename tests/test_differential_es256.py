@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 
 from cfaccess_mw.errors import InvalidToken, Reason
 from cfaccess_mw.keys import PublicKey
-from cfaccess_mw.providers import PRESETS, PresetProfile, Provider
+from cfaccess_mw.profiles import PresetProfile
+from cfaccess_mw.providers import PRESETS, Provider
 from cfaccess_mw.testing_presets import new_ec_key, sign
 from cfaccess_mw.tokens import MAX_TOKEN_LENGTH, TokenVerifier
 
