@@ -38,12 +38,21 @@ from typing import Any
 
 from cfaccess_mw import CloudflareAccessMiddleware
 from cfaccess_mw.testing import LocalIssuer
-from cfaccess_mw.tokens import TokenVerifier, freeze_claims
+from cfaccess_mw.tokens import freeze_claims
+from cfaccess_mw.verifier import TokenVerifier
 
 from . import apps, cache, common, jwks
 from .inprocess import _cache_prefiller
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _before_verifier(before: ModuleType) -> Any:
+    """The other revision's TokenVerifier: in ``verifier`` since issue 19, in ``tokens`` before."""
+    try:
+        return importlib.import_module(f"{before.__name__}.verifier").TokenVerifier
+    except ImportError:
+        return importlib.import_module(f"{before.__name__}.tokens").TokenVerifier
 
 
 def load_revision(ref: str, into: Path) -> ModuleType:
@@ -237,7 +246,7 @@ async def main(args: argparse.Namespace) -> str:
             cases = await floor(before, team, same, pool, rounds, batch)
             paths = await user_paths(before, team, same, rounds, batch)
         pieces = micro(before, same, rounds, batch)
-        hits = {"before": cache.burst(before.tokens.TokenVerifier), "after": cache.burst(TokenVerifier)}
+        hits = {"before": cache.burst(_before_verifier(before)), "after": cache.burst(TokenVerifier)}
         floods = await flood(before, args.quick)
 
     out = [f"_before = `{args.ref}`, after = this tree; command: `python -m benchmarks.ab {' '.join(args.argv)}`_", ""]

@@ -21,7 +21,7 @@ from cfaccess_mw.profiles import build_profile
 from cfaccess_mw.providers import IAP_ISSUER
 from cfaccess_mw.testing import LocalIssuer
 from cfaccess_mw.testing_presets import GoogleIapIssuer
-from cfaccess_mw.tokens import TokenVerifier
+from cfaccess_mw.verifier import TokenVerifier
 
 from . import apps
 from .common import USERS, Case, jwt_scope, run_group, run_sync, scope, time_sync_group

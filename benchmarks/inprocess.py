@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.hashes import SHA256
 
 from cfaccess_mw import CloudflareAccessMiddleware, ExposureMode
-from cfaccess_mw.tokens import TokenVerifier
+from cfaccess_mw.verifier import TokenVerifier
 
 from . import apps
 from .common import (

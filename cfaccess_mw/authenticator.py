@@ -52,8 +52,9 @@ from .principals import Principal
 from .profiles import build_profile
 from .providers import PRESETS, Provider, token_header
 from .settings import ExposureMode, Settings
-from .tokens import TokenVerifier, VerifiedToken
+from .tokens import VerifiedToken
 from .users import UserDirectory, UserLookup
+from .verifier import TokenVerifier
 
 logger = logging.getLogger("cfaccess_mw")
 

@@ -33,8 +33,8 @@ from .errors import AuthError, AuthUnavailable, ConfigError, Reason, send_error
 from .keysources import KeyStore
 from .principals import Principal
 from .settings import Settings
-from .tokens import TokenVerifier
 from .users import UserLookup
+from .verifier import TokenVerifier
 
 logger = logging.getLogger("cfaccess_mw")
 

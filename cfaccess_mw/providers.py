@@ -32,7 +32,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import SplitResult, urlsplit
 
 from .ec import key_algorithm, parse_ec_jwk
@@ -47,8 +47,35 @@ from .tokens import (
     split_token,
 )
 
-if TYPE_CHECKING:
-    from .settings import Settings
+
+class Configured(Protocol):
+    """What this module reads of a :class:`~cfaccess_mw.settings.Settings` (which it never imports: settings
+    imports this module to check the preset's variables, so the dependency runs one way)."""
+
+    @property
+    def provider(self) -> Provider: ...
+    @property
+    def issuers(self) -> tuple[str, ...]: ...
+    @property
+    def audiences(self) -> tuple[str, ...]: ...
+    @property
+    def algorithms(self) -> tuple[str, ...]: ...
+    @property
+    def certs_url(self) -> str | None: ...
+    @property
+    def token_header(self) -> str | None: ...
+    @property
+    def aws_alb_arns(self) -> tuple[str, ...]: ...
+    @property
+    def aws_client_id(self) -> str | None: ...
+    @property
+    def team_domain(self) -> str | None: ...
+    @property
+    def service_tokens(self) -> tuple[Any, ...]: ...
+    @property
+    def allow_cookie(self) -> bool: ...
+    @property
+    def leeway_seconds(self) -> float: ...
 
 
 class Provider(str, enum.Enum):
@@ -250,7 +277,7 @@ def alb_key_base_url(partition: str, region: str) -> str:
     return f"https://public-keys.auth.elb.{region}.amazonaws.com"
 
 
-def check_preset_settings(settings: Settings) -> dict[str, Any]:
+def check_preset_settings(settings: Configured) -> dict[str, Any]:
     """Validate the preset-specific settings; return the normalised values for :class:`Settings` to keep.
 
     Called from ``Settings.__post_init__`` for every provider; the Cloudflare checks
@@ -387,7 +414,7 @@ def _pomerium_issuer(value: str) -> str:
     return f"https://{_route_host(parts.hostname or '', 'CFACCESS_ISSUER')}/"
 
 
-def token_header(settings: Settings) -> str:
+def token_header(settings: Configured) -> str:
     """The header (lower case) that carries the preset's token."""
     if settings.provider is Provider.OIDC and settings.token_header:
         return settings.token_header
@@ -452,7 +479,7 @@ def decode_unverified_for(provider: Provider, token: str) -> tuple[dict[str, Any
     return header, payload
 
 
-def describe_preset(settings: Settings) -> list[tuple[str, str]]:
+def describe_preset(settings: Configured) -> list[tuple[str, str]]:
     """The rows ``cfaccess-mw check`` prints for a non-Cloudflare preset."""
     preset = PRESETS[settings.provider]
     rows = [
@@ -476,7 +503,7 @@ def describe_preset(settings: Settings) -> list[tuple[str, str]]:
     return rows
 
 
-def preset_hint(reason: Reason, settings: Settings, claims: Mapping[str, Any]) -> str:
+def preset_hint(reason: Reason, settings: Configured, claims: Mapping[str, Any]) -> str:
     """What a deployer can do about a refusal under a non-Cloudflare preset."""
     preset = PRESETS[settings.provider]
     if reason is Reason.AUDIENCE_MISMATCH:
@@ -508,5 +535,5 @@ def preset_hint(reason: Reason, settings: Settings, claims: Mapping[str, Any]) -
     return f"this is not a token {preset.label} would send; copy the {token_header(settings)} header as received"
 
 
-def discovery_hint(settings: Settings) -> str:
+def discovery_hint(settings: Configured) -> str:
     return settings.issuers[0].rstrip("/") + "/.well-known/openid-configuration"

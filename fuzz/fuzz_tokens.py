@@ -43,7 +43,7 @@ from cfaccess_mw.errors import InvalidToken, Reason
 from cfaccess_mw.profiles import PresetProfile
 from cfaccess_mw.providers import PRESETS, Provider
 from cfaccess_mw.testing_presets import jws, new_ec_key
-from cfaccess_mw.tokens import TokenVerifier
+from cfaccess_mw.verifier import TokenVerifier
 
 KID = "fuzz-key"
 ISSUER = "https://fuzz-team.cloudflareaccess.com"

@@ -30,7 +30,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from cfaccess_mw.errors import InvalidToken, Reason
-from cfaccess_mw.tokens import MAX_TOKEN_LENGTH, TokenVerifier
+from cfaccess_mw.tokens import MAX_TOKEN_LENGTH
+from cfaccess_mw.verifier import TokenVerifier
 
 ISSUER = "https://diff-team.cloudflareaccess.com"
 AUDIENCE = "5f0c" * 16

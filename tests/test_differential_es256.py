@@ -29,7 +29,8 @@ from cfaccess_mw.keys import PublicKey
 from cfaccess_mw.profiles import PresetProfile
 from cfaccess_mw.providers import PRESETS, Provider
 from cfaccess_mw.testing_presets import new_ec_key, sign
-from cfaccess_mw.tokens import MAX_TOKEN_LENGTH, TokenVerifier
+from cfaccess_mw.tokens import MAX_TOKEN_LENGTH
+from cfaccess_mw.verifier import TokenVerifier
 
 from .test_differential import _json_values, _strict_json, _strict_segment, _time_claim
 
