@@ -108,14 +108,32 @@ elif path:
 """
 
 
+#: A block that only includes a file (``--8<-- "examples/testing/test_django.py"``): the site shows the file.
+INCLUDE = re.compile(r'--8<-- "([^"]+)"\n')
+
+
 def doc_blocks(*languages: str) -> list[tuple[str, str]]:
-    """``(id, body)`` of every block of these languages under docs/; the id is ``page[n]``, n counting all blocks."""
+    """``(id, body)`` of every block of these languages under docs/ (includes aside); the id is ``page[n]``."""
     return [
         (f"{page.relative_to(DOCS)}[{n}]", body)
         for page in sorted(DOCS.rglob("*.md"))
         for n, (lang, body) in enumerate(readme.page_blocks(page))
-        if lang in languages
+        if lang in languages and not INCLUDE.fullmatch(body)
     ]
+
+
+def test_every_included_file_is_a_test_the_suite_runs() -> None:
+    """The pages show example tests by including them: files under examples/testing/, which
+    tests/test_pytest_plugin.py runs as a reader would (pytest in that folder, stray CFACCESS_* exported)."""
+    included = [
+        found.group(1)
+        for page in DOCS.rglob("*.md")
+        for lang, body in readme.page_blocks(page)
+        if (found := INCLUDE.fullmatch(body)) and lang == "python"
+    ]
+    tests = {f"examples/testing/{path.name}" for path in (readme.ROOT / "examples" / "testing").glob("test_*.py")}
+
+    assert sorted(included) == sorted(tests)
 
 
 def module_name(body: str) -> str:
