@@ -14,14 +14,17 @@
     @require("user", scopes=["admin"])
     def reports() -> str: ...
 
-Where it hooks in: Flask's ``request_started`` signal, which ``full_dispatch_request``
-sends after routing and before ``preprocess_request`` runs the app's
-``url_value_preprocessor`` and ``before_request`` functions (a first
-``before_request`` would run after the URL value preprocessors, which may already
-load a row named by the URL). A refusal raised there goes through Flask's error
-handling like a view's: this extension's ``errorhandler(AuthError)`` answers it with
-the package's JSON (``after_request`` hooks still run on it, so CORS or security
-headers the app adds are there). :class:`~cfaccess_mw.errors.AuthError` is not a
+Where it hooks in: the app's ``full_dispatch_request``, which Flask calls after
+routing; the decision runs first, before it sends ``request_started`` and before
+``preprocess_request`` runs the app's ``url_value_preprocessor`` and
+``before_request`` functions (a first ``before_request`` would run after the URL
+value preprocessors, which may already load a row named by the URL; a
+``request_started`` receiver would run in blinker's order, which is unordered, so the
+app's own receivers could run first). A refusal goes through Flask's error handling
+like a view's (``handle_user_exception``, then ``finalize_request``): this
+extension's ``errorhandler(AuthError)`` answers it with the package's JSON
+(``after_request`` hooks still run on it, so CORS or security headers the app adds
+are there). :class:`~cfaccess_mw.errors.AuthError` is not a
 Werkzeug ``HTTPException``, so an app's ``errorhandler(403)`` (or one for
 ``HTTPException``) never turns a refusal into its HTML page, and an app-level
 ``errorhandler(Exception)`` is less specific than ours. A blueprint's own
@@ -29,8 +32,10 @@ Werkzeug ``HTTPException``, so an app's ``errorhandler(403)`` (or one for
 refused (the view never runs), but that handler writes the answer.
 
 What runs before the decision is Flask's own request set-up: routing and opening
-the session (a server-side session store is asked about the cookie's session id),
-and other receivers of ``request_started`` (blinker does not order receivers).
+the session (a server-side session store is asked about the cookie's session id).
+What Flask never dispatches is not seen: a WSGI app mounted around ``app.wsgi_app``
+(Werkzeug's ``DispatcherMiddleware``) is outside Flask, so wrap the whole in
+:class:`~cfaccess_mw.wsgi.CloudflareAccessWSGIMiddleware` instead.
 
 Static files are served by a view like any other and so are protected, unless
 their path is in ``CFACCESS_PUBLIC_PATHS``. Each request is audited once: a refusal
@@ -48,7 +53,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, request, request_started
+from flask import Flask, Response, request
 from werkzeug.local import LocalProxy
 
 from .adapter import DeferredAuthenticator
@@ -143,20 +148,35 @@ class CloudflareAccess(DeferredAuthenticator):
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Hook into ``app``: the decision at ``request_started``, the JSON answer to every :class:`AuthError`,
-        the audit around ``app.wsgi_app``; the keys are fetched now (no request waits for them)."""
+        """Hook into ``app``: the decision first in ``full_dispatch_request``, the JSON answer to every
+        :class:`AuthError`, the audit around ``app.wsgi_app``; the keys are fetched now (no request waits)."""
         auth = self.authenticator  # settings are read and checked now, in the app factory
         check_sync(auth)
         app.extensions["cfaccess_mw"] = self
-        # weak=False: blinker holds bound methods weakly, and nothing else need keep this object alive.
-        request_started.connect(self._authenticate, app, weak=False)
+        self._authenticate_first(app)
         app.register_error_handler(AuthError, self._handle_auth_error)
         app.wsgi_app = self._audited(app.wsgi_app)  # type: ignore[method-assign,assignment]
         auth.startup_sync()
 
     # --- hooks ---------------------------------------------------------------------------------
 
-    def _authenticate(self, sender: Flask, **extra: Any) -> None:
+    def _authenticate_first(self, app: Flask) -> None:
+        """Decide before Flask runs any of the app's code for the request: its ``request_started`` receivers,
+        ``url_value_preprocessor`` and ``before_request`` functions and the view all run in the app's own
+        ``full_dispatch_request``, wrapped here on this app. A refusal is answered as Flask answers a view's
+        exception (the error handler, then ``after_request`` hooks and ``request_finished``)."""
+        dispatch = app.full_dispatch_request
+
+        def full_dispatch_request() -> Response:
+            try:
+                self._authenticate()
+            except AuthError as err:
+                return app.finalize_request(app.handle_user_exception(err))
+            return dispatch()
+
+        app.full_dispatch_request = full_dispatch_request  # type: ignore[method-assign]
+
+    def _authenticate(self) -> None:
         """Decide the request (a refusal is raised into Flask's error handling); leave the caller in environ."""
         environ = request.environ
         scope = environ[_SCOPE] = wsgi_scope(environ)

@@ -10,6 +10,7 @@ written once for all of them.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -77,7 +78,8 @@ class PresetProfile:
             signed = {name: header[name] for name in self.preset.header_claims if name in header}
             checked = (alg, kid, signed)
             if len(self._headers) >= HEADER_CACHE_SIZE:
-                self._headers.popitem(last=False)
+                with contextlib.suppress(KeyError):  # another thread emptied it meanwhile (WSGI threads share this)
+                    self._headers.popitem(last=False)
             self._headers[header_b64] = checked
         alg, kid, from_header = checked
         signature = self._decode(signature_b64, "signature")

@@ -8,6 +8,7 @@ default), with its key from the key source.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -91,13 +92,18 @@ class TokenVerifier:
 
         No ``await``: the middleware tries this first, so a repeated token costs no coroutine of ours here.
         An entry gone stale is dropped, and :meth:`verify_token` then verifies afresh for the precise reason.
+        Threads share the cache under WSGI, with no lock on this path: each step is one operation on the
+        dict, and an entry another thread evicted between them is simply no longer there to move or drop.
         """
         cached = self._cache.get(token)
         if cached is not None:
             if self._clock() <= cached.exp + self.leeway and self.keys.cached_key(cached.kid) is cached.key:
-                self._cache.move_to_end(token)
+                try:  # noqa: SIM105 - try costs nothing here; contextlib.suppress costs a context manager per hit
+                    self._cache.move_to_end(token)
+                except KeyError:  # evicted by another thread just now: still a good answer for this request
+                    pass
                 return cached
-            del self._cache[token]  # expired, or its key withdrawn or changed
+            self._cache.pop(token, None)  # expired, or its key withdrawn or changed
         return None
 
     async def verify_token(self, token: str) -> VerifiedToken:
@@ -126,10 +132,12 @@ class TokenVerifier:
 
     def _remember(self, token: str, verified: VerifiedToken) -> VerifiedToken:
         """Cache a verified token (Cloudflare's or a preset's): bounded, the least recently used evicted first."""
+        cache = self._cache
         if self.cache_size:
-            if len(self._cache) >= self.cache_size:
-                self._cache.popitem(last=False)
-            self._cache[token] = verified
+            if token not in cache and len(cache) >= self.cache_size:  # an overwrite needs no room
+                with contextlib.suppress(KeyError):  # another thread emptied it meanwhile
+                    cache.popitem(last=False)
+            cache[token] = verified
         return verified
 
     @property

@@ -1,7 +1,8 @@
 """The conformance kit's factories: the same small app, written in each framework's own idiom, behind its adapter.
 
 Each factory builds an app with the same routes and returns a :class:`Built`: the ASGI
-app (served live by uvicorn), the framework's own test client as one ``call`` function,
+app (served live by uvicorn) or the WSGI app (served live by Werkzeug's threaded server),
+the framework's own test client as one ``call`` function,
 the list ``ran`` where every piece of protected app code (handlers, hooks, mounted apps)
 records that it ran, and ``skips``: the cases that cannot apply to this framework, each
 with the reason. ``tests/test_conformance.py`` drives them all with the same cases. A new
@@ -66,12 +67,14 @@ Call = Callable[[str, str, dict[str, str]], Answer]
 
 @dataclass
 class Built:
-    """One integration's app: served live (``asgi``), called in process (``client``), observed (``ran``)."""
+    """One integration's app: served live (``asgi``, or ``wsgi`` for a WSGI app), called in process (``client``),
+    observed (``ran``)."""
 
     asgi: Any
     client: Callable[[], contextlib.AbstractContextManager[Call]]
     ran: list[str]
     skips: dict[str, str] = field(default_factory=dict)
+    wsgi: Any = None
 
 
 Factory = Callable[[Settings, list[AuditEvent], Path], Built]
@@ -407,7 +410,7 @@ def build_quart(settings: Settings, events: list[AuditEvent], static: Path) -> B
     async def started(sender: Any, **extra: Any) -> None:
         ran.append("hook:request_started")
 
-    request_started.connect(started, app)
+    request_started.connect(started, app, weak=False)  # weakly held, a local function would be gone by the case
 
     @app.url_value_preprocessor
     def preprocess(endpoint: str | None, values: dict[str, Any] | None) -> None:
@@ -796,23 +799,39 @@ def django_probe(get_response: Any) -> Any:
     return probe
 
 
-def build_django(settings: Settings, events: list[AuditEvent], static: Path) -> Built:
+def _django_overrides(settings: Settings, events: list[AuditEvent]) -> Any:
+    """The kit's Django project: test_django's, with this module as URLconf and the probe after the adapter."""
     from django.conf import settings as django_settings
-    from django.core.handlers.asgi import ASGIHandler
-    from django.test import AsyncClient, override_settings
+    from django.test import override_settings
 
     from examples import django_app
 
     # One project per process: conftest's django_project fixture configures it (the kit's fixture asks for it).
     assert django_settings.configured, "request the django_project fixture before building the Django app"
-    overrides = override_settings(
+    _django_ran.clear()
+    return override_settings(
         ROOT_URLCONF=__name__,
         CFACCESS_SETTINGS=settings,
         CFACCESS_AUDIT_HOOK=events.append,
         CFACCESS_USER_LOOKUP=None,
         MIDDLEWARE=[*django_app.MIDDLEWARE, f"{__name__}.django_probe"],
     )
-    _django_ran.clear()
+
+
+_DJANGO_SKIPS = {
+    "dependency": "Django has no dependency injection; @require (the permission case) is its decorator",
+    "mount": "Django has no ASGI mounts",
+    "static": "Django serves static files only through runserver or ASGIStaticFilesHandler, outside MIDDLEWARE",
+    "websocket": "Django has no websockets (Channels is a separate ASGI router, behind the ASGI middleware)",
+    "marked": _NO_MARKS,
+}
+
+
+def build_django(settings: Settings, events: list[AuditEvent], static: Path) -> Built:
+    from django.core.handlers.asgi import ASGIHandler
+    from django.test import AsyncClient
+
+    overrides = _django_overrides(settings, events)
     with overrides:  # the handler reads MIDDLEWARE and the CFACCESS_* settings once, now
         asgi = ASGIHandler()
 
@@ -832,14 +851,188 @@ def build_django(settings: Settings, events: list[AuditEvent], static: Path) -> 
 
             yield lambda method, path, headers: portal.call(request, method, path, headers)
 
+    return Built(asgi, client, _django_ran, _DJANGO_SKIPS)
+
+
+# --- WSGI: a plain PEP 3333 app, Flask, Django under WSGI -------------------------------------------
+
+_NO_WEBSOCKETS = "WSGI has no websockets (PEP 3333 is one request, one answer)"
+#: What a WSGI test client reports as the peer (its default REMOTE_ADDR is 127.0.0.1).
+_REMOTE_ENVIRON = {"REMOTE_ADDR": REMOTE_PEER[0], "REMOTE_PORT": str(REMOTE_PEER[1])}
+
+
+def _werkzeug_client(make: Callable[[], Any]) -> Callable[[], contextlib.AbstractContextManager[Call]]:
+    """Werkzeug's test client (Flask's is one), as made by ``make``, as the kit's ``call``."""
+
+    @contextlib.contextmanager
+    def client() -> Iterator[Call]:
+        test_client = make()
+
+        def call(method: str, path: str, headers: dict[str, str]) -> Answer:
+            response = test_client.open(path, method=method, headers=headers, environ_base=_REMOTE_ENVIRON)
+            try:
+                return _answer(response.status_code, response.headers, response.get_data())
+            finally:
+                response.close()  # the app's iterable (an open file for a static one), as a server closes it
+
+        yield call
+
+    return client
+
+
+def _wsgi_json(start_response: Any, body: dict[str, Any]) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(body).encode()]
+
+
+def build_raw_wsgi(settings: Settings, events: list[AuditEvent], static: Path) -> Built:
+    """``CloudflareAccessWSGIMiddleware`` around a plain PEP 3333 app: Werkzeug's router, its
+    ``SharedDataMiddleware`` for the static files and ``DispatcherMiddleware`` for the mount (WSGI's mount)."""
+    from werkzeug.exceptions import HTTPException
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+    from werkzeug.middleware.shared_data import SharedDataMiddleware
+    from werkzeug.routing import Map, Rule
+    from werkzeug.test import Client
+
+    from cfaccess_mw.wsgi import PRINCIPAL_KEY, CloudflareAccessWSGIMiddleware
+
+    ran: list[str] = []
+    urls = Map(
+        [
+            Rule("/status", endpoint="public"),
+            Rule("/status/deep", endpoint="public"),
+            Rule("/me", endpoint="me"),
+            Rule("/raise", endpoint="raise"),
+            Rule("/<slug>", endpoint="slug"),
+        ]
+    )
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        try:
+            endpoint, values = urls.bind_to_environ(environ).match()
+        except HTTPException as exc:
+            return exc(environ, start_response)
+        if endpoint == "public":
+            return _wsgi_json(start_response, {"public": True})
+        ran.append(endpoint)
+        if endpoint == "raise":
+            raise refusal()
+        if endpoint == "me":
+            return _wsgi_json(start_response, {"who": environ[PRINCIPAL_KEY].display_name})
+        return _wsgi_json(start_response, {"slug": values["slug"]})
+
+    def sub(environ: dict[str, Any], start_response: Any) -> Any:
+        ran.append(f"sub:{environ['PATH_INFO']}")
+        if "raise" in environ["PATH_INFO"].split("/"):
+            raise refusal()
+        return _wsgi_json(start_response, {"sub": True})
+
+    routed = SharedDataMiddleware(DispatcherMiddleware(app, {"/sub": sub}), {"/static": str(static)})
+    wsgi = CloudflareAccessWSGIMiddleware(routed, settings=settings, audit_hook=events.append)
     skips = {
-        "dependency": "Django has no dependency injection; @require (the permission case) is its decorator",
-        "mount": "Django has no ASGI mounts",
-        "static": "Django serves static files only through runserver or ASGIStaticFilesHandler, outside MIDDLEWARE",
-        "websocket": "Django has no websockets (Channels is a separate ASGI router, behind the ASGI middleware)",
+        "hooks": "a plain WSGI app runs no app code before its own, and orders its middleware itself",
+        "permission": "cfaccess_mw.wsgi has no permission helper; an app raising Forbidden is the handler case",
+        "dependency": "WSGI has no dependency injection",
         "marked": _NO_MARKS,
+        "websocket": _NO_WEBSOCKETS,
     }
-    return Built(asgi, client, _django_ran, skips)
+    return Built(None, _werkzeug_client(lambda: Client(wsgi)), ran, skips, wsgi=wsgi)
+
+
+def build_flask(settings: Settings, events: list[AuditEvent], static: Path) -> Built:
+    """The ``CloudflareAccess`` extension; the mount is a blueprint with its own routes under ``/sub``, and
+    ``/static`` is Flask's static folder (``send_from_directory``)."""
+    from flask import Blueprint, Flask, request_started
+
+    from cfaccess_mw.flask import CloudflareAccess, current_principal, require
+
+    ran: list[str] = []
+    app = Flask(f"conformance_{uuid.uuid4().hex[:8]}", static_folder=str(static), static_url_path="/static")
+
+    def started(sender: Any, **extra: Any) -> None:
+        ran.append("hook:request_started")
+
+    request_started.connect(started, app, weak=False)  # weakly held, a local function would be gone by the case
+
+    @app.url_value_preprocessor
+    def preprocess(endpoint: str | None, values: dict[str, Any] | None) -> None:
+        ran.append("hook:url_value_preprocessor")
+
+    @app.before_request
+    def before() -> None:
+        ran.append("hook:before_request")
+
+    @app.route("/status", methods=["GET", "OPTIONS"])
+    @app.route("/status/deep")
+    def public() -> dict[str, bool]:
+        return {"public": True}
+
+    @app.route("/me", methods=["GET", "OPTIONS"])
+    def me() -> dict[str, str]:
+        ran.append("me")
+        return {"who": current_principal.display_name}
+
+    @app.route("/raise")
+    def raises() -> dict[str, str]:
+        ran.append("raise")
+        raise refusal()
+
+    @app.route("/admin")
+    @require("user", scopes=["admin"])
+    def admin() -> dict[str, bool]:
+        ran.append("admin")
+        return {"admin": True}
+
+    @app.route("/<slug>")
+    def slug(slug: str) -> dict[str, str]:
+        ran.append("slug")
+        return {"slug": slug}
+
+    sub = Blueprint("sub", __name__)
+
+    @sub.before_request
+    def sub_before() -> None:
+        ran.append("hook:blueprint before_request")
+
+    @sub.route("/status")
+    @sub.route("/raise")
+    def sub_route() -> dict[str, bool]:
+        ran.append("sub")
+        raise refusal()
+
+    app.register_blueprint(sub, url_prefix="/sub")
+    CloudflareAccess(app, settings=settings, audit_hook=events.append)
+    skips = {
+        "dependency": "Flask has no dependency injection; @require (the permission case) is its decorator",
+        "marked": _NO_MARKS,
+        "websocket": _NO_WEBSOCKETS,
+    }
+    return Built(None, _werkzeug_client(app.test_client), ran, skips, wsgi=app)
+
+
+def build_django_wsgi(settings: Settings, events: list[AuditEvent], static: Path) -> Built:
+    """The Django factory's project as WSGI deployments run it: ``get_wsgi_application()`` served live, Django's
+    (sync) test client in process; the adapter's middleware runs in the request's thread."""
+    from django.core.wsgi import get_wsgi_application
+    from django.test import Client
+
+    overrides = _django_overrides(settings, events)
+    with overrides:  # the handler reads MIDDLEWARE and the CFACCESS_* settings once, now
+        wsgi = get_wsgi_application()
+
+    @contextlib.contextmanager
+    def client() -> Iterator[Call]:
+        with overrides:
+            test_client = Client(REMOTE_ADDR=REMOTE_PEER[0], REMOTE_PORT=str(REMOTE_PEER[1]))
+
+            def call(method: str, path: str, headers: dict[str, str]) -> Answer:
+                response = test_client.generic(method, path, headers=headers)
+                return _answer(response.status_code, response.items(), response.content)
+
+            yield call
+
+    skips = {**_DJANGO_SKIPS, "mount": "Django has no mounts", "websocket": _NO_WEBSOCKETS}
+    return Built(None, client, _django_ran, skips, wsgi=wsgi)
 
 
 FACTORIES: dict[str, Factory] = {
@@ -847,6 +1040,9 @@ FACTORIES: dict[str, Factory] = {
     "raw_asgi": build_raw_asgi,
     "fastapi": build_fastapi,
     "django": build_django,
+    "django_wsgi": build_django_wsgi,
+    "raw_wsgi": build_raw_wsgi,
+    "flask": build_flask,
     "litestar": build_litestar,
     "quart": build_quart,
     "falcon": build_falcon,

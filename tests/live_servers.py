@@ -1,5 +1,6 @@
-"""Real ASGI servers on 127.0.0.1 for the framework adapters' tests: uvicorn and hypercorn in a thread of this
-process, granian in a subprocess (its workers are Rust processes that import the app by name).
+"""Real servers on 127.0.0.1 for the framework adapters' tests: uvicorn and hypercorn in a thread of this
+process, granian in a subprocess (its workers are Rust processes that import the app by name), and for WSGI apps
+Werkzeug's threaded server in a thread of this process.
 
 Each binds loopback only, stops on leaving the ``with`` block and, failing that, on
 a timer; a server that does not come up within ``START_SECONDS`` fails the test.
@@ -12,6 +13,7 @@ import contextlib
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -103,6 +105,40 @@ def serve_hypercorn(app: Any) -> Iterator[str]:
         if not thread.is_alive():
             loop.close()
         sock.close()
+
+
+@contextlib.contextmanager
+def serve_werkzeug(app: Any) -> Iterator[str]:
+    """WSGI ``app`` under Werkzeug's threaded server (a thread per request, as ``flask run`` serves) on a free
+    port; yields its base URL. The request target reaches the app as sent (``RAW_URI``, ``REQUEST_URI``)."""
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        timeout = 10  # a stalled client's socket times out in its own thread
+
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            return
+
+    with serve_socketserver(make_server("127.0.0.1", 0, app, threaded=True, request_handler=Quiet)) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def serve_socketserver(server: socketserver.BaseServer, max_seconds: float = MAX_SECONDS) -> Iterator[str]:
+    """A bound ``socketserver`` server (wsgiref's, Werkzeug's) serving in a thread; yields its base URL and shuts
+    it down after, or after ``max_seconds`` if the block never ends."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    timer = threading.Timer(max_seconds, server.shutdown)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[index]  # an AF_INET server's
+    finally:
+        timer.cancel()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def granian_available() -> bool:

@@ -10,9 +10,10 @@ as requested.
 
 Each integration is built by its factory in ``tests/conformance_apps.py`` (the same app
 in the framework's own idiom) and driven twice: in process through the framework's own
-test client, and live under uvicorn, where the path cases are sent byte for byte on a
-socket (test clients normalise ``..`` and ``//`` away). A case a framework cannot have
-is skipped with the factory's reason; a new adapter adds its factory and gets all of it.
+test client, and live under uvicorn (a WSGI app under Werkzeug's threaded server), where
+the path cases are sent byte for byte on a socket (test clients normalise ``..`` and
+``//`` away). A case a framework cannot have is skipped with the factory's reason; a new
+adapter adds its factory and gets all of it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from cfaccess_mw import AuditEvent
 from cfaccess_mw.testing import LocalIssuer
 
 from .conformance_apps import API_KEY, FACTORIES, SECRET, Answer, Built, Call, settings_for
-from .live_servers import serve_uvicorn
+from .live_servers import serve_uvicorn, serve_werkzeug
 
 KEY = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -81,7 +82,7 @@ def _build(
     events: list[AuditEvent],
 ) -> Built:
     """Integration ``name``'s app, with a static folder holding :data:`SECRET`."""
-    if name == "django":
+    if name.startswith("django"):
         request.getfixturevalue("django_project")  # Django's one project per process
     static = tmp_path_factory.mktemp("static")
     (static / "secret.txt").write_text(SECRET)
@@ -213,7 +214,7 @@ def test_a_route_the_app_marks_anonymous_opens_that_route_only(kit: Kit) -> None
     assert handlers_run(kit.built) == []
 
 
-# --- live, under uvicorn: the request line byte for byte ---------------------------------------------
+# --- live, under uvicorn (a WSGI app: Werkzeug's threaded server): the request line byte for byte ----------
 
 #: Request targets sent as written. None may reach protected code or a file without a credential; a 200 is
 #: only ever the public handler's answer.
@@ -270,7 +271,8 @@ def live(
 ) -> Iterator[Live]:
     name: str = request.param
     built = _build(request, name, shared_issuer, tmp_path_factory, [])
-    with serve_uvicorn(built.asgi, lifespan="auto") as base:
+    server = serve_werkzeug(built.wsgi) if built.wsgi is not None else serve_uvicorn(built.asgi, lifespan="auto")
+    with server as base:
         yield Live(name, built, base)
 
 

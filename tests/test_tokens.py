@@ -571,3 +571,45 @@ async def test_a_signed_payload_too_deep_to_make_read_only_is_malformed(shared_i
     finally:
         sys.setrecursionlimit(limit)
     assert err.reason is Reason.TOKEN_MALFORMED
+
+
+class _EvictingKeys:
+    """A key source that, while the verifier asks it about a cached token, lets "another thread" evict that
+    token from the cache: the interleaving two WSGI threads can produce between a cache get and its move."""
+
+    def __init__(self, inner: Any, evict: Callable[[], None]) -> None:
+        self.inner = inner
+        self.evict = evict
+
+    def cached_key(self, kid: str) -> Any:
+        self.evict()
+        return self.inner.cached_key(kid)
+
+    async def get_key(self, kid: str) -> Any:
+        return await self.inner.get_key(kid)
+
+    def get_key_sync(self, kid: str) -> Any:
+        return self.inner.get_key_sync(kid)
+
+
+def test_a_cache_entry_evicted_by_another_thread_meanwhile_is_no_error(shared_issuer: LocalIssuer) -> None:
+    keys = JWKSClient(shared_issuer.certs_url)
+    assert keys.refresh_sync()
+    token = shared_issuer.identity_token("a@example.com")
+    verifier = TokenVerifier(issuer=shared_issuer.issuer, audiences=(shared_issuer.audience,), keys=keys)
+    first = verifier.verify_token_sync(token)
+    verifier.keys = _EvictingKeys(keys, lambda: verifier._cache.clear())
+    assert verifier.cached(token) is first  # before: KeyError from move_to_end, a 500 (503 under WSGI)
+    assert verifier.cached_tokens == 0
+
+
+def test_overwriting_a_cached_token_evicts_nothing(shared_issuer: LocalIssuer) -> None:
+    keys = JWKSClient(shared_issuer.certs_url)
+    assert keys.refresh_sync()
+    verifier = TokenVerifier(issuer=shared_issuer.issuer, audiences=(shared_issuer.audience,), keys=keys, cache_size=2)
+    one, two = (shared_issuer.identity_token(f"{n}@example.com") for n in ("one", "two"))
+    verifier.verify_token_sync(one)
+    verifier.verify_token_sync(two)
+    signed = verifier.check(two)
+    verifier.finish(signed, keys.get_key_sync(signed.kid))  # verified again, stored again
+    assert verifier.cached(one) is not None, "the other entry was evicted to make room for an overwrite"

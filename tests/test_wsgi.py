@@ -33,6 +33,7 @@ from .live_examples import (
     free_port,
     serve_command,
 )
+from .live_servers import serve_socketserver
 
 API_KEY = "wsgi-operator-key-0123456789"
 REMOTE = {"REMOTE_ADDR": REMOTE_PEER[0], "REMOTE_PORT": str(REMOTE_PEER[1])}
@@ -411,19 +412,8 @@ def serve_wsgiref(app: Any) -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:
             return
 
-    server = wsgiref.simple_server.make_server("127.0.0.1", 0, app, handler_class=Quiet)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    timer = threading.Timer(60, server.shutdown)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        timer.cancel()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_socketserver(wsgiref.simple_server.make_server("127.0.0.1", 0, app, handler_class=Quiet), 60) as base:
+        yield base
 
 
 def example_settings(issuer: LocalIssuer) -> Settings:
