@@ -298,3 +298,19 @@ def test_every_page_is_in_the_sites_navigation() -> None:
     listed = set(re.findall(r"'([\w/.-]+\.md)'", repr(nav)))
 
     assert listed == {str(page.relative_to(DOCS)) for page in DOCS.rglob("*.md")}
+
+
+def test_the_readmes_links_into_the_site_resolve() -> None:
+    """README.md links into docs/ (GitHub follows them as files): each page exists, each anchor is a heading."""
+    from markdown.extensions.toc import slugify  # what mkdocs' toc names headings with
+
+    links = re.findall(r"\]\(docs/([\w/.-]+\.md)(?:#([\w-]+))?\)", readme.README.read_text(encoding="utf-8"))
+    broken = []
+    for page, anchor in links:
+        path = DOCS / page
+        headings = re.findall(r"^#+ (.+)$", path.read_text(encoding="utf-8"), re.MULTILINE) if path.exists() else []
+        if not path.exists() or (anchor and anchor not in {slugify(h, "-") for h in headings}):
+            broken.append(f"docs/{page}#{anchor}")
+
+    assert len(links) >= 20
+    assert broken == []
