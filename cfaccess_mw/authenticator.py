@@ -318,10 +318,13 @@ class Authenticator:
 
     # --- the decision --------------------------------------------------------------------------
 
-    def is_public(self, source: Any) -> bool:
+    def is_public(self, source: Any, routed: str | None = None) -> bool:
         """Whether the request's path is one of ``CFACCESS_PUBLIC_PATHS`` (relative to ``root_path``).
 
-        Judged on the path as requested (a mount's full path, :func:`route_path`), and only where the raw
+        Judged on the path as requested (a mount's full path, :func:`route_path`), or on ``routed``: the
+        path the framework's router matches, where an adapter can see it and the framework drew it from the
+        scope its own way (Litestar splits ``root_path`` off wherever it occurs, Quart makes a path outside
+        ``root_path`` a path of one space, Falcon routes the whole path, root_path included). Only where the raw
         and the decoded path agree: a raw path with a percent-escape is never public. Some routers match
         the raw path (BlackSheep), others the decoded one; ``/status%2Fx`` decodes to ``/status/x`` under
         a public ``/status`` but routes to ``/{slug}`` on the raw path, and ``/%73tatus/x`` likewise. Only
@@ -331,7 +334,7 @@ class Authenticator:
         if not self._public_paths:
             return False
         scope = scope_of(source)
-        path = route_path(scope)
+        path = route_path(scope) if routed is None else routed
         for public in self._public_paths:
             if path == public or (path.startswith(public) and path[len(public)] == "/"):
                 # A dot segment could climb out of the public prefix in whatever serves the path.

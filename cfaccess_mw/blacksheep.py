@@ -227,6 +227,7 @@ def _guard_mounts(app: Application, authenticator: Authenticator) -> None:
     """
     from .middleware import CloudflareAccessMiddleware
 
+    _guard_mount_redirect(app, authenticator)
     for route in app.mount_registry.mounted_apps:
         if getattr(route.handler, "_cfaccess_guarded", False):
             continue
@@ -246,6 +247,36 @@ def _guard_mounts(app: Application, authenticator: Authenticator) -> None:
 
         judged_from_outside._cfaccess_guarded = True  # type: ignore[attr-defined]
         route.handler = judged_from_outside
+
+
+async def _no_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _guard_mount_redirect(app: Application, authenticator: Authenticator) -> None:
+    """Put the ASGI middleware in front of BlackSheep's redirect of a browser from ``/mount`` to ``/mount/``.
+
+    BlackSheep answers a navigation (``Sec-Fetch-Mode: navigate``) to a mount's bare path
+    with a 307 before the mounted app, guarded or not, is called: anyone learnt which
+    mounts exist, and got a redirect where the mount itself answers our 401. The redirect
+    is now the guarded app's answer to a caller (or to a public path).
+    """
+    from .middleware import CloudflareAccessMiddleware
+
+    redirect = getattr(app, "_handle_redirect_to_mount_root", None)
+    if redirect is None or getattr(redirect, "_cfaccess_guarded", False):
+        return  # no mount yet (BlackSheep adds the method with the first), or guarded already
+
+    async def redirecting(scope: Any, receive: Any, send: Any) -> None:
+        await redirect(scope, send)
+
+    guarded = CloudflareAccessMiddleware(redirecting, authenticator=authenticator)
+
+    async def judged_redirect(scope: Any, send: Any) -> None:
+        await guarded(scope, _no_body, send)
+
+    judged_redirect._cfaccess_guarded = True  # type: ignore[attr-defined]
+    app._handle_redirect_to_mount_root = judged_redirect  # type: ignore[attr-defined]
 
 
 def _mount_prefix(app: Application, scope: Any) -> str:

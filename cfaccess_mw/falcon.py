@@ -162,7 +162,7 @@ class CloudflareAccessMiddleware:
         context.principal = None
         context.scopes = []
         scope = _scope(req)
-        if auth.is_public(scope):
+        if auth.is_public(scope, req.path):  # what Falcon routes: the whole path, root_path included
             return
         try:
             context.principal, context.scopes = await auth.authenticate(scope)
@@ -190,7 +190,7 @@ class CloudflareAccessMiddleware:
         context.principal = None
         context.scopes = []
         scope = _scope(req)
-        if auth.is_public(scope):
+        if auth.is_public(scope, req.path):  # what Falcon routes: the whole path, root_path included
             return
         try:
             principal, context.scopes = await auth.authenticate(scope)

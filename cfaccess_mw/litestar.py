@@ -56,6 +56,7 @@ from litestar.middleware.authentication import AbstractAuthenticationMiddleware,
 from litestar.openapi.spec import Components, Reference, SecurityRequirement, SecurityScheme
 from litestar.response import Response
 from litestar.types import ASGIApp, Guard, Message, Method, Receive, ReceiveMessage, Scope, Scopes, Send
+from litestar.utils import normalize_path
 
 from .adapter import check_options
 from .asgi import read_scope
@@ -168,25 +169,48 @@ _UNKNOWN_PATH = "/<mount>"
 
 
 def _record_requested_path(scope: Scope) -> None:
-    """Keep the full path as requested (:data:`~cfaccess_mw.audit.REQUESTED_PATH`) for a mounted app.
+    """Keep the path as requested (:data:`~cfaccess_mw.audit.REQUESTED_PATH`), ``root_path`` included as the
+    server gave it, for the audit and for judging a mounted app.
 
-    Litestar's router hands a mount (``asgi(..., is_mount=True)``, ``StaticFilesConfig``,
-    ``create_static_files_router``) only the part of the path below it, in
-    ``scope["path"]``, before any middleware runs: judged on that, ``/private/healthz``
-    would match a public ``/healthz``, and ``exclude`` patterns and audit events would
-    see ``/healthz``. The full path comes back from ``raw_path`` (decoded as servers
-    decode it); without one it cannot be known, and the request is judged on no path
-    at all: authenticated, whatever ``exclude`` or ``CFACCESS_PUBLIC_PATHS`` say.
+    Litestar's router rewrites ``scope["path"]`` before any middleware runs: to the path
+    with ``root_path`` removed, and for a mount (``asgi(..., is_mount=True)``,
+    ``StaticFilesConfig``) to only the part below it. Judged on that,
+    ``/private/healthz`` would match a public ``/healthz``, and ``exclude`` patterns and
+    audit events would see ``/healthz``. The path as requested comes back from
+    ``raw_path`` (decoded as servers decode it); without one a route keeps Litestar's
+    path, and a mount's cannot be known: it is judged on no path at all, authenticated
+    whatever ``exclude`` or ``CFACCESS_PUBLIC_PATHS`` say.
     """
-    handler = _scope_dict(scope).get("route_handler")
-    if not getattr(handler, "is_mount", False):
-        return
-    raw = _scope_dict(scope).get("raw_path")
+    state = _scope_dict(scope)
+    raw = state.get("raw_path")
     if isinstance(raw, bytes):
-        # Also what Litestar's ``exclude`` patterns must see: they are matched against scope["path"].
-        _scope_dict(scope)[REQUESTED_PATH] = unquote(raw.split(b"?", 1)[0].decode("latin-1"))
-    else:
-        _scope_dict(scope)[REQUESTED_PATH] = _UNKNOWN_PATH
+        state[REQUESTED_PATH] = unquote(raw.split(b"?", 1)[0].decode("latin-1"))
+    elif getattr(state.get("route_handler"), "is_mount", False):
+        state[REQUESTED_PATH] = _UNKNOWN_PATH
+
+
+def _routed_path(scope: Scope) -> str | None:
+    """The whole path Litestar's router matched, below ``root_path``; ``None`` for a mount without a raw path.
+
+    Litestar removes ``root_path`` itself, by splitting the path at its first occurrence
+    *anywhere* (``path.split(root_path, 1)[-1]``), and collapses repeated slashes, before
+    any middleware runs. Judged on the scope's ``path`` and ``root_path`` instead, a
+    request would be read twice: under uvicorn ``--root-path /api``, ``/api/healthz/x``
+    routes to ``/api/healthz/x`` (a catch-all route) but, ``/api`` removed once more, would
+    match a public ``/healthz``; under hypercorn, which does not put ``root_path`` in the
+    path, ``/healthz/api/private/x`` routes to the mount at ``/private``. So for a route the
+    path is Litestar's own result (``scope["path"]`` after routing); for a mount, whose
+    ``scope["path"]`` is only the part below it, Litestar's steps are repeated on the path
+    as requested (``raw_path``, decoded as servers decode it).
+    """
+    state = _scope_dict(scope)
+    if not getattr(state.get("route_handler"), "is_mount", False):
+        return state["path"]  # type: ignore[no-any-return]
+    requested = state.get(REQUESTED_PATH)
+    if requested is None or requested == _UNKNOWN_PATH:
+        return None
+    root_path: str = state.get("root_path", "")
+    return normalize_path(requested.split(root_path, 1)[-1] if root_path else requested)
 
 
 # --- the middleware --------------------------------------------------------------------------
@@ -242,19 +266,16 @@ class AccessAuthenticationMiddleware(AbstractAuthenticationMiddleware):
         await self._call_app(scope, receive, send, result.user)
 
     def _bypass(self, scope: Scope) -> bool:
-        judged = scope
-        requested = _scope_dict(scope).get(REQUESTED_PATH)
-        if requested is not None:
-            if requested == _UNKNOWN_PATH:
-                return False  # a mount whose full path cannot be known: neither public nor excluded
-            judged = cast("Scope", {**scope, "path": requested})  # exclude patterns see the full path too
+        routed = _routed_path(scope)
+        if routed is None:
+            return False  # a mount whose full path cannot be known: neither public nor excluded
         return should_bypass_middleware(
             exclude_http_methods=self.exclude_http_methods,
             exclude_opt_key=self.exclude_opt_key,
             exclude_path_pattern=self.exclude,
-            scope=judged,
+            scope=cast("Scope", {**scope, "path": routed}),  # exclude patterns see the full path too
             scopes=self.scopes,
-        ) or self.authenticator.is_public(scope)
+        ) or self.authenticator.is_public(scope, routed)
 
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         """The principal and its scopes, or the refusal (audited here) as a Litestar exception."""

@@ -138,13 +138,15 @@ class CloudflareAccess(DeferredAuthenticator):
         dispatch_websocket = app.full_dispatch_websocket
 
         async def full_dispatch_request(request_context: Any = None) -> ResponseTypes:
+            self._answer_refusals_in(app, request.blueprints)
             try:
-                await self._authenticate(request.scope)
+                await self._authenticate(request.scope, request.path)
             except AuthError as err:
                 return await app.finalize_request(await app.handle_user_exception(err), request_context)
             return await dispatch_request(request_context)
 
         async def full_dispatch_websocket(websocket_context: Any = None) -> ResponseTypes | None:
+            self._answer_refusals_in(app, websocket.blueprints)
             refusal = await self._authenticate_websocket()
             if refusal is not None:
                 return await app.finalize_websocket(refusal, websocket_context)
@@ -153,11 +155,25 @@ class CloudflareAccess(DeferredAuthenticator):
         app.full_dispatch_request = full_dispatch_request  # type: ignore[method-assign]
         app.full_dispatch_websocket = full_dispatch_websocket  # type: ignore[method-assign]
 
+    def _answer_refusals_in(self, app: Quart, blueprints: list[str]) -> None:
+        """Make ours the handler for an :class:`AuthError` in each blueprint of the request that has handlers of
+        its own, unless it has one for AuthError already.
+
+        Quart (as Flask) tries a blueprint's handlers for every class of the error before
+        the app's: a blueprint's ``errorhandler(Exception)`` would come before our app-wide
+        handler and answer every refusal on its routes with its own page (a 500, say).
+        Blueprints may be registered after ``init_app``, so this is checked per request.
+        """
+        for name in blueprints:
+            handlers = app.error_handler_spec[name][None]
+            if handlers and AuthError not in handlers:
+                handlers[AuthError] = self._handle_auth_error
+
     async def _authenticate_websocket(self) -> Response | None:
         """``None`` for an accepted (or public) websocket; else the refusal, sent before any accept."""
         scope = cast("MutableMapping[str, Any]", websocket.scope)
         try:
-            principal = await self._authenticate(scope)
+            principal = await self._authenticate(scope, websocket.path)
         except AuthError as err:
             # Before the handler, so before any accept: the JSON answer where the server can send one.
             response = await self._refusal(scope, err)
@@ -169,11 +185,16 @@ class CloudflareAccess(DeferredAuthenticator):
             await self.authenticator.audit(scope, None, principal=principal)
         return None
 
-    async def _authenticate(self, raw_scope: Any) -> Principal | None:
-        """Set ``scope["user"]`` and ``["auth"]`` for the caller (``None`` on a public path), or raise."""
+    async def _authenticate(self, raw_scope: Any, routed: str) -> Principal | None:
+        """Set ``scope["user"]`` and ``["auth"]`` for the caller (``None`` on a public path), or raise.
+
+        Public paths are matched on ``routed``, the path Quart's router matches (``request.path``), not
+        the scope's: Quart removes ``root_path`` itself and makes a path outside it ``"/ "`` (which a
+        ``/<name>`` route matches), and werkzeug drops a run of leading slashes.
+        """
         scope = cast("MutableMapping[str, Any]", raw_scope)
         auth = self.authenticator
-        if auth.is_public(scope):
+        if auth.is_public(scope, routed):
             return None
         principal, scopes = await auth.authenticate(scope)
         scope["user"] = principal

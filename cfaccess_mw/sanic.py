@@ -207,6 +207,7 @@ class CloudflareAccess(DeferredAuthenticator):
             return
         ctx.principal = None
         ctx.scopes = []
+        self._answer_refusals_on(request)
         auth = self.authenticator
         scope = scope_of_request(request)
         if auth.is_public(scope):
@@ -222,6 +223,23 @@ class CloudflareAccess(DeferredAuthenticator):
         ctx.scopes = scopes
         if scope["type"] == "websocket" and auth.audits_acceptances:
             await auth.audit(scope, None, principal=principal)  # a websocket gets no response middleware
+
+    def _answer_refusals_on(self, request: AnyRequest) -> None:
+        """Make ours the handler for an :class:`AuthError` on this request's route, unless the app gave one.
+
+        Sanic looks a handler up for the route's name across the exception's whole MRO
+        before it looks at app-wide handlers: a blueprint's ``@bp.exception(Exception)``
+        (registered for its routes' names) would come before our app-wide one and answer
+        every refusal on those routes with its own page (a 500, say). Registered per route
+        name when a request first reaches it, before any refusal there is looked up (Sanic
+        remembers what a lookup found).
+        """
+        name = request.name
+        if name is None:
+            return  # not routed: only app-wide handlers apply, ours among them
+        error_handler = request.app.error_handler
+        if (AuthError, name) not in error_handler.cached_handlers:
+            error_handler.add(AuthError, self._handle_auth_error, route_names=[name])
 
     # --- answers -------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ The routes (``CFACCESS_PUBLIC_PATHS=/status``):
 
 * ``/status``, ``/status/deep``: public; answer ``{"public": true}`` and record nothing.
 * ``/me``: protected; answers the caller's name. ``/{slug}``: protected, one segment.
+  ``/files/{path}``: protected, any depth (a catch-all, as an SPA fallback or file route has).
 * ``/raise``: the handler raises :class:`Forbidden`. ``/admin``: the adapter's permission
   helper refuses the API key caller (it needs a user with scope ``admin``). ``/dep``: a
   refusal from the framework's dependency mechanism.
@@ -170,6 +171,10 @@ def _starlette_routes(ran: list[str], static: Path) -> list[Any]:
         ran.append("slug")
         return JSONResponse({"slug": request.path_params["slug"]})
 
+    async def files(request: Request) -> JSONResponse:
+        ran.append("files")
+        return JSONResponse({"files": request.path_params["rest"]})
+
     async def raises(request: Request) -> JSONResponse:
         ran.append("raise")
         raise refusal()
@@ -194,6 +199,7 @@ def _starlette_routes(ran: list[str], static: Path) -> list[Any]:
         WebSocketRoute("/ws", ws),
         Mount("/sub", app=_starlette_sub(ran)),
         Mount("/static", app=StaticFiles(directory=static)),
+        Route("/files/{rest:path}", files),
         Route("/{slug}", slug),
     ]
 
@@ -290,6 +296,11 @@ def build_fastapi(settings: Settings, events: list[AuditEvent], static: Path) ->
     app.mount("/sub", sub)
     app.mount("/static", StaticFiles(directory=static))
 
+    @app.get("/files/{rest:path}")
+    async def files(rest: str) -> dict[str, str]:
+        ran.append("files")
+        return {"files": rest}
+
     @app.get("/{slug}")
     async def slug(slug: str) -> dict[str, str]:
         ran.append("slug")
@@ -350,6 +361,11 @@ def build_litestar(settings: Settings, events: list[AuditEvent], static: Path) -
         ran.append("slug")
         return {"slug": slug}
 
+    @get("/files/{rest:path}")
+    async def files(rest: FromPath[Path]) -> dict[str, str]:
+        ran.append("files")
+        return {"files": str(rest)}
+
     @websocket("/ws")
     async def ws(socket: AccessWebSocket) -> None:
         ran.append("ws")
@@ -371,6 +387,7 @@ def build_litestar(settings: Settings, events: list[AuditEvent], static: Path) -
             dep,
             marked,
             slug,
+            files,
             ws,
             sub,
             create_static_files_router("/static", directories=[static]),
@@ -439,6 +456,11 @@ def build_quart(settings: Settings, events: list[AuditEvent], static: Path) -> B
     async def slug(slug: str) -> dict[str, str]:
         ran.append("slug")
         return {"slug": slug}
+
+    @app.route("/files/<path:rest>")
+    async def files(rest: str) -> dict[str, str]:
+        ran.append("files")
+        return {"files": rest}
 
     @app.websocket("/ws")
     async def ws() -> None:
@@ -528,6 +550,11 @@ def build_falcon(settings: Settings, events: list[AuditEvent], static: Path) -> 
             ran.append("slug")
             resp.media = {"slug": slug}
 
+    class Files:
+        async def on_get(self, req: Any, resp: Any, rest: str) -> None:
+            ran.append("files")
+            resp.media = {"files": rest}
+
     app: Any = falcon.asgi.App(middleware=[Probe()])
     install(app, settings=settings, audit_hook=events.append)
     app.add_route("/status", Public())
@@ -538,6 +565,7 @@ def build_falcon(settings: Settings, events: list[AuditEvent], static: Path) -> 
     app.add_route("/admin", Admin())
     app.add_route("/dep", Dep())
     app.add_route("/{slug}", Slug())
+    app.add_route("/files/{rest:path}", Files())
     app.add_static_route("/static", str(static))
 
     @contextlib.contextmanager
@@ -610,6 +638,11 @@ def build_blacksheep(settings: Settings, events: list[AuditEvent], static: Path)
     async def slug(slug: str) -> dict[str, str]:
         ran.append("slug")
         return {"slug": slug}
+
+    @router.get("/files/*")
+    async def files(request: Request) -> dict[str, str]:
+        ran.append("files")
+        return {"files": str(request.route_values.get("tail"))}
 
     @router.ws("/ws")
     async def ws(websocket: WebSocket) -> None:
@@ -693,6 +726,11 @@ def build_sanic(settings: Settings, events: list[AuditEvent], static: Path) -> B
         ran.append("slug")
         return json_response({"slug": slug})
 
+    @app.get("/files/<rest:path>")
+    async def files(request: Request, rest: str) -> Any:
+        ran.append("files")
+        return json_response({"files": rest})
+
     async def ws(request: Request, socket: Websocket) -> None:
         ran.append("ws")
 
@@ -761,6 +799,10 @@ def _django_views() -> list[Any]:
         _django_ran.append("slug")
         return JsonResponse({"slug": slug})
 
+    def files(request: HttpRequest, rest: str) -> JsonResponse:
+        _django_ran.append("files")
+        return JsonResponse({"files": rest})
+
     return [
         path("status", public),
         path("status/deep", public),
@@ -768,6 +810,7 @@ def _django_views() -> list[Any]:
         path("raise", raises),
         path("admin", admin),
         path("<str:slug>", slug),
+        path("files/<path:rest>", files),
     ]
 
 

@@ -8,6 +8,7 @@ loopback test prove nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import subprocess
@@ -267,3 +268,20 @@ def django_project(shared_issuer: LocalIssuer, tmp_path_factory: pytest.TempPath
     from .test_django import configure_project
 
     return configure_project(shared_issuer, tmp_path_factory)
+
+
+@pytest.fixture
+def falcons_loop() -> Iterator[None]:
+    """Before Python 3.11, Falcon's sync TestClient runs the app on the thread's default event loop and never
+    closes it; an async test then replaces it, and the orphan's ResourceWarning fails some later test. So each
+    test gets a loop of its own there, closed after it."""
+    if sys.version_info >= (3, 11):
+        yield
+        return
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        yield
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)

@@ -62,8 +62,11 @@ def serve_uvicorn(app: Any, lifespan: Literal["auto", "on", "off"] = "on", **opt
 
 
 @contextlib.contextmanager
-def serve_hypercorn(app: Any) -> Iterator[str]:
-    """``app`` under hypercorn (asyncio) on a socket bound here to a free port; yields its base URL."""
+def serve_hypercorn(app: Any, **options: Any) -> Iterator[str]:
+    """``app`` under hypercorn (asyncio) on a socket bound here to a free port; yields its base URL.
+
+    ``options`` are set on hypercorn's ``Config`` (``root_path``...).
+    """
     from hypercorn.asyncio import serve
     from hypercorn.config import Config, Sockets
 
@@ -81,6 +84,8 @@ def serve_hypercorn(app: Any) -> Iterator[str]:
     config = BoundConfig()
     config.loglevel = "WARNING"
     config.graceful_timeout = 1
+    for name, value in options.items():
+        setattr(config, name, value)
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     started = threading.Event()

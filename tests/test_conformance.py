@@ -28,9 +28,10 @@ from cfaccess_mw import AuditEvent
 from cfaccess_mw.testing import LocalIssuer
 
 from .conformance_apps import API_KEY, FACTORIES, SECRET, Answer, Built, Call, settings_for
-from .live_servers import serve_uvicorn, serve_werkzeug
+from .live_servers import serve_hypercorn, serve_uvicorn, serve_werkzeug
 
 KEY = {"Authorization": f"Bearer {API_KEY}"}
+pytestmark = pytest.mark.usefixtures("falcons_loop")  # Falcon's sync TestClient before 3.11
 
 
 @pytest.fixture(autouse=True)
@@ -254,6 +255,9 @@ PATHS = [
     "/status/../static/secret.txt",
     "/static%2Fsecret.txt",
     "/x/../me",
+    "http://127.0.0.1/me",
+    "http://127.0.0.1/status/../me",
+    "/files/status",
 ]
 
 
@@ -292,13 +296,67 @@ def raw_request(port: int, target: str, headers: dict[str, str] | None = None) -
 @pytest.mark.parametrize("target", PATHS)
 def test_no_request_target_reaches_protected_code_without_a_credential(live: Live, target: str) -> None:
     live.built.ran.clear()
-    status, body = raw_request(live.port, target)
-    assert handlers_run(live.built) == [], f"{target} ran {live.built.ran} for an anonymous caller"
+    assert_reached_nothing(live.built, target, *raw_request(live.port, target))
+
+
+def assert_reached_nothing(built: Built, target: str, status: int, body: bytes) -> None:
+    """An anonymous request ran no protected code and got no file; a 200 is the public handler's alone."""
+    assert handlers_run(built) == [], f"{target} ran {built.ran} for an anonymous caller"
     assert SECRET.encode() not in body
     if status == 200:
         assert b'"public"' in body, body
     if status == 401:
-        assert live.built.ran == [], f"{target} was refused after {live.built.ran} ran"
+        assert built.ran == [], f"{target} was refused after {built.ran} ran"
+
+
+#: The ``root_path`` a server is given below: the catch-all route's prefix too, so a framework and the adapter
+#: that remove it differently (once more, anywhere in the path, or not at all) send a public-looking path there.
+ROOT = "/files"
+#: Request targets under that root_path. uvicorn puts root_path in front of the path; hypercorn leaves the path
+#: as requested, so a target may or may not start with it.
+ROOT_TARGETS = [
+    "/status",
+    "/status/x",
+    "/files/status",
+    "/files/status/x",
+    "/files/files/status/x",
+    "/status/files/me",
+    "/status/files/x/y",
+    "/status/files/sub/raise",
+    "/status/files/static/secret.txt",
+    "/files/status/files/sub/raise",
+    "//files/status/x",
+]
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn"])
+@pytest.mark.parametrize("name", list(FACTORIES))
+def test_a_root_path_is_removed_as_the_framework_removes_it(
+    request: pytest.FixtureRequest,
+    shared_issuer: LocalIssuer,
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    server: str,
+) -> None:
+    """Behind a proxy that strips a prefix (``--root-path``), each framework removes ``root_path`` its own way:
+    Starlette and Django from the front, Litestar wherever it first occurs, Quart turns a path outside it into
+    ``"/ "``, Falcon and Sanic route the whole path. Public paths are judged on what the framework routes."""
+    events: list[AuditEvent] = []
+    built = _build(request, name, shared_issuer, tmp_path_factory, events)
+    serve = (
+        serve_uvicorn(built.asgi, lifespan="auto", root_path=ROOT)
+        if server == "uvicorn"
+        else serve_hypercorn(built.asgi, root_path=ROOT)
+    )
+    with serve as base:
+        port = int(urlsplit(base).port or 80)
+        for target in ROOT_TARGETS:
+            built.ran.clear()
+            assert_reached_nothing(built, f"{server} --root-path {ROOT}: {target}", *raw_request(port, target))
+        # The audit names the path as the server gave it (uvicorn puts root_path in front, hypercorn does not).
+        events.clear()
+        raw_request(port, "/me", KEY)
+        assert [e.path for e in events] == [ROOT + "/me" if server == "uvicorn" else "/me"]
 
 
 def test_the_live_server_answers_a_caller(live: Live) -> None:
@@ -318,6 +376,21 @@ def test_a_refusal_from_a_mounted_app_is_our_json_live(live: Live) -> None:
     status, body = raw_request(live.port, "/sub/status")
     assert status == 401, body
     assert b'"no_credentials"' in body
+
+
+def test_a_mounts_own_redirect_needs_a_credential(live: Live) -> None:
+    """A browser's navigation to a mount's bare path: BlackSheep redirects it to ``/sub/`` before the mounted app
+    runs; the redirect (which says the mount exists) is for a caller, like the mount."""
+    reason = live.built.skips.get("mount")
+    if reason and "covered live" not in reason:
+        pytest.skip(f"{live.name}: {reason}")
+    live.built.ran.clear()
+    status, body = raw_request(live.port, "/sub", {"Sec-Fetch-Mode": "navigate", "Sec-Fetch-Site": "none"})
+    assert status == 401, body
+    assert b'"no_credentials"' in body
+    assert live.built.ran == []
+    status, _ = raw_request(live.port, "/sub", {"Sec-Fetch-Mode": "navigate", **KEY})
+    assert status != 401  # the caller gets whatever the framework answers (BlackSheep's 307)
 
 
 def test_a_websocket_is_refused_before_accept(live: Live) -> None:

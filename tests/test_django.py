@@ -365,6 +365,38 @@ def test_a_view_raising_auth_error_gets_the_json_error_and_one_refusal_event(
     assert [(e.outcome, e.status, e.reason) for e in events] == [("unavailable", 503, "user_lookup_failed")]
 
 
+class CatchAllErrors:
+    """An app's middleware turning any exception from a view into its own error page (an API's JSON 500)."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: Any) -> Any:
+        return self.get_response(request)
+
+    def process_exception(self, request: Any, exception: Exception) -> Any:
+        from django.http import HttpResponse
+
+        return HttpResponse(f"app error {type(exception).__name__}", status=500)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Django calls process_exception from the last middleware to the first: an app's catch-all listed "
+    "after ours answers a view's AuthError before ours sees it (a 500 here); no hook runs around the view first",
+)
+def test_a_catch_all_process_exception_after_ours_does_not_answer_a_views_refusal(
+    project: Path, shared_issuer: LocalIssuer
+) -> None:
+    from django.conf import settings
+
+    with override_settings(MIDDLEWARE=[*settings.MIDDLEWARE, f"{__name__}.CatchAllErrors"]):
+        client = Client(REMOTE_ADDR=REMOTE_PEER[0])
+        response = client.get("/api/raise", headers=jwt_header(shared_issuer.identity_token("bob@example.com")))
+    assert response.status_code == 503
+    assert error_of(response)["reason"] == "user_lookup_failed"
+
+
 def test_acceptances_are_audited_with_the_view_status(
     client: Client, shared_issuer: LocalIssuer, events: list[AuditEvent]
 ) -> None:

@@ -6,9 +6,7 @@ routes that exist for tests.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -83,21 +81,7 @@ class AdminSocket:
         await ws.receive_text()
 
 
-@pytest.fixture(autouse=True)
-def _falcons_loop() -> Iterator[None]:
-    """Before Python 3.11, Falcon's sync TestClient runs the app on the thread's default event loop and never
-    closes it; an async test then replaces it, and the orphan's ResourceWarning fails some later test. So each
-    test gets a loop of its own there, closed after it."""
-    if sys.version_info >= (3, 11):
-        yield
-        return
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        yield
-    finally:
-        loop.close()
-        asyncio.set_event_loop(None)
+pytestmark = pytest.mark.usefixtures("falcons_loop")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("quart", reason="Quart is an optional extra: pip install 'cfaccess_mw[quart]'")
 
-from quart import Quart, request, websocket
+from quart import Blueprint, Quart, request, websocket
 from quart.testing import WebsocketResponseError
 from quart.typing import TestClientProtocol as QuartTestClient
 
@@ -23,7 +23,9 @@ from cfaccess_mw import (
     Authenticator,
     CloudflareAccessMiddleware,
     ConfigError,
+    Forbidden,
     Principal,
+    Reason,
     ServiceToken,
     Settings,
 )
@@ -307,6 +309,32 @@ async def test_authentication_runs_before_the_apps_other_hooks(shared_issuer: Lo
     assert seen == []
     assert (await client.get("/", headers={"Authorization": f"Bearer {API_KEY}"})).status_code == 200
     assert seen == ["op"]
+
+
+async def test_a_blueprints_catch_all_error_handler_does_not_answer_a_refusal(shared_issuer: LocalIssuer) -> None:
+    """Quart (as Flask) tries a blueprint's handlers for every class of the error before the app's: a
+    blueprint's ``errorhandler(Exception)`` came before our app-wide handler for AuthError and answered the
+    refusal (a text 500 here), the extension's and a view's alike."""
+    app = Quart(__name__)
+    api = Blueprint("api", __name__, url_prefix="/api")
+
+    @api.get("/items")
+    async def items() -> str:
+        raise Forbidden(Reason.INSUFFICIENT_SCOPE, "Not for you.", "the view refused")
+
+    @api.errorhandler(Exception)
+    async def oops(exc: Exception) -> tuple[str, int]:
+        return f"api error {type(exc).__name__}", 500
+
+    CloudflareAccess(app, settings=shared_issuer.settings(api_keys=(ApiKey.from_secret("op", API_KEY),)))
+    app.register_blueprint(api)
+    client = app.test_client()
+    refused = await client.get("/api/items")
+    assert refused.status_code == 401
+    assert error_of(Json(await refused.get_json()))["reason"] == "no_credentials"
+    forbidden = await client.get("/api/items", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert forbidden.status_code == 403
+    assert error_of(Json(await forbidden.get_json()))["reason"] == "insufficient_scope"
 
 
 async def test_settings_are_read_at_init_app_and_a_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:

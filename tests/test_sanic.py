@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("sanic", reason="Sanic is an optional extra: pip install 'cfaccess_mw[sanic]'")
 pytest.importorskip("sanic_testing", reason="sanic-testing is in the dev extra")
 
-from sanic import Request, Sanic
+from sanic import Blueprint, Request, Sanic
 from sanic.response import HTTPResponse, json, text
 from sanic_testing.testing import SanicASGITestClient, SanicTestClient
 
@@ -27,7 +27,9 @@ from cfaccess_mw import (
     Authenticator,
     ConfigError,
     ExposureMode,
+    Forbidden,
     Principal,
+    Reason,
     ServiceToken,
     Settings,
 )
@@ -388,6 +390,32 @@ async def test_a_refusal_is_not_replaced_by_the_apps_middleware_answer(shared_is
     assert refused.status == 401
     assert refusal_of(refused)["reason"] == "no_credentials"
     assert served.text == "cached page"
+
+
+async def test_a_blueprints_catch_all_exception_handler_does_not_answer_a_refusal(shared_issuer: LocalIssuer) -> None:
+    """Sanic looks a handler up for the route's name across the exception's whole MRO before the app-wide ones:
+    a blueprint's ``@bp.exception(Exception)`` came before our app-wide handler for AuthError, and answered the
+    refusal (a text 500 here), the middleware's and a handler's alike."""
+    app: Sanic[Any, Any] = Sanic(unique("blueprint"))
+    bp = Blueprint("api", url_prefix="/api")
+
+    async def items(request: Request) -> HTTPResponse:
+        raise Forbidden(Reason.INSUFFICIENT_SCOPE, "Not for you.", "the handler refused")
+
+    async def oops(request: Request, exc: Exception) -> HTTPResponse:
+        return text(f"api error {type(exc).__name__}", status=500)
+
+    bp.add_route(items, "/items")
+    bp.exception(Exception)(oops)
+    CloudflareAccess(app, settings=shared_issuer.settings(api_keys=(ApiKey.from_secret("op", API_KEY),)))
+    app.blueprint(bp)
+    async with SanicASGITestClient(app) as client:
+        _, refused = await client.get("/api/items")
+        _, forbidden = await client.get("/api/items", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert refused.status == 401
+    assert refusal_of(refused)["reason"] == "no_credentials"
+    assert forbidden.status == 403
+    assert refusal_of(forbidden)["reason"] == "insufficient_scope"
 
 
 async def test_one_authenticator_serves_several_apps(issuer: LocalIssuer) -> None:
