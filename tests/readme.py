@@ -1,7 +1,9 @@
-"""The code blocks of README.md that a reader copies, found by what they start with.
+"""The code blocks of README.md and the documentation site (docs/) that a reader copies, found by what they start with.
 
-``tests/test_readme.py`` runs them; ``.ci/run`` writes the quick start and its pytest file into a
-directory outside the checkout (``python -m tests.readme DIR``) and runs them against the built wheel.
+``tests/test_readme.py`` runs the README's and the ones it names; ``tests/test_docs.py`` runs or checks every
+block under docs/; ``.ci/run`` writes the quick start and its pytest file into a directory outside the checkout
+(``python -m tests.readme DIR``) and runs them against the built wheel. Each text lives in one place: the site
+includes the README's install, quick start and test file (pymdownx.snippets), so those are found in README.md.
 """
 
 from __future__ import annotations
@@ -12,20 +14,36 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 
 _BLOCK = re.compile(r"^```(\w*)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 
 
-def blocks(language: str) -> list[str]:
-    """Every fenced block of ``language`` in README.md, in order."""
-    return [body for lang, body in _BLOCK.findall(README.read_text(encoding="utf-8")) if lang == language]
+def pages() -> list[Path]:
+    """README.md and every page of the site, README first."""
+    return [README, *sorted(DOCS.rglob("*.md"))]
+
+
+def page_blocks(page: Path) -> list[tuple[str, str]]:
+    """Every fenced block of ``page`` as ``(language, body)``, in order."""
+    return _BLOCK.findall(page.read_text(encoding="utf-8"))
+
+
+def blocks(language: str, only: Path | None = None) -> list[str]:
+    """Every fenced block of ``language`` in README.md and docs/ (or in the one page ``only``), in order."""
+    return [body for page in ([only] if only else pages()) for lang, body in page_blocks(page) if lang == language]
+
+
+def text() -> str:
+    """README.md and every page of the site, one after another."""
+    return "\n\n".join(page.read_text(encoding="utf-8") for page in pages())
 
 
 def block_starting(first_line: str, language: str = "python") -> str:
-    """The one ``language`` block whose first line starts with ``first_line``."""
+    """The one ``language`` block, in README.md or docs/, whose first line starts with ``first_line``."""
     found = [body for body in blocks(language) if body.startswith(first_line)]
     if len(found) != 1:
-        raise LookupError(f"README.md has {len(found)} {language} blocks starting {first_line!r}, not 1")
+        raise LookupError(f"README.md and docs/ have {len(found)} {language} blocks starting {first_line!r}, not 1")
     return found[0]
 
 
@@ -35,17 +53,17 @@ def quick_start() -> str:
 
 
 def quick_start_test() -> str:
-    """``test_myapp.py`` from "Testing your own app"."""
+    """``test_myapp.py`` from the quick start's "Test it"."""
     return block_starting("# test_myapp.py\n")
 
 
 def logging_setup() -> str:
-    """The ``dictConfig`` example from "Logging"."""
+    """The ``dictConfig`` example from "Logging" (docs/deploying.md)."""
     return block_starting("# logging set-up:")
 
 
 def lookups() -> str:
-    """The sqlite3 and SQLAlchemy lookups from "The user lookup"."""
+    """The sqlite3 and SQLAlchemy lookups from docs/user-lookup.md."""
     return block_starting("# lookups.py")
 
 

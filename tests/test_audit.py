@@ -24,7 +24,7 @@ from starlette.routing import Route
 from cfaccess_mw import ApiKey, AuditEvent, CloudflareAccessMiddleware, ExposureMode, Reason, ServiceToken, Settings
 from cfaccess_mw.testing import LocalIssuer
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REASONS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "reference" / "reasons.md"
 PEER = ("198.51.100.7", 40123)
 BASE_URL = "http://localhost:8000"  # a local Host, so the loopback operator cases are the operator's
 API_KEY = "audit-test-api-key-0123456789"
@@ -384,8 +384,8 @@ def test_a_refused_websocket_is_reported(audit_issuer: LocalIssuer, caplog: pyte
 # --- the documentation -------------------------------------------------------------------------
 
 
-def test_every_reason_code_is_documented_in_the_readme() -> None:
-    text = README.read_text(encoding="utf-8")
+def test_every_reason_code_is_documented_in_the_reference() -> None:
+    text = REASONS_PAGE.read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", text, re.MULTILINE))
 
     assert documented >= {reason.value for reason in Reason}

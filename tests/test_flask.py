@@ -421,20 +421,19 @@ def test_the_example_under_gunicorn(issuer: LocalIssuer, tmp_path: Path, worker:
     assert issuer.fetch_count == 1
 
 
-def test_the_readmes_flask_block_works_as_written(issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_docs_flask_block_works_as_written(issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in issuer.env().items():
         monkeypatch.setenv(name, value)
-    namespace: dict[str, Any] = {"__name__": "readme_flask_app", "find_user": USERS_WITH_ROLES.get}
-    exec(readme.block_starting("# flask_app.py\n"), namespace)
+    namespace: dict[str, Any] = {"__name__": "docs_flask_app"}
+    exec(readme.block_starting("# flask_app.py\n"), namespace)  # docs/frameworks/flask.md
     client = client_of(namespace["app"])
+    bob = jwt_header(issuer.identity_token("bob@example.com"))
     assert client.get("/api/me").status_code == 401
     me = client.get("/api/me", headers=alice(issuer))
     assert me.get_json() == {"who": "alice@example.com", "kind": "user"}
-    assert error_of(client.get("/api/admin", headers=alice(issuer)))["reason"] == "insufficient_scope"
+    assert client.get("/api/admin", headers=alice(issuer)).get_json() == {"ok": True}
+    assert error_of(client.get("/api/admin", headers=bob))["reason"] == "insufficient_scope"
     assert issuer.fetch_count == 1
-
-
-USERS_WITH_ROLES = {"alice@example.com": {"name": "Alice"}}
 
 
 def test_local_mode_behind_proxy_fix_still_refuses_a_forged_forwarded_for(shared_issuer: LocalIssuer) -> None:

@@ -1,4 +1,4 @@
-"""README.md stays true: what a reader copies out of it runs, and what it states about the API holds.
+"""README.md (and the docs pages these tests name) stay true: what a reader copies runs, what they state holds.
 
 The quick start is saved as ``myapp.py`` and served by uvicorn against a :class:`LocalIssuer`'s
 environment; the pytest file from "Testing your own app" is saved next to it and run by pytest in a
@@ -53,7 +53,7 @@ def free_port() -> int:
 
 def quick_start_commands() -> tuple[dict[str, str], list[list[str]]]:
     """The variables the quick start exports, and its commands in order."""
-    (shell,) = [b for b in readme.blocks("sh") if "uvicorn myapp:app" in b]
+    (shell,) = [b for b in readme.blocks("sh", only=readme.README) if "uvicorn myapp:app" in b]
     exports: dict[str, str] = {}
     commands: list[list[str]] = []
     for line in shell.splitlines():
@@ -73,7 +73,12 @@ def quick_start_shell() -> tuple[dict[str, str], list[str]]:
 
 
 def test_the_install_lines_install_what_the_quick_start_imports() -> None:
-    installs = [line for block in readme.blocks("sh") for line in block.splitlines() if 'pip install "' in line]
+    installs = [
+        line
+        for block in readme.blocks("sh", only=readme.README)
+        for line in block.splitlines()
+        if 'pip install "' in line
+    ]
 
     assert len(installs) == 3  # from a clone, from a built wheel, from the index once published
     for line in installs:
@@ -244,7 +249,7 @@ def test_the_logging_example_writes_the_audit_log_as_json_lines() -> None:
     assert "refused" not in result.stderr, "the audit logger must not also propagate to the text handler"
 
 
-# --- FastAPI's docs, AuthConfigEndpoint and requires, as the README shows them ------------------
+# --- FastAPI's docs, AuthConfigEndpoint and requires, as docs/frameworks shows them ------------
 
 
 def fastapi_app(settings: Settings, **options: Any) -> FastAPI:
@@ -259,8 +264,8 @@ def fastapi_app(settings: Settings, **options: Any) -> FastAPI:
 
 
 def docs_public_paths() -> str:
-    """The CFACCESS_PUBLIC_PATHS value the README gives for publishing FastAPI's docs."""
-    (value,) = re.findall(r"`CFACCESS_PUBLIC_PATHS=(\S*/docs\S*)`", readme.README.read_text(encoding="utf-8"))
+    """The CFACCESS_PUBLIC_PATHS value docs/frameworks/fastapi.md gives for publishing FastAPI's docs."""
+    (value,) = re.findall(r"`CFACCESS_PUBLIC_PATHS=(\S*/docs\S*)`", readme.text())
     return str(value)
 
 
@@ -294,8 +299,8 @@ def test_fastapi_without_docs_serves_none(shared_issuer: LocalIssuer) -> None:
 
 
 def auth_config_line(framework: str) -> str:
-    (block,) = [b for b in readme.blocks("python") if "AuthConfigEndpoint(settings)" in b]
-    (line,) = [line for line in block.splitlines() if line.endswith(f"# {framework}")]
+    blocks = [b for b in readme.blocks("python") if "AuthConfigEndpoint(settings)" in b]
+    (line,) = [line for block in blocks for line in block.splitlines() if line.endswith(f"# {framework}")]
     return line
 
 
@@ -328,7 +333,7 @@ def test_the_readmes_requires_example_refuses_in_json(shared_issuer: LocalIssuer
 
 
 def test_the_principal_table_matches_the_principal() -> None:
-    text = readme.README.read_text(encoding="utf-8")
+    text = readme.text()
     table = text[text.index("| attribute | meaning |") :].split("\n\n", 1)[0]
     documented = set(re.findall(r"^\| `(\w+)`", table, re.MULTILINE))
 
