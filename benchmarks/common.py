@@ -106,6 +106,18 @@ def cookie_scope(token: str, client: tuple[str, int] = REMOTE_PEER) -> dict[str,
     return scope([(b"cookie", b"CF_Authorization=" + token.encode("ascii"))], client)
 
 
+def as_received(scope_: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``scope_`` whose header names and values are new bytes objects, as a server parses each request.
+
+    CPython caches a bytes object's hash in the object, and compares an object with itself without reading it:
+    reusing the same header bytes across requests would flatter any cache keyed by them (about 0.2 µs on a
+    900-character token) and every name comparison. The timed loops run on copies made before the clock starts.
+    """
+    copy = dict(scope_)
+    copy["headers"] = [(bytes(bytearray(name)), bytes(bytearray(value))) for name, value in scope_["headers"]]
+    return copy
+
+
 _REQUEST = {"type": "http.request", "body": b"", "more_body": False}
 _DISCONNECT = {"type": "http.disconnect"}
 
@@ -166,10 +178,11 @@ async def _batch(case: Case, n: int) -> float:
     count = len(scopes)
     if case.before_batch is not None:
         case.before_batch()
+    requests = [as_received(scopes[i % count]) for i in range(n)]
     gc.collect()
     started = time.perf_counter_ns()
-    for i in range(n):
-        await app(dict(scopes[i % count]), make_receive(), send)
+    for request in requests:
+        await app(request, make_receive(), send)
     elapsed = time.perf_counter_ns() - started
     if statuses != Counter({case.expect: n}):
         raise RuntimeError(f"{case.name}: expected {n} x {case.expect}, got {dict(statuses)}")
