@@ -53,7 +53,7 @@ from .profiles import build_profile
 from .providers import PRESETS, Provider, token_header
 from .settings import ExposureMode, Settings
 from .tokens import VerifiedToken
-from .users import UserDirectory, UserLookup
+from .users import MISS, UserDirectory, UserLookup
 from .verifier import TokenVerifier
 
 logger = logging.getLogger("cfaccess_mw")
@@ -354,24 +354,35 @@ class Authenticator:
         cache lacks, the user), each in its own way.
         """
         found: Principal | str | _Identity = self.credential(source)
-        if isinstance(found, str):
+        if type(found) is str:
             verifier = self.verifier
             assert verifier is not None  # a token is only read when tokens are verified
-            found = self.identified(verifier.cached(found) or await verifier.verify_token(found))
-        if isinstance(found, _Identity):
-            return self.admit(found, await self.users.find(found.email))  # type: ignore[arg-type]
-        return found
+            found = self.identified(verifier.cached(found) or await verifier.verify_fresh(found))
+        if type(found) is not _Identity:
+            return found  # type: ignore[return-value]  # an API key's, the local operator's or a service's
+        # UserDirectory.find's steps, without its coroutine: an async lookup's own coroutine is awaited here.
+        users = self.users
+        email: str = found.email  # type: ignore[assignment]  # an _Identity for a user has an email
+        generation = users.generation
+        user = users.hit(email)
+        if user is MISS:
+            try:
+                result = await users.ask(email)
+            except Exception as exc:
+                raise users.failure(exc, email) from None
+            user = users.judge(email, result, generation)
+        return self.admit(found, user)
 
     def identify_sync(self, source: Any) -> Principal:
         """:meth:`identify` from a thread with no event loop (WSGI): the same decision, sync I/O."""
         found: Principal | str | _Identity = self.credential(source)
-        if isinstance(found, str):
+        if type(found) is str:
             verifier = self.verifier
             assert verifier is not None
-            found = self.identified(verifier.cached(found) or verifier.verify_token_sync(found))
-        if isinstance(found, _Identity):
-            return self.admit(found, self.users.find_sync(found.email))  # type: ignore[arg-type]
-        return found
+            found = self.identified(verifier.cached(found) or verifier.verify_fresh_sync(found))
+        if type(found) is not _Identity:
+            return found  # type: ignore[return-value]
+        return self.admit(found, self.users.find_sync(found.email))  # type: ignore[arg-type]
 
     def authenticate_sync(self, source: Any) -> Authenticated:
         """:meth:`authenticate` from a thread with no event loop (WSGI)."""
