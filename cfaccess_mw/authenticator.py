@@ -52,7 +52,7 @@ from .principals import Principal
 from .profiles import build_profile
 from .providers import PRESETS, Provider, token_header
 from .settings import ExposureMode, Settings
-from .tokens import VerifiedToken
+from .tokens import MAX_TOKEN_LENGTH, VerifiedToken, too_large
 from .users import MISS, UserDirectory, UserLookup
 from .verifier import TokenVerifier
 
@@ -393,19 +393,20 @@ class Authenticator:
         """Which credential the request carries, decided from its headers and peer alone: the principal of an
         API key or of the local operator, or the token to verify; or the refusal."""
         scope = scope_of(source)
+        jwt_value: bytes | None = None
         jwt_header: str | None = None
         authorization: str | None = None
         cookie: list[bytes] | None = None
         token_header = self._token_header  # b"cf-access-jwt-assertion" unless another proxy's preset
         for name, value in scope["headers"]:  # one pass; a credential header sent twice is ambiguous
             if name == token_header:
-                if jwt_header is not None:
+                if jwt_value is not None:
                     raise InvalidToken(
                         Reason.TOKEN_MALFORMED,
                         "The access token header was sent more than once.",
                         f"{self._token_header.decode()} appears more than once",
                     )
-                jwt_header = value.decode("latin-1")
+                jwt_value = value
             elif name == b"authorization":
                 if authorization is not None:
                     raise Unauthorized(
@@ -420,12 +421,20 @@ class Authenticator:
                     cookie = [value]
                 else:
                     cookie.append(value)
-        if self._token_in_authorization and jwt_header is not None:
-            jwt_header, authorization = _bearer_id_token(jwt_header)
+        # Each token's size is checked where it is read, before it is decoded or hashed (a cache lookup hashes it).
+        if jwt_value is not None:
+            if self._token_in_authorization:
+                jwt_header, authorization = _bearer_id_token(jwt_value.decode("latin-1"))
+            elif self.verifier is not None:
+                if len(jwt_value) > MAX_TOKEN_LENGTH:
+                    raise too_large(len(jwt_value))
+                return jwt_value.decode("latin-1")
         if self.verifier is not None:
             if jwt_header is None and cookie is not None:
                 jwt_header = _access_cookie(cookie)
             if jwt_header is not None:
+                if len(jwt_header) > MAX_TOKEN_LENGTH:  # the cookie's, or the oidc preset's Authorization
+                    raise too_large(len(jwt_header))
                 return jwt_header
         if authorization is not None:
             scheme, _, credential = authorization.partition(" ")

@@ -138,14 +138,19 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     return value
 
 
+def too_large(length: int) -> InvalidToken:
+    """The refusal of a token longer than :data:`MAX_TOKEN_LENGTH` (checked before it is decoded or hashed)."""
+    return InvalidToken(
+        Reason.TOKEN_TOO_LARGE,
+        "The access token is too large.",
+        f"token of {length} characters exceeds the {MAX_TOKEN_LENGTH} limit",
+    )
+
+
 def split_token(token: str) -> tuple[str, str, str]:
     """Check size and shape; return the three base64url segments."""
     if len(token) > MAX_TOKEN_LENGTH:
-        raise InvalidToken(
-            Reason.TOKEN_TOO_LARGE,
-            "The access token is too large.",
-            f"token of {len(token)} characters exceeds the {MAX_TOKEN_LENGTH} limit",
-        )
+        raise too_large(len(token))
     if not token.isascii():
         raise _malformed("the token contains non-ASCII characters")
     parts = token.split(".")
