@@ -106,6 +106,25 @@ def cookie_scope(token: str, client: tuple[str, int] = REMOTE_PEER) -> dict[str,
     return scope([(b"cookie", b"CF_Authorization=" + token.encode("ascii"))], client)
 
 
+def received_headers(scope_: dict[str, Any]) -> tuple[tuple[bytes, bytes], ...]:
+    """``scope_``'s headers as new bytes objects, as a server parses each request.
+
+    CPython keeps a bytes object's hash in it, and compares an object with itself without reading it:
+    reusing the same header bytes across requests would flatter any cache keyed by them (about 0.2 µs on a
+    900-byte token) and every name comparison. Made before the clock starts, as tuples of bytes: the
+    collector stops tracking those at its first pass, so a batch of them does not make every collection
+    during the timed loop longer (a list of ready-made scopes did, by 0.5-1 µs per request).
+    """
+    return tuple((bytes(bytearray(name)), bytes(bytearray(value))) for name, value in scope_["headers"])
+
+
+def as_received(scope_: dict[str, Any], headers: tuple[tuple[bytes, bytes], ...] | None = None) -> dict[str, Any]:
+    """A copy of ``scope_`` carrying new header bytes (:func:`received_headers`, or ``headers`` made earlier)."""
+    copy = dict(scope_)
+    copy["headers"] = list(headers if headers is not None else received_headers(scope_))
+    return copy
+
+
 _REQUEST = {"type": "http.request", "body": b"", "more_body": False}
 _DISCONNECT = {"type": "http.disconnect"}
 
@@ -166,10 +185,11 @@ async def _batch(case: Case, n: int) -> float:
     count = len(scopes)
     if case.before_batch is not None:
         case.before_batch()
+    headers = [received_headers(scopes[i % count]) for i in range(n)]
     gc.collect()
     started = time.perf_counter_ns()
     for i in range(n):
-        await app(dict(scopes[i % count]), make_receive(), send)
+        await app(as_received(scopes[i % count], headers[i]), make_receive(), send)
     elapsed = time.perf_counter_ns() - started
     if statuses != Counter({case.expect: n}):
         raise RuntimeError(f"{case.name}: expected {n} x {case.expect}, got {dict(statuses)}")

@@ -39,7 +39,7 @@ async def _drive(app: Any, scopes: list[dict[str, Any]], n: int, before: Any = N
     for i in range(n):
         if before is not None and chunk and i % chunk == 0:
             before()
-        await app(dict(scopes[i % count]), common.make_receive(), send)
+        await app(common.as_received(scopes[i % count]), common.make_receive(), send)
 
 
 async def main(args: argparse.Namespace) -> None:

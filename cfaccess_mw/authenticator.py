@@ -52,8 +52,8 @@ from .principals import Principal
 from .profiles import build_profile
 from .providers import PRESETS, Provider, token_header
 from .settings import ExposureMode, Settings
-from .tokens import VerifiedToken
-from .users import UserDirectory, UserLookup
+from .tokens import MAX_TOKEN_LENGTH, VerifiedToken, too_large
+from .users import MISS, UserDirectory, UserLookup
 from .verifier import TokenVerifier
 
 logger = logging.getLogger("cfaccess_mw")
@@ -357,24 +357,35 @@ class Authenticator:
         cache lacks, the user), each in its own way.
         """
         found: Principal | str | _Identity = self.credential(source)
-        if isinstance(found, str):
+        if type(found) is str:
             verifier = self.verifier
             assert verifier is not None  # a token is only read when tokens are verified
-            found = self.identified(verifier.cached(found) or await verifier.verify_token(found))
-        if isinstance(found, _Identity):
-            return self.admit(found, await self.users.find(found.email))  # type: ignore[arg-type]
-        return found
+            found = self.identified(verifier.cached(found) or await verifier.verify_fresh(found))
+        if type(found) is not _Identity:
+            return found  # type: ignore[return-value]  # an API key's, the local operator's or a service's
+        # UserDirectory.find's steps, without its coroutine: an async lookup's own coroutine is awaited here.
+        users = self.users
+        email: str = found.email  # type: ignore[assignment]  # an _Identity for a user has an email
+        generation = users.generation
+        user = users.hit(email)
+        if user is MISS:
+            try:
+                result = await users.ask(email)
+            except Exception as exc:
+                raise users.failure(exc, email) from None
+            user = users.judge(email, result, generation)
+        return self.admit(found, user)
 
     def identify_sync(self, source: Any) -> Principal:
         """:meth:`identify` from a thread with no event loop (WSGI): the same decision, sync I/O."""
         found: Principal | str | _Identity = self.credential(source)
-        if isinstance(found, str):
+        if type(found) is str:
             verifier = self.verifier
             assert verifier is not None
-            found = self.identified(verifier.cached(found) or verifier.verify_token_sync(found))
-        if isinstance(found, _Identity):
-            return self.admit(found, self.users.find_sync(found.email))  # type: ignore[arg-type]
-        return found
+            found = self.identified(verifier.cached(found) or verifier.verify_fresh_sync(found))
+        if type(found) is not _Identity:
+            return found  # type: ignore[return-value]
+        return self.admit(found, self.users.find_sync(found.email))  # type: ignore[arg-type]
 
     def authenticate_sync(self, source: Any) -> Authenticated:
         """:meth:`authenticate` from a thread with no event loop (WSGI)."""
@@ -385,19 +396,20 @@ class Authenticator:
         """Which credential the request carries, decided from its headers and peer alone: the principal of an
         API key or of the local operator, or the token to verify; or the refusal."""
         scope = scope_of(source)
+        jwt_value: bytes | None = None
         jwt_header: str | None = None
         authorization: str | None = None
         cookie: list[bytes] | None = None
         token_header = self._token_header  # b"cf-access-jwt-assertion" unless another proxy's preset
         for name, value in scope["headers"]:  # one pass; a credential header sent twice is ambiguous
             if name == token_header:
-                if jwt_header is not None:
+                if jwt_value is not None:
                     raise InvalidToken(
                         Reason.TOKEN_MALFORMED,
                         "The access token header was sent more than once.",
                         f"{self._token_header.decode()} appears more than once",
                     )
-                jwt_header = value.decode("latin-1")
+                jwt_value = value
             elif name == b"authorization":
                 if authorization is not None:
                     raise Unauthorized(
@@ -412,12 +424,20 @@ class Authenticator:
                     cookie = [value]
                 else:
                     cookie.append(value)
-        if self._token_in_authorization and jwt_header is not None:
-            jwt_header, authorization = _bearer_id_token(jwt_header)
+        # Each token's size is checked where it is read, before it is decoded or hashed (a cache lookup hashes it).
+        if jwt_value is not None:
+            if self._token_in_authorization:
+                jwt_header, authorization = _bearer_id_token(jwt_value.decode("latin-1"))
+            elif self.verifier is not None:
+                if len(jwt_value) > MAX_TOKEN_LENGTH:
+                    raise too_large(len(jwt_value))
+                return jwt_value.decode("latin-1")
         if self.verifier is not None:
             if jwt_header is None and cookie is not None:
                 jwt_header = _access_cookie(cookie)
             if jwt_header is not None:
+                if len(jwt_header) > MAX_TOKEN_LENGTH:  # the cookie's, or the oidc preset's Authorization
+                    raise too_large(len(jwt_header))
                 return jwt_header
         if authorization is not None:
             scheme, _, credential = authorization.partition(" ")

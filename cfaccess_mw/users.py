@@ -46,7 +46,7 @@ import re
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 from cachetools import TTLCache
@@ -54,7 +54,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .errors import AuthUnavailable, Reason
 
-_MISS = object()  # no cached user: ask the lookup
+MISS: Any = object()  # no cached user: ask the lookup
 
 logger = logging.getLogger("cfaccess_mw")
 #: Set to DEBUG by name, this logger logs a failing lookup's whole exception (message and traceback, the email
@@ -172,53 +172,63 @@ class UserDirectory:
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lookup = lookup
-        self._is_async = is_async_callable(lookup)
+        self.is_async = is_async_callable(lookup)
         self._cache: TTLCache[str, Any] | None = (
             TTLCache(maxsize=cache_size, ttl=cache_seconds, timer=timer)
             if cache_seconds > 0 and cache_size > 0
             else None
         )
         self._lock = threading.Lock()
-        self._generation = 0
+        self.generation = 0
 
     async def find(self, email: str) -> Any:
         """The app's user for a normalised ``email``, or ``None`` when the app has no such user.
 
         Raises :class:`~cfaccess_mw.errors.AuthUnavailable` (503) when the lookup fails or answers with
         something that is not a value. A plain ``def`` lookup runs in Starlette's thread pool.
+        :meth:`~cfaccess_mw.authenticator.Authenticator.identify` takes the same steps without this coroutine
+        (:meth:`hit`, :meth:`ask`, :meth:`judge`): it runs on every request.
         """
-        generation = self._generation
-        found = self._hit(email)
-        if found is _MISS:
+        generation = self.generation
+        found = self.hit(email)
+        if found is MISS:
             try:
-                if self._is_async:
-                    result = await self.lookup(email)  # type: ignore[misc]  # _is_async: the lookup is set
-                else:
-                    result = await run_in_threadpool(self._call, email)
-                    if inspect.isawaitable(result):
-                        result = await result  # a plain function handing back async work: awaited once, then judged
+                result = await self.ask(email)
             except Exception as exc:
-                raise self._raised(exc, email) from None
-            found = self._judge(email, result, generation)
+                raise self.failure(exc, email) from None
+            found = self.judge(email, result, generation)
         return found
+
+    def ask(self, email: str) -> Awaitable[Any]:
+        """The lookup's answer to await: an ``async def`` lookup's own coroutine (no coroutine of ours around it),
+        or a plain ``def`` lookup run in Starlette's thread pool."""
+        if self.is_async:
+            return self.lookup(email)  # type: ignore[misc,no-any-return]  # is_async: the lookup is set
+        return self._in_thread(email)
+
+    async def _in_thread(self, email: str) -> Any:
+        result = await run_in_threadpool(self._call, email)
+        if inspect.isawaitable(result):
+            result = await result  # a plain function handing back async work: awaited once, then judged
+        return result
 
     def find_sync(self, email: str) -> Any:
         """:meth:`find` from a thread (a WSGI worker): a plain ``def`` lookup is called directly, no thread hop.
 
         An ``async def`` lookup cannot be awaited here: the sync adapters refuse one when they are built.
         """
-        generation = self._generation
-        found = self._hit(email)
-        if found is _MISS:
+        generation = self.generation
+        found = self.hit(email)
+        if found is MISS:
             try:
                 result = self._call(email)
             except Exception as exc:
-                raise self._raised(exc, email) from None
-            found = self._judge(email, result, generation)
+                raise self.failure(exc, email) from None
+            found = self.judge(email, result, generation)
         return found
 
-    def _hit(self, email: str) -> Any:
-        """The cached user, ``None`` without a lookup (no user is anyone), or ``_MISS``: ask the lookup."""
+    def hit(self, email: str) -> Any:
+        """The cached user, ``None`` without a lookup (no user is anyone), or :data:`MISS`: ask the lookup."""
         if self.lookup is None:
             return None
         cache = self._cache
@@ -228,7 +238,7 @@ class UserDirectory:
                     return cache[email]
                 except KeyError:  # (try, not contextlib.suppress: this runs on every request)
                     pass
-        return _MISS
+        return MISS
 
     def _call(self, email: str) -> Any:
         """Call the lookup in this thread: a plain ``def`` as it is, an ``async def`` through its ``sync`` twin.
@@ -238,15 +248,15 @@ class UserDirectory:
         one, its coroutine is refused like any other non-value (503, closed, logged).
         """
         lookup = self.lookup
-        assert lookup is not None  # _hit answered None without one
-        if self._is_async:
+        assert lookup is not None  # hit() answered None without one
+        if self.is_async:
             twin = getattr(lookup, "sync", None)
             if callable(twin):
                 return twin(email)
         return lookup(email)
 
     @staticmethod
-    def _raised(exc: Exception, email: str) -> AuthUnavailable:
+    def failure(exc: Exception, email: str) -> AuthUnavailable:
         """The 503 for a lookup that raised; the type logged, never the text (a database error's text can carry
         a connection string with its password), unless the lookup's own debug logger asks for it."""
         logger.error("cfaccess_mw: user_lookup raised %s", type(exc).__name__)
@@ -254,7 +264,7 @@ class UserDirectory:
             debug_logger.debug("user_lookup raised:\n%s", _without_email(exc, email))
         return _lookup_failed(f"user_lookup raised {type(exc).__name__}")
 
-    def _judge(self, email: str, result: Any, generation: int) -> Any:
+    def judge(self, email: str, result: Any, generation: int) -> Any:
         """The lookup's answer as a user or ``None``, or a 503 for an answer that is not a value; found users
         are cached (unless a forget() ran while the lookup did)."""
         # Judged inline: this runs on every request without the cache, so the common case costs a few checks.
@@ -277,7 +287,7 @@ class UserDirectory:
         cache = self._cache
         if cache is not None:
             with self._lock:
-                if generation == self._generation:
+                if generation == self.generation:
                     cache[email] = result
         return result
 
@@ -300,7 +310,7 @@ class UserDirectory:
         """Drop one remembered user (call it when the app deletes or disables that user); safe from any thread."""
         key = cache_key(email)
         with self._lock:
-            self._generation += 1
+            self.generation += 1
             if self._cache is not None:
                 with contextlib.suppress(KeyError):  # an entry expiring between pop's check and its delete
                     del self._cache[key]
@@ -308,6 +318,6 @@ class UserDirectory:
     def forget_all(self) -> None:
         """Drop every remembered user (after a bulk change to the users); safe from any thread."""
         with self._lock:
-            self._generation += 1
+            self.generation += 1
             if self._cache is not None:
                 self._cache.clear()

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from .keys import PublicKey
 from .profiles import cloudflare_profile
-from .tokens import Signed, VerifiedToken
+from .tokens import MAX_TOKEN_LENGTH, Signed, VerifiedToken
 
 
 class KeySource(Protocol):
@@ -107,18 +107,22 @@ class TokenVerifier:
         return None
 
     async def verify_token(self, token: str) -> VerifiedToken:
-        """Like :meth:`verify`, returning the cache entry (with its ``memo`` slot)."""
-        cached = self.cached(token)
-        if cached is not None:
-            return cached
-        signed = self.check(token)
-        return self.finish(signed, self.keys.cached_key(signed.kid) or await self.keys.get_key(signed.kid))
+        """Like :meth:`verify`, returning the cache entry (with its ``memo`` slot). A token too large is refused
+        without being looked up: the lookup would hash all of it first."""
+        return (len(token) <= MAX_TOKEN_LENGTH and self.cached(token)) or await self.verify_fresh(token)
 
     def verify_token_sync(self, token: str) -> VerifiedToken:
         """:meth:`verify_token` from a thread without an event loop (a key it lacks is fetched with a sync client)."""
-        cached = self.cached(token)
-        if cached is not None:
-            return cached
+        return (len(token) <= MAX_TOKEN_LENGTH and self.cached(token)) or self.verify_fresh_sync(token)
+
+    async def verify_fresh(self, token: str) -> VerifiedToken:
+        """Verify ``token`` and remember it, for a caller that :meth:`cached` just answered ``None``: one cache
+        lookup per miss, not two."""
+        signed = self.check(token)
+        return self.finish(signed, self.keys.cached_key(signed.kid) or await self.keys.get_key(signed.kid))
+
+    def verify_fresh_sync(self, token: str) -> VerifiedToken:
+        """:meth:`verify_fresh` from a thread without an event loop."""
         signed = self.check(token)
         return self.finish(signed, self.keys.cached_key(signed.kid) or self.keys.get_key_sync(signed.kid))
 
