@@ -31,6 +31,7 @@ login) does not see this caller.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from collections.abc import Callable, MutableMapping
 from typing import Any, cast
@@ -136,24 +137,35 @@ class CloudflareAccess(DeferredAuthenticator):
         """
         dispatch_request = app.full_dispatch_request
         dispatch_websocket = app.full_dispatch_websocket
+        # Quart 0.23 passes the app context first to these methods (full_dispatch_request(ctx),
+        # handle_user_exception(ctx, error), finalize_request(ctx, result)); 0.20-0.22 pass an optional request
+        # context last (full_dispatch_request(request_context), finalize_request(result, request_context)).
+        ctx_first = "ctx" in inspect.signature(app.handle_user_exception).parameters
+        quart: Any = app  # typed against one Quart version; called here in the form of either
 
-        async def full_dispatch_request(request_context: Any = None) -> ResponseTypes:
+        async def full_dispatch_request(*context: Any) -> ResponseTypes:
             self._answer_refusals_in(app, request.blueprints)
             try:
                 await self._authenticate(request.scope, request.path)
             except AuthError as err:
-                return await app.finalize_request(await app.handle_user_exception(err), request_context)
-            return await dispatch_request(request_context)
+                if ctx_first:
+                    answer = await quart.finalize_request(*context, await quart.handle_user_exception(*context, err))
+                else:
+                    answer = await quart.finalize_request(await quart.handle_user_exception(err), *context)
+                return cast(ResponseTypes, answer)
+            return await dispatch_request(*context)
 
-        async def full_dispatch_websocket(websocket_context: Any = None) -> ResponseTypes | None:
+        async def full_dispatch_websocket(*context: Any) -> ResponseTypes | None:
             self._answer_refusals_in(app, websocket.blueprints)
             refusal = await self._authenticate_websocket()
             if refusal is not None:
-                return await app.finalize_websocket(refusal, websocket_context)
-            return await dispatch_websocket(websocket_context)
+                finalize = quart.finalize_websocket
+                done = await (finalize(*context, refusal) if ctx_first else finalize(refusal, *context))
+                return cast("ResponseTypes | None", done)
+            return await dispatch_websocket(*context)
 
-        app.full_dispatch_request = full_dispatch_request  # type: ignore[method-assign]
-        app.full_dispatch_websocket = full_dispatch_websocket  # type: ignore[method-assign]
+        quart.full_dispatch_request = full_dispatch_request
+        quart.full_dispatch_websocket = full_dispatch_websocket
 
     def _answer_refusals_in(self, app: Quart, blueprints: list[str]) -> None:
         """Make ours the handler for an :class:`AuthError` in each blueprint of the request that has handlers of
