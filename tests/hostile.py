@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message
 
 from cfaccess_mw import CloudflareAccessMiddleware, Settings
+from cfaccess_mw.testing import LocalIssuer, Response
 
 from .conftest import REMOTE_PEER, find_user
 
@@ -131,3 +133,22 @@ def hmac_signed(secret: bytes, alg: str, header: Mapping[str, Any], payload: Map
     digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
     signing_input = f"{b64json(header)}.{b64json(payload)}"
     return f"{signing_input}.{b64(hmac.new(secret, signing_input.encode(), digest).digest())}"
+
+
+class HeldCerts:
+    """A certs endpoint for a LocalIssuer's ``responder``: it holds each answer until ``release`` is set (so a
+    burst piles up on one fetch), and answers 503 while ``down``. Every wait is bounded by ``bound`` seconds."""
+
+    def __init__(self, issuer: LocalIssuer, *, held: bool = True, bound: float = 30.0) -> None:
+        self.issuer = issuer
+        self.bound = bound
+        self.release = threading.Event()
+        if not held:
+            self.release.set()
+        self.down = False
+
+    def __call__(self) -> Response:
+        self.release.wait(self.bound)
+        if self.down:
+            return 503, {"Content-Type": "text/plain"}, b"down"
+        return 200, {"Content-Type": "application/json"}, json.dumps(self.issuer.certs_document()).encode()

@@ -11,7 +11,6 @@ down. No request may hang, the burst must cost one fetch, and no valid token may
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -21,35 +20,20 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from cfaccess_mw.testing import LocalIssuer, Response
+from cfaccess_mw.testing import LocalIssuer
 
+from .hostile import HeldCerts
 from .live_examples import ROOT, free_port, serve_command
 
 BURST = 32
 BOUND = 30.0  # seconds: a hang fails here instead of holding CI
 
 
-class Certs:
-    """The certs endpoint's behaviour for the test: serve, hold each answer until released, or be down."""
-
-    def __init__(self, issuer: LocalIssuer) -> None:
-        self.issuer = issuer
-        self.release = threading.Event()
-        self.release.set()
-        self.down = False
-
-    def __call__(self) -> Response:
-        self.release.wait(BOUND)
-        if self.down:
-            return 503, {"Content-Type": "text/plain"}, b"down"
-        return 200, {"Content-Type": "application/json"}, json.dumps(self.issuer.certs_document()).encode()
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalIssuer, Certs, dict[str, str]]]:
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalIssuer, HeldCerts, dict[str, str]]]:
     """A migrated SQLite database with Alice, an issuer, and the environment the servers get."""
     with LocalIssuer() as issuer:
-        certs = Certs(issuer)
+        certs = HeldCerts(issuer, held=False, bound=BOUND)
         issuer.responder = certs
         db = tmp_path_factory.mktemp("django-wsgi") / "users.sqlite3"
         env = {
@@ -77,7 +61,7 @@ def burst(base: str, token: str) -> list[int]:
         return [future.result(timeout=BOUND + 5) for future in futures]
 
 
-def rotation_burst(base: str, issuer: LocalIssuer, certs: Certs) -> None:
+def rotation_burst(base: str, issuer: LocalIssuer, certs: HeldCerts) -> None:
     """A key rotation, then a burst while the endpoint holds its answer: all accepted, one fetch."""
     assert httpx.get(f"{base}/healthz", timeout=BOUND).status_code == 200
     old = issuer.identity_token("alice@example.com")
@@ -114,7 +98,7 @@ def servers() -> list[tuple[str, list[str]]]:
 
 @pytest.mark.parametrize(("name", "argv"), servers(), ids=[name for name, _ in servers()])
 def test_a_rotation_mid_burst_under_a_wsgi_server(
-    project: tuple[LocalIssuer, Certs, dict[str, str]], name: str, argv: list[str]
+    project: tuple[LocalIssuer, HeldCerts, dict[str, str]], name: str, argv: list[str]
 ) -> None:
     issuer, certs, env = project
     port = free_port()
@@ -122,7 +106,7 @@ def test_a_rotation_mid_burst_under_a_wsgi_server(
         rotation_burst(base, issuer, certs)
 
 
-def test_the_wsgi_refusals_are_the_json_errors(project: tuple[LocalIssuer, Certs, dict[str, str]]) -> None:
+def test_the_wsgi_refusals_are_the_json_errors(project: tuple[LocalIssuer, HeldCerts, dict[str, str]]) -> None:
     issuer, _, env = project
     port = free_port()
     argv = [sys.executable, "-m", "examples.django_app", "runserver", f"127.0.0.1:{port}", "--noreload"]

@@ -10,7 +10,6 @@ and differ only in how a missing key and the user are fetched. Everything here u
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -21,9 +20,10 @@ import pytest
 
 from cfaccess_mw.authenticator import Authenticator
 from cfaccess_mw.errors import AuthError
-from cfaccess_mw.testing import LocalIssuer, Response
+from cfaccess_mw.testing import LocalIssuer
 
 from .conftest import REMOTE_PEER, find_user
+from .hostile import HeldCerts
 
 API_KEY = "sk_" + "Hq2Wd8Nf4Lp6Zr1Tx9Cv3Bm7Gk5Js0Ya"
 THREADS = 32
@@ -130,25 +130,10 @@ def test_an_async_lookup_on_the_sync_path_is_a_503_not_a_hang_or_a_warning(certs
 # --- single-flight across threads and event loops ------------------------------------------------------
 
 
-class SlowThenRotated:
-    """A certs endpoint that holds each answer until released, counting requests."""
-
-    def __init__(self, issuer: LocalIssuer) -> None:
-        self.issuer = issuer
-        self.release = threading.Event()
-        self.down = False
-
-    def __call__(self) -> Response:
-        self.release.wait(BOUND)
-        if self.down:
-            return 503, {"Content-Type": "text/plain"}, b"down"
-        return 200, {"Content-Type": "application/json"}, json.dumps(self.issuer.certs_document()).encode()
-
-
 def test_a_cold_burst_from_32_threads_causes_one_fetch_and_no_false_refusal() -> None:
     with LocalIssuer() as issuer:
         auth = authenticator(issuer, jwks_refresh_cooldown_seconds=0.0)
-        endpoint = SlowThenRotated(issuer)
+        endpoint = HeldCerts(issuer, bound=BOUND)
         issuer.responder = endpoint
         token = {"Cf-Access-Jwt-Assertion": issuer.identity_token("alice@example.com")}
         with ThreadPoolExecutor(THREADS) as pool:
@@ -167,7 +152,7 @@ def test_a_rotation_mid_burst_is_fetched_once_for_threads_and_two_event_loops() 
         auth.startup_sync()
         assert issuer.fetch_count == 1
         new_kid = issuer.rotate()
-        endpoint = SlowThenRotated(issuer)
+        endpoint = HeldCerts(issuer, bound=BOUND)
         issuer.responder = endpoint
         token = {"Cf-Access-Jwt-Assertion": issuer.identity_token("alice@example.com", kid=new_kid)}
 
@@ -200,7 +185,7 @@ def test_a_certs_endpoint_that_goes_down_mid_burst_costs_503s_not_a_hang() -> No
         auth.startup_sync()
         old = {"Cf-Access-Jwt-Assertion": issuer.identity_token("alice@example.com")}
         new_kid = issuer.rotate()
-        endpoint = SlowThenRotated(issuer)
+        endpoint = HeldCerts(issuer, bound=BOUND)
         endpoint.down = True
         issuer.responder = endpoint
         new = {"Cf-Access-Jwt-Assertion": issuer.identity_token("alice@example.com", kid=new_kid)}
