@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import ModuleType
 from typing import NamedTuple
@@ -157,8 +158,9 @@ def in_event_loop() -> bool:
     return True
 
 
-async def wait_async(flight: Future[None]) -> None:
-    """Wait in the running event loop until ``flight`` is done, without blocking the loop or cancelling the flight.
+async def wait_async(flight: Future[None], seconds: float | None = None) -> None:
+    """Wait in the running event loop until ``flight`` is done (or ``seconds`` have passed: the caller then looks
+    again), without blocking the loop or cancelling the flight.
 
     Under asyncio, a callback (run by whichever thread finishes the flight) wakes this
     loop thread-safely; a cancelled waiter leaves the flight alone for the others. Under
@@ -168,7 +170,10 @@ async def wait_async(flight: Future[None]) -> None:
         return
     trio = sys.modules.get("trio")
     if trio is not None and running_trio(trio):
-        await trio.to_thread.run_sync(flight.result, abandon_on_cancel=True)
+        if seconds is None:
+            await trio.to_thread.run_sync(flight.exception, abandon_on_cancel=True)
+        else:
+            await trio.to_thread.run_sync(wait_sync, flight, seconds, abandon_on_cancel=True)
         return
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
@@ -182,37 +187,54 @@ async def wait_async(flight: Future[None]) -> None:
             loop.call_soon_threadsafe(wake)
 
     flight.add_done_callback(landed)
-    await waiter
+    await asyncio.wait((waiter,), timeout=seconds)
 
 
 class SingleFlight:
     """One fetch at a time across threads and event loops; the others wait for it, then look again.
 
-    ``claim()`` returns ``None`` to the caller who is now the one fetching (it must call
-    ``land()`` when done, whatever happens), and the flight under way to everyone else.
+    ``claim()`` answers ``(flight, mine)``: when ``mine``, the caller now fetches and must
+    call ``land(flight)`` when done, whatever happens; else it waits for ``flight`` (bounded)
+    and looks again. A flight claimed longer than ``stale_after`` seconds ago is taken
+    for abandoned and the next claim takes over (its waiters wake): a fetch is bounded
+    in time, but its owner may vanish without landing, e.g. a background task of an
+    event loop closed without cancelling it, which stays pending for ever and would
+    otherwise hold every later fetch, in every thread and loop, for ever.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stale_after: float = math.inf) -> None:
+        self.stale_after = stale_after
         self._lock = threading.Lock()
         self._current: Future[None] | None = None
+        self._claimed_at = 0.0
 
     @property
     def busy(self) -> bool:
         """Whether a fetch is under way."""
         return self._current is not None
 
-    def claim(self) -> Future[None] | None:
+    def claim(self) -> tuple[Future[None], bool]:
         with self._lock:
-            if self._current is None:
-                self._current = Future()
-                return None
-            return self._current
+            current = self._current
+            now = time.monotonic()
+            if current is not None and now - self._claimed_at < self.stale_after:
+                return current, False
+            mine: Future[None] = Future()
+            self._current, self._claimed_at = mine, now
+        if current is not None:  # abandoned by its owner: its waiters wake and look again
+            _finish(current)
+        return mine, True
 
-    def land(self) -> None:
+    def land(self, flight: Future[None]) -> None:
         with self._lock:
-            current, self._current = self._current, None
-        if current is not None:
-            current.set_result(None)
+            if self._current is flight:  # else it was taken for abandoned and taken over meanwhile
+                self._current = None
+        _finish(flight)
+
+
+def _finish(flight: Future[None]) -> None:
+    with contextlib.suppress(InvalidStateError):  # landed already (taken over, then its owner came back)
+        flight.set_result(None)
 
 
 class Counter:

@@ -14,7 +14,7 @@ import json
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -212,3 +212,53 @@ def test_a_certs_endpoint_that_goes_down_mid_burst_costs_503s_not_a_hang() -> No
             cached_results = {future.result(timeout=BOUND) for future in cached}
         assert fresh_results == {("refused", "503 keys_unavailable")}, "undecidable while the endpoint is down"
         assert cached_results == {("accepted", "user alice@example.com")}, "the cached key keeps working"
+
+
+def test_a_refresh_whose_event_loop_closed_under_it_does_not_hold_the_flight_for_ever() -> None:
+    """A background refresh is a task of the loop that started it. A loop closed without cancelling its tasks (a
+    server or bridge that runs a loop per request and just closes it) leaves that task pending for ever, holding
+    the flight: every later request for a new key waited on it, in a thread or in another loop, without end."""
+    with LocalIssuer() as issuer:
+        auth = authenticator(issuer, jwks_refresh_cooldown_seconds=0.0, jwks_timeout_seconds=1.0)
+        auth.startup_sync()
+        jwks = auth.jwks
+        assert jwks is not None
+        new_kid = issuer.rotate()
+        endpoint = SlowThenRotated(issuer)
+        issuer.responder = endpoint
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(jwks.refresh())
+        loop.run_until_complete(asyncio.sleep(0.3))  # the task holds the flight, its GET under way
+        # The loop runs no more (as if closed without cancelling its tasks): the task is neither done nor cancelled.
+        endpoint.release.set()
+        token = {"Cf-Access-Jwt-Assertion": issuer.identity_token("alice@example.com", kid=new_kid)}
+
+        async def in_another_loop() -> tuple[str, str]:
+            try:
+                principal = await auth.identify(scope(token))
+            except AuthError as err:
+                return "refused", f"{err.status_code} {err.reason.value}"
+            return "accepted", f"{principal.kind} {principal.display_name}"
+
+        by_thread = in_daemon_thread(lambda: verdict(lambda: auth.identify_sync(scope(token))))
+        by_loop = in_daemon_thread(lambda: asyncio.run(in_another_loop()))
+        results = [by_thread.result(timeout=BOUND), by_loop.result(timeout=BOUND)]
+        assert results == [("accepted", "user alice@example.com")] * 2
+        loop.run_until_complete(asyncio.wait_for(task, BOUND))  # the owner comes back late: it lands nothing new
+        loop.close()
+        assert jwks.refresh_sync(), "and the next fetch runs as usual"
+
+
+def in_daemon_thread(run: Callable[[], Any]) -> Future[Any]:
+    """``run()`` in a daemon thread: a test that finds a hang fails after its bound, and the thread is left behind
+    rather than joined (a pool would wait for it on exit, turning the failure into the hang)."""
+    future: Future[Any] = Future()
+
+    def target() -> None:
+        try:
+            future.set_result(run())
+        except BaseException as exc:  # handed to the test, which raises it
+            future.set_exception(exc)
+
+    threading.Thread(target=target, daemon=True).start()
+    return future
