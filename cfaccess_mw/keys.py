@@ -203,6 +203,9 @@ class JWKSClient:
         self._keys: Mapping[str, PublicKey] = {}
         self._unusable: Mapping[str, str] = {}  # kid -> why, for the kids the last key set read lists unusably
         self._fetched_at = -math.inf  # last success
+        #: kid -> when a fetch last served its key, for the cached keys the document now lists only unusably (kept,
+        #: see _record_success): no fetch confirms those, so they age on their own towards ``max_age_seconds``.
+        self._kept_since: dict[str, float] = {}
         self._expired = False  # the keys outlived max_age_seconds unconfirmed and were dropped (said once)
         self._attempted_at = -math.inf  # end of the last attempt, success or not
         self._kid_fetch_at = -math.inf  # last fetch caused by an unknown kid (the cooldown's allowance)
@@ -264,6 +267,8 @@ class JWKSClient:
                 if self._clock() >= self._due_at:  # another thread may have started it meanwhile
                     if self._keys and self.age >= self.max_age_seconds:
                         self._expire()
+                    else:
+                        self._drop_kept(self._clock())
                     self._refresh_in_background()
         return self._keys.get(kid)
 
@@ -408,8 +413,26 @@ class JWKSClient:
         self._due_at = min(due, self._expires_at())
 
     def _expires_at(self) -> float:
-        """When the cached keys stop being trusted unless a fetch confirms them (never, with none cached)."""
-        return self._fetched_at + self.max_age_seconds if self._keys else math.inf
+        """When cached keys stop being trusted unless a fetch confirms them (never, with none cached)."""
+        if not self._keys:
+            return math.inf
+        return min(self._fetched_at, min(self._kept_since.values(), default=math.inf)) + self.max_age_seconds
+
+    def _drop_kept(self, now: float) -> None:
+        """Stop trusting the kept copies (see :meth:`_record_success`) that no fetch has served for
+        ``max_age_seconds``; the document lists their kids unusably, so their tokens then get 401 key_unusable."""
+        stale = [kid for kid, since in self._kept_since.items() if now - since >= self.max_age_seconds]
+        if stale:
+            logger.error(
+                "certs endpoint %s: key id(s) %s have been listed only in an unusable form for %s (the maximum "
+                "age, CFACCESS_JWKS_MAX_AGE_SECONDS); their cached copies are no longer trusted",
+                self.url,
+                stale,
+                human_seconds(self.max_age_seconds),
+            )
+            self._keys = {kid: key for kid, key in self._keys.items() if kid not in stale}
+            for kid in stale:
+                del self._kept_since[kid]
 
     def _expire(self) -> None:
         """Stop trusting keys that no fetch has confirmed for ``max_age_seconds``.
@@ -572,7 +595,12 @@ class JWKSClient:
     def _record_success(self, keys: dict[str, PublicKey], problems: list[str], listed: set[str], age: float) -> None:
         # A cached key whose kid the document still lists, but in a form we cannot use (a wrong kty, alg or use,
         # listed twice), has not been withdrawn: keep the last good copy rather than refuse its tokens.
-        kept = sorted(kid for kid in self._keys if kid in listed and kid not in keys)
+        # Only until the maximum age, though: the document does not serve that key, so no fetch confirms it.
+        self._kept_since = {
+            kid: self._kept_since.get(kid, self._fetched_at) for kid in self._keys if kid in listed and kid not in keys
+        }
+        self._drop_kept(self._clock())
+        kept = sorted(self._kept_since)
         if kept:
             keys = {**keys, **{kid: self._keys[kid] for kid in kept}}
             problems = [*problems, f"keeping the cached copy of {', '.join(map(repr, kept))}"]
