@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import jwt
 import pytest
 
 from cfaccess_mw.authenticator import Authenticator
@@ -262,3 +263,81 @@ def in_daemon_thread(run: Callable[[], Any]) -> Future[Any]:
 
     threading.Thread(target=target, daemon=True).start()
     return future
+
+
+def test_the_drivers_agree_on_cookies_repeated_headers_odd_tokens_and_unusable_keys() -> None:
+    """The differential table again, for what reads headers (cookies, a header sent twice, a bound) and for the
+    key rules of issue 17 (a kid the certs list unusably, a token past its key's use), with raw header lists."""
+    with LocalIssuer() as issuer:
+        unusable_kid = "signing-only"
+        spare = issuer.private_key()
+        document = issuer.certs_document()
+        document["keys"].append({**document["keys"][0], "kid": unusable_kid, "key_ops": ["sign"]})
+        body = json.dumps(document).encode()
+        issuer.responder = lambda: (200, {"Content-Type": "application/json"}, body)
+        header = "cf-access-jwt-assertion"
+        good = issuer.identity_token("alice@example.com")
+        claims = {**issuer.base_claims(), "email": "alice@example.com"}
+        rows: dict[str, list[tuple[str, str]]] = {
+            "cookie": [("cookie", f"a=1; CF_Authorization={good}")],
+            "cookie-split-over-headers": [("cookie", "a=1"), ("cookie", f"CF_Authorization={good}")],
+            "cookie-twice": [("cookie", f"CF_Authorization={good}"), ("cookie", f"CF_Authorization={good}")],
+            "cookie-too-large": [("cookie", "a=" + "b" * 70_000), ("cookie", f"CF_Authorization={good}")],
+            "many-small-cookies": [("cookie", "a=1")] * 5000 + [("cookie", f"CF_Authorization={good}")],
+            "header-and-cookie": [(header, good), ("cookie", "CF_Authorization=e30.e30.c2ln")],
+            "header-twice": [(header, good), (header, good)],
+            "authorization-twice": [("authorization", f"Bearer {API_KEY}")] * 2,
+            "header-empty": [(header, "")],
+            "header-spaces": [(header, f" {good} ")],
+            "alg-none": [(header, "eyJhbGciOiJub25lIiwia2lkIjoiayJ9.e30.")],
+            "wrong-audience": [(header, issuer.mint({**claims, "aud": ["other"]}))],
+            "wrong-issuer": [(header, issuer.mint({**claims, "iss": "https://evil.cloudflareaccess.com"}))],
+            "key-unusable": [(header, jwt_with_kid(spare, claims, unusable_kid))],
+            "not-yet-valid": [(header, issuer.mint({**claims, "nbf": claims["nbf"] + 3600}))],
+        }
+        auth_async = authenticator(issuer, allow_cookie=True)
+        auth_sync = authenticator(issuer, allow_cookie=True)
+        asyncio.run(auth_async.startup())
+        auth_sync.startup_sync()
+        for name, headers in rows.items():
+            request = raw_scope(headers)
+            by_async = verdict(lambda request=request: asyncio.run(auth_async.identify(request)))  # type: ignore[misc]
+            by_sync = verdict(lambda request=request: auth_sync.identify_sync(request))  # type: ignore[misc]
+            assert by_async == by_sync, name
+            if name not in ("cookie", "cookie-split-over-headers", "header-and-cookie", "many-small-cookies"):
+                assert by_sync[0] == "refused", name
+        assert verdict(lambda: auth_sync.identify_sync(raw_scope(rows["key-unusable"]))) == (
+            "refused",
+            "401 key_unusable",
+        )
+
+
+def test_the_drivers_agree_on_what_a_lookup_answers() -> None:
+    """A lookup's odd answers are judged once, for both drivers: raising, True, an unfetched cursor, a value."""
+    answers: dict[str, Callable[[str], Any]] = {
+        "raises": lambda email: 1 / 0,
+        "true": lambda email: True,
+        "iterator": lambda email: iter([{"email": email}]),
+        "false": lambda email: False,
+        "dict": lambda email: {"email": email},
+        "empty-dict": lambda email: {},
+    }
+    with LocalIssuer() as issuer:
+        token = {"Cf-Access-Jwt-Assertion": issuer.identity_token("alice@example.com")}
+        for name, lookup in answers.items():
+            auth_async = Authenticator(issuer.settings(), user_lookup=lookup)
+            auth_sync = Authenticator(issuer.settings(), user_lookup=lookup)
+            by_async = verdict(lambda auth=auth_async: asyncio.run(auth.identify(scope(token))))  # type: ignore[misc]
+            by_sync = verdict(lambda auth=auth_sync: auth.identify_sync(scope(token)))  # type: ignore[misc]
+            assert by_async == by_sync, name
+
+
+def raw_scope(headers: list[tuple[str, str]]) -> dict[str, Any]:
+    """:func:`scope` with the headers exactly as listed: repeated ones kept, in order."""
+    request = scope()
+    request["headers"] = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    return request
+
+
+def jwt_with_kid(key: Any, claims: dict[str, Any], kid: str) -> str:
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
