@@ -19,16 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import ModuleType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import anyio
+import httpcore
 import httpx
 
 
@@ -115,9 +117,12 @@ def http_get_sync(
     max_bytes: int,
     accept: str = "application/json",
 ) -> Fetched:
-    """:func:`http_get` from a thread. ``httpx.Timeout`` bounds each phase; the deadline between chunks bounds the
-    whole (a body that trickles in is cut off once ``seconds`` have passed since the request started)."""
+    """:func:`http_get` from a thread. ``httpx.Timeout`` bounds each phase, and every connect, read and write gets
+    at most the time left until the deadline (:func:`_within`), so a status line or headers that trickle in are cut
+    off too; the check between chunks ends a body that trickles in once ``seconds`` have passed."""
     deadline = time.monotonic() + seconds
+    if transport is None:
+        transport = _within(deadline)
     try:
         with (
             httpx.Client(transport=transport, timeout=httpx.Timeout(seconds), follow_redirects=False) as client,
@@ -135,6 +140,75 @@ def http_get_sync(
         raise JWKSFetchError(f"no answer within {seconds:g}s") from None
     except httpx.HTTPError as exc:
         raise JWKSFetchError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _within(deadline: float) -> httpx.HTTPTransport:
+    """httpx's own transport, every socket operation of which ends by ``deadline`` (``time.monotonic()``).
+
+    ``httpx.Timeout`` bounds each read, not the exchange: a server sending one byte of
+    its headers a second is never timed out. The async driver has ``anyio.fail_after``;
+    a thread has no such thing, so httpcore's network backend (its documented extension
+    point, reached through the transport's pool) hands each read at most the time left.
+    """
+    transport = httpx.HTTPTransport()
+    pool = transport._pool
+    pool._network_backend = _DeadlineBackend(pool._network_backend, deadline)
+    return transport
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, inner: httpcore.NetworkBackend, deadline: float) -> None:
+        self._inner = inner
+        self._deadline = deadline
+
+    def left(self, timeout: float | None) -> float:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise httpcore.ReadTimeout("deadline passed")
+        return left if timeout is None else min(timeout, left)
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_tcp(host, port, self.left(timeout), local_address, socket_options)
+        return _DeadlineStream(stream, self)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_unix_socket(path, self.left(timeout), socket_options), self)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream, backend: _DeadlineBackend) -> None:
+        self._stream = stream
+        self._backend = backend
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._backend.left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._backend.left(timeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        tls = self._stream.start_tls(ssl_context, server_hostname, self._backend.left(timeout))
+        return _DeadlineStream(tls, self._backend)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
 
 
 def running_trio(trio: ModuleType) -> bool:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +24,7 @@ import pytest
 
 from cfaccess_mw.authenticator import Authenticator
 from cfaccess_mw.errors import AuthError
+from cfaccess_mw.keys import JWKSClient
 from cfaccess_mw.testing import LocalIssuer, Response
 
 from .conftest import REMOTE_PEER, find_user
@@ -341,3 +344,50 @@ def raw_scope(headers: list[tuple[str, str]]) -> dict[str, Any]:
 
 def jwt_with_kid(key: Any, claims: dict[str, Any], kid: str) -> str:
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
+
+
+class TricklingHeaders:
+    """A certs endpoint on 127.0.0.1 that sends its status line, then one header byte every 0.2 s, for at most
+    ``seconds``: each read gets a byte well within any per-read timeout, so only a bound on the whole fetch ends it.
+    ``client_hung_up`` is set when the client closed the connection while bytes were still coming, ``finished``
+    when the endpoint is done either way."""
+
+    def __init__(self, seconds: float) -> None:
+        self.client_hung_up = threading.Event()
+        self.finished = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/cdn-cgi/access/certs"
+        self._seconds = seconds
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        try:
+            with self._listener, self._listener.accept()[0] as conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                for _ in range(int(self._seconds / 0.2)):
+                    time.sleep(0.2)
+                    try:
+                        conn.sendall(b"X")
+                    except OSError:
+                        self.client_hung_up.set()
+                        return
+        finally:
+            self.finished.set()
+
+
+@pytest.mark.parametrize("driver", ["async", "sync"])
+def test_a_fetch_whose_headers_trickle_in_is_cut_off_at_its_timeout(driver: str) -> None:
+    """The module promises that a fetch never takes longer than its timeout in total; the async driver keeps it
+    (anyio.fail_after around the exchange), and the sync driver must too, or a misbehaving certs endpoint (or a
+    proxy in front of it) holds a WSGI server's request threads for as long as it likes. Before, the sync driver
+    bounded each read only, and checked its deadline between body chunks: a 1 s fetch whose headers trickled in
+    took as long as they trickled (8 s and more), holding the flight and every waiting request thread."""
+    endpoint = TricklingHeaders(seconds=6.0)
+    keys = JWKSClient(endpoint.url, timeout=0.5, cooldown_seconds=0.0)
+    fetched = in_daemon_thread(keys.refresh_sync if driver == "sync" else lambda: asyncio.run(keys.refresh()))
+    assert fetched.result(timeout=BOUND) is False, "no keys: the fetch failed"
+    assert endpoint.finished.wait(BOUND)
+    assert endpoint.client_hung_up.is_set(), "the client gave up while the endpoint was still sending"
+    assert keys.last_failure is not None
+    assert "no answer within" in keys.last_failure
