@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import ModuleType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import anyio
+import httpcore
 import httpx
 
 
@@ -114,9 +117,12 @@ def http_get_sync(
     max_bytes: int,
     accept: str = "application/json",
 ) -> Fetched:
-    """:func:`http_get` from a thread. ``httpx.Timeout`` bounds each phase; the deadline between chunks bounds the
-    whole (a body that trickles in is cut off once ``seconds`` have passed since the request started)."""
+    """:func:`http_get` from a thread. ``httpx.Timeout`` bounds each phase, and every connect, read and write gets
+    at most the time left until the deadline (:func:`_within`), so a status line or headers that trickle in are cut
+    off too; the check between chunks ends a body that trickles in once ``seconds`` have passed."""
     deadline = time.monotonic() + seconds
+    if transport is None:
+        transport = _within(deadline)
     try:
         with (
             httpx.Client(transport=transport, timeout=httpx.Timeout(seconds), follow_redirects=False) as client,
@@ -134,6 +140,78 @@ def http_get_sync(
         raise JWKSFetchError(f"no answer within {seconds:g}s") from None
     except httpx.HTTPError as exc:
         raise JWKSFetchError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _within(deadline: float) -> httpx.HTTPTransport:
+    """httpx's own transport, every socket operation of which ends by ``deadline`` (``time.monotonic()``).
+
+    ``httpx.Timeout`` bounds each read, not the exchange: a server sending one byte of
+    its headers a second is never timed out. The async driver has ``anyio.fail_after``;
+    a thread has no such thing, so httpcore's network backend (its documented extension
+    point, reached through the transport's pool) hands each read at most the time left.
+    """
+    transport = httpx.HTTPTransport()
+    pool = getattr(transport, "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if isinstance(backend, httpcore.NetworkBackend):
+        pool._network_backend = _DeadlineBackend(backend, deadline)  # type: ignore[union-attr]
+    # else: an httpx/httpcore whose internals moved; each read is then bounded by the timeout, not the total
+    return transport
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, inner: httpcore.NetworkBackend, deadline: float) -> None:
+        self._inner = inner
+        self._deadline = deadline
+
+    def left(self, timeout: float | None) -> float:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise httpcore.ReadTimeout("deadline passed")
+        return left if timeout is None else min(timeout, left)
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._inner.connect_tcp(host, port, self.left(timeout), local_address, socket_options)
+        return _DeadlineStream(stream, self)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_unix_socket(path, self.left(timeout), socket_options), self)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, stream: httpcore.NetworkStream, backend: _DeadlineBackend) -> None:
+        self._stream = stream
+        self._backend = backend
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._backend.left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._backend.left(timeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        tls = self._stream.start_tls(ssl_context, server_hostname, self._backend.left(timeout))
+        return _DeadlineStream(tls, self._backend)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
 
 
 def running_trio(trio: ModuleType) -> bool:
@@ -157,8 +235,9 @@ def in_event_loop() -> bool:
     return True
 
 
-async def wait_async(flight: Future[None]) -> None:
-    """Wait in the running event loop until ``flight`` is done, without blocking the loop or cancelling the flight.
+async def wait_async(flight: Future[None], seconds: float | None = None) -> None:
+    """Wait in the running event loop until ``flight`` is done (or ``seconds`` have passed: the caller then looks
+    again), without blocking the loop or cancelling the flight.
 
     Under asyncio, a callback (run by whichever thread finishes the flight) wakes this
     loop thread-safely; a cancelled waiter leaves the flight alone for the others. Under
@@ -168,7 +247,10 @@ async def wait_async(flight: Future[None]) -> None:
         return
     trio = sys.modules.get("trio")
     if trio is not None and running_trio(trio):
-        await trio.to_thread.run_sync(flight.result, abandon_on_cancel=True)
+        if seconds is None:
+            await trio.to_thread.run_sync(flight.exception, abandon_on_cancel=True)
+        else:
+            await trio.to_thread.run_sync(wait_sync, flight, seconds, abandon_on_cancel=True)
         return
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
@@ -182,37 +264,54 @@ async def wait_async(flight: Future[None]) -> None:
             loop.call_soon_threadsafe(wake)
 
     flight.add_done_callback(landed)
-    await waiter
+    await asyncio.wait((waiter,), timeout=seconds)
 
 
 class SingleFlight:
     """One fetch at a time across threads and event loops; the others wait for it, then look again.
 
-    ``claim()`` returns ``None`` to the caller who is now the one fetching (it must call
-    ``land()`` when done, whatever happens), and the flight under way to everyone else.
+    ``claim()`` answers ``(flight, mine)``: when ``mine``, the caller now fetches and must
+    call ``land(flight)`` when done, whatever happens; else it waits for ``flight`` (bounded)
+    and looks again. A flight claimed longer than ``stale_after`` seconds ago is taken
+    for abandoned and the next claim takes over (its waiters wake): a fetch is bounded
+    in time, but its owner may vanish without landing, e.g. a background task of an
+    event loop closed without cancelling it, which stays pending for ever and would
+    otherwise hold every later fetch, in every thread and loop, for ever.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stale_after: float = math.inf) -> None:
+        self.stale_after = stale_after
         self._lock = threading.Lock()
         self._current: Future[None] | None = None
+        self._claimed_at = 0.0
 
     @property
     def busy(self) -> bool:
         """Whether a fetch is under way."""
         return self._current is not None
 
-    def claim(self) -> Future[None] | None:
+    def claim(self) -> tuple[Future[None], bool]:
         with self._lock:
-            if self._current is None:
-                self._current = Future()
-                return None
-            return self._current
+            current = self._current
+            now = time.monotonic()
+            if current is not None and now - self._claimed_at < self.stale_after:
+                return current, False
+            mine: Future[None] = Future()
+            self._current, self._claimed_at = mine, now
+        if current is not None:  # abandoned by its owner: its waiters wake and look again
+            _finish(current)
+        return mine, True
 
-    def land(self) -> None:
+    def land(self, flight: Future[None]) -> None:
         with self._lock:
-            current, self._current = self._current, None
-        if current is not None:
-            current.set_result(None)
+            if self._current is flight:  # else it was taken for abandoned and taken over meanwhile
+                self._current = None
+        _finish(flight)
+
+
+def _finish(flight: Future[None]) -> None:
+    with contextlib.suppress(InvalidStateError):  # landed already (taken over, then its owner came back)
+        flight.set_result(None)
 
 
 class Counter:

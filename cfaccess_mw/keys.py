@@ -60,6 +60,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Generator, Mapping
+from concurrent.futures import Future
 from typing import Any, NamedTuple
 
 import httpx
@@ -122,7 +123,6 @@ DEFAULT_MAX_AGE_SECONDS = 86400.0
 #: Kids that a fetch made for them did not list, remembered so that they stay 401 (not "undecided", 503) for the
 #: rest of the cooldown. A bound, because an attacker chooses them.
 ABSENT_KIDS_REMEMBERED = 256
-_DONE = object()  # _claim's answer when a fetch completed since the caller looked
 
 
 class Get(NamedTuple):
@@ -203,6 +203,9 @@ class JWKSClient:
         self._keys: Mapping[str, PublicKey] = {}
         self._unusable: Mapping[str, str] = {}  # kid -> why, for the kids the last key set read lists unusably
         self._fetched_at = -math.inf  # last success
+        #: kid -> when a fetch last served its key, for the cached keys the document now lists only unusably (kept,
+        #: see _record_success): no fetch confirms those, so they age on their own towards ``max_age_seconds``.
+        self._kept_since: dict[str, float] = {}
         self._expired = False  # the keys outlived max_age_seconds unconfirmed and were dropped (said once)
         self._attempted_at = -math.inf  # end of the last attempt, success or not
         self._kid_fetch_at = -math.inf  # last fetch caused by an unknown kid (the cooldown's allowance)
@@ -212,7 +215,9 @@ class JWKSClient:
         self._generation = 0  # bumped after every attempt; waiters use it to skip a second fetch
         #: Guards the bookkeeping when threads share this object; held between I/O only, never across it.
         self._state = threading.RLock()
-        self._flight = SingleFlight()  # the fetch under way, whichever thread or loop runs it
+        #: The fetch under way, whichever thread or loop runs it; taken for abandoned past the longest a fetch can
+        #: take (a plan of two GETs, each cut off about twice its timeout after it starts).
+        self._flight = SingleFlight(stale_after=4 * timeout + 1)
         self._last_failure: str | None = None
         self._last_problems: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()  # running asyncio background refreshes, held until they end
@@ -262,6 +267,8 @@ class JWKSClient:
                 if self._clock() >= self._due_at:  # another thread may have started it meanwhile
                     if self._keys and self.age >= self.max_age_seconds:
                         self._expire()
+                    else:
+                        self._drop_kept(self._clock())
                     self._refresh_in_background()
         return self._keys.get(kid)
 
@@ -406,8 +413,26 @@ class JWKSClient:
         self._due_at = min(due, self._expires_at())
 
     def _expires_at(self) -> float:
-        """When the cached keys stop being trusted unless a fetch confirms them (never, with none cached)."""
-        return self._fetched_at + self.max_age_seconds if self._keys else math.inf
+        """When cached keys stop being trusted unless a fetch confirms them (never, with none cached)."""
+        if not self._keys:
+            return math.inf
+        return min(self._fetched_at, min(self._kept_since.values(), default=math.inf)) + self.max_age_seconds
+
+    def _drop_kept(self, now: float) -> None:
+        """Stop trusting the kept copies (see :meth:`_record_success`) that no fetch has served for
+        ``max_age_seconds``; the document lists their kids unusably, so their tokens then get 401 key_unusable."""
+        stale = [kid for kid, since in self._kept_since.items() if now - since >= self.max_age_seconds]
+        if stale:
+            logger.error(
+                "certs endpoint %s: key id(s) %s have been listed only in an unusable form for %s (the maximum "
+                "age, CFACCESS_JWKS_MAX_AGE_SECONDS); their cached copies are no longer trusted",
+                self.url,
+                stale,
+                human_seconds(self.max_age_seconds),
+            )
+            self._keys = {kid: key for kid, key in self._keys.items() if kid not in stale}
+            for kid in stale:
+                del self._kept_since[kid]
 
     def _expire(self) -> None:
         """Stop trusting keys that no fetch has confirmed for ``max_age_seconds``.
@@ -491,22 +516,25 @@ class JWKSClient:
 
     # --- one fetch at a time, async or sync ------------------------------------------------------
 
-    def _claim(self, generation: int) -> Any:
-        """``_DONE`` when an attempt completed since ``generation``; ``None`` when this caller now fetches; else
-        the fetch under way, to wait for and then look again."""
+    def _claim(self, generation: int) -> tuple[Future[None] | None, bool]:
+        """``(None, False)`` when an attempt completed since ``generation``; ``(flight, True)`` when this caller now
+        fetches (and lands ``flight``); else ``(flight, False)``: the fetch under way, to wait for and look again."""
         with self._state:
             if self._generation != generation:
-                return _DONE
-            flight = self._flight.claim()
-            if flight is None:
+                return None, False
+            flight, mine = self._flight.claim()
+            if mine:
                 self._kid_waiting = False  # this fetch starts after every waiting kid arrived: it decides them
-            return flight
+            return flight, mine
 
     async def _refresh(self, generation: int) -> bool:
         """Fetch unless an attempt completed since ``generation`` was read (single-flight)."""
-        while (flight := self._claim(generation)) is not _DONE:
-            if flight is not None:
-                await wait_async(flight)
+        while True:
+            flight, mine = self._claim(generation)
+            if flight is None:
+                break
+            if not mine:
+                await wait_async(flight, self._wait_seconds)
                 continue
             try:
                 self._record(await drive_async(self._fetch_plan(), self._transport, self.timeout))
@@ -515,24 +543,33 @@ class JWKSClient:
             finally:
                 # Also when the fetching request is cancelled: the attempt did not happen (nothing is recorded),
                 # and a waiter wakes to make its own rather than find the generation moved and the cooldown running.
-                self._flight.land()
+                self._flight.land(flight)
             break
         return bool(self._keys)
 
     def _refresh_sync(self, generation: int) -> bool:
         """:meth:`_refresh` from a thread: the same single flight, fetched with the sync client."""
-        while (flight := self._claim(generation)) is not _DONE:
-            if flight is not None:
-                wait_sync(flight, 2 * self.timeout + 1)  # the fetch is bounded; so is this wait
+        while True:
+            flight, mine = self._claim(generation)
+            if flight is None:
+                break
+            if not mine:
+                wait_sync(flight, self._wait_seconds)
                 continue
             try:
                 self._record(drive_sync(self._fetch_plan(), self._sync_transport, self.timeout))
             except Exception as exc:
                 self._record_error(exc)
             finally:
-                self._flight.land()
+                self._flight.land(flight)
             break
         return bool(self._keys)
+
+    @property
+    def _wait_seconds(self) -> float:
+        """How long a waiter waits for another's fetch before it looks again (a fetch is bounded; so is the wait,
+        so that a fetch whose owner vanished is taken over rather than waited for without end)."""
+        return 2 * self.timeout + 1
 
     def _record(self, read: tuple[dict[str, PublicKey], list[str], set[str], float]) -> None:
         with self._state:
@@ -558,7 +595,12 @@ class JWKSClient:
     def _record_success(self, keys: dict[str, PublicKey], problems: list[str], listed: set[str], age: float) -> None:
         # A cached key whose kid the document still lists, but in a form we cannot use (a wrong kty, alg or use,
         # listed twice), has not been withdrawn: keep the last good copy rather than refuse its tokens.
-        kept = sorted(kid for kid in self._keys if kid in listed and kid not in keys)
+        # Only until the maximum age, though: the document does not serve that key, so no fetch confirms it.
+        self._kept_since = {
+            kid: self._kept_since.get(kid, self._fetched_at) for kid in self._keys if kid in listed and kid not in keys
+        }
+        self._drop_kept(self._clock())
+        kept = sorted(self._kept_since)
         if kept:
             keys = {**keys, **{kid: self._keys[kid] for kid in kept}}
             problems = [*problems, f"keeping the cached copy of {', '.join(map(repr, kept))}"]

@@ -194,7 +194,7 @@ class AlbKeySource:
         self._unusable: dict[str, str] = {}  # kid -> why the key AWS serves for it is unusable (kept with _unknown)
         self._attempts: deque[float] = deque()  # when each recent fetch started
         self._state = threading.RLock()  # the bookkeeping, when threads share this object; never held across I/O
-        self._flight = SingleFlight()  # one fetch at a time, whichever thread or event loop runs it
+        self._flight = SingleFlight(stale_after=4 * timeout + 1)  # one fetch at a time, in any thread or loop
         self._last_failure: str | None = None
         self.fetch_count = 0
 
@@ -253,20 +253,20 @@ class AlbKeySource:
         return True
 
     async def get_key(self, kid: str) -> PublicKey:
-        while (claimed := self._claim(kid)) is not None:
+        while not isinstance(claimed := self._claim(kid), tuple):
             if not isinstance(claimed, Future):
                 return claimed
-            await wait_async(claimed)  # another request's fetch: then look again
+            await wait_async(claimed, 2 * self.timeout + 1)  # another request's fetch: then look again
         try:
             return await drive_async(self._fetch_plan(kid), self._transport, self.timeout)  # type: ignore[no-any-return]
         except JWKSFetchError as exc:
             raise self._failed(f"{self.url}/{kid}: {exc}") from None
         finally:
-            self._flight.land()
+            self._flight.land(claimed[0])
 
     def get_key_sync(self, kid: str) -> PublicKey:
         """:meth:`get_key` from a thread without an event loop (a WSGI worker)."""
-        while (claimed := self._claim(kid)) is not None:
+        while not isinstance(claimed := self._claim(kid), tuple):
             if not isinstance(claimed, Future):
                 return claimed
             wait_sync(claimed, 2 * self.timeout + 1)
@@ -275,10 +275,11 @@ class AlbKeySource:
         except JWKSFetchError as exc:
             raise self._failed(f"{self.url}/{kid}: {exc}") from None
         finally:
-            self._flight.land()
+            self._flight.land(claimed[0])
 
-    def _claim(self, kid: str) -> PublicKey | Future[None] | None:
-        """The kept key; or the fetch under way, to wait for; or ``None``: this caller now fetches ``kid``.
+    def _claim(self, kid: str) -> PublicKey | Future[None] | tuple[Future[None]]:
+        """The kept key; or the fetch under way, to wait for; or ``(flight,)``: this caller now fetches ``kid``, and
+        lands ``flight`` when done.
 
         Raises for a kid that cannot be fetched: not a UUID, not found moments ago, or
         past the allowance of new kids per cooldown.
@@ -298,13 +299,13 @@ class AlbKeySource:
                 if kid in self._unusable:
                     raise self._unusable_key(kid)
                 raise self._unknown_kid(kid, "was not found at the key endpoint moments ago")
-            flight = self._flight.claim()
-            if flight is not None:
+            flight, mine = self._flight.claim()
+            if not mine:
                 return flight
             while self._attempts and now - self._attempts[0] >= self.cooldown_seconds:
                 self._attempts.popleft()
             if len(self._attempts) >= ALB_FETCHES_PER_COOLDOWN:
-                self._flight.land()
+                self._flight.land(flight)
                 raise AuthUnavailable(
                     Reason.KEYS_UNAVAILABLE,
                     "The signing keys for this application cannot be fetched right now; try again shortly.",
@@ -313,7 +314,7 @@ class AlbKeySource:
                     retry_after=max(1, math.ceil(self.cooldown_seconds)),
                 )
             self._attempts.append(now)
-            return None
+            return (flight,)
 
     def _fetch_plan(self, kid: str) -> Plan:
         """GET ``<base>/<kid>``; the key, or the refusal its answer means."""

@@ -643,3 +643,31 @@ async def test_a_bug_in_the_background_refresh_is_logged_not_raised(
     monkeypatch.undo()  # before the new task first runs: it fetches for real
     await keys.settle()
     assert issuer.fetch_count == 2
+
+
+@pytest.mark.parametrize("mangle", [{"key_ops": ["sign"]}, {"use": "enc"}, {"kty": "EC"}], ids=str)
+async def test_a_kept_copy_is_trusted_no_longer_than_the_maximum_age(issuer: LocalIssuer, mangle: object) -> None:
+    """A cached key the document lists only unusably is kept (see above), but no fetch confirms it: the document
+    does not serve that key. Before, every refresh that read the document counted as confirming it, so a key the
+    issuer marked as not for verifying (or replaced by a key of another type) was trusted for ever, past
+    CFACCESS_JWKS_MAX_AGE_SECONDS; now it goes at that bound and its tokens get 401 key_unusable."""
+    clock = Clock()
+    keys = client_for(issuer, clock, cache_seconds=60, max_age_seconds=300)
+    await keys.refresh()
+    kid = issuer.signing_kid
+    cached = await keys.get_key(kid)
+    stranger = spare_key()
+    entry = {**public_jwk(kid, issuer.private_key()), **mangle}  # type: ignore[dict-item]
+    document = json.dumps({"keys": [entry, public_jwk("other", stranger)]}).encode()
+    issuer.responder = lambda: (200, {}, document)
+    clock.now += 61
+    assert await keys.refresh()
+    assert await keys.get_key(kid) is cached, "kept within the bound"
+    for _ in range(5):  # refreshes that read the document, well past the maximum age of the kept copy
+        clock.now += 61
+        await keys.refresh()
+        keys.cached_key("other")
+    with pytest.raises(InvalidToken) as caught:
+        await keys.get_key(kid)
+    assert caught.value.reason is Reason.KEY_UNUSABLE
+    assert await keys.get_key("other") is not None, "the keys the document serves stay trusted"
