@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import Any, TypeAlias
 from urllib.parse import quote
 
-from .adapter import check_options
+from .adapter import DeferredAuthenticator
 from .asgi import cgi_headers
 from .audit import AuditHook
 from .authenticator import Authenticated, Authenticator, ExtraScopes
@@ -219,19 +219,12 @@ class CloudflareAccessWSGIMiddleware:
         user_cache_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.app = app
-        if authenticator is None:
-            authenticator = Authenticator(
-                settings,
-                user_lookup=user_lookup,
-                audit_hook=audit_hook,
-                extra_scopes=extra_scopes,
-                jwks=jwks,
-                clock=clock,
-                user_cache_clock=user_cache_clock,
-            )
-        else:
-            check_options(authenticator, {"settings": settings, "user_lookup": user_lookup, "audit_hook": audit_hook,
-                          "extra_scopes": extra_scopes, "jwks": jwks})  # fmt: skip
+        options = {"settings": settings, "user_lookup": user_lookup, "audit_hook": audit_hook,
+                   "extra_scopes": extra_scopes, "jwks": jwks}  # fmt: skip
+        # Built now, not deferred as in an extension: a bad CFACCESS_* variable stops the app where it is wrapped.
+        authenticator = DeferredAuthenticator(
+            authenticator, options, clock=clock, user_cache_clock=user_cache_clock
+        ).authenticator
         check_sync(authenticator)
         self.authenticator = authenticator
         # No lifespan in WSGI: fetch now, so a wrong team domain is logged at start-up and the first request
