@@ -38,8 +38,7 @@ def _cache_prefiller(mw: CloudflareAccessMiddleware, token: str) -> Any:
     cache = getattr(verifier, "_cache", None)
     if not isinstance(cache, dict):
         return None  # the cache changed shape; run without prefilling (the README's table says so)
-    run_sync(verifier.verify(token))
-    entry = cache[token]
+    entry = run_sync(verifier.verify_token(token))
     filler = {f"filler-{i}": entry for i in range(verifier.cache_size)}
 
     def refill() -> None:

@@ -53,7 +53,7 @@ from .profiles import build_profile
 from .providers import PRESETS, Provider, token_header
 from .settings import ExposureMode, Settings
 from .tokens import MAX_TOKEN_LENGTH, VerifiedToken, too_large
-from .users import MISS, UserDirectory, UserLookup
+from .users import UserDirectory, UserLookup
 from .verifier import TokenVerifier
 
 logger = logging.getLogger("cfaccess_mw")
@@ -92,7 +92,7 @@ def scope_of(source: Any) -> Mapping[str, Any]:
     raise TypeError(f"expected an ASGI scope or a request with a .scope, got {type(source).__name__}")
 
 
-class _Identity:
+class Identity:
     """What a verified token's claims yield, kept with the token: the email to look up (``None`` for a
     service), the claims, and the principal built last time (immutable, so requests may share it)."""
 
@@ -261,7 +261,8 @@ class Authenticator:
                 ",".join(self.settings.local_hosts),
             )
         self._allow_cookie = self.settings.allow_cookie
-        self._public_paths = self.settings.public_paths
+        #: ``CFACCESS_PUBLIC_PATHS`` (read before :meth:`is_public` is called: most apps have none).
+        self.public_paths = self.settings.public_paths
         self._services = {t.client_id: t.name for t in self.settings.service_tokens}
         # The api_key and local principals never change (and are immutable): built once.
         self._api_key_principals = {k.name: Principal("api_key", name=k.name) for k in self.settings.api_keys}
@@ -331,11 +332,11 @@ class Authenticator:
         where both read the same does "public" mean the same route to us and to the router. A public
         path is therefore requested without escapes (a health check or static file name always can be).
         """
-        if not self._public_paths:
+        if not self.public_paths:
             return False
         scope = scope_of(source)
         path = route_path(scope) if routed is None else routed
-        for public in self._public_paths:
+        for public in self.public_paths:
             if path == public or (path.startswith(public) and path[len(public)] == "/"):
                 # A dot segment could climb out of the public prefix in whatever serves the path.
                 padded = path + "/"
@@ -353,49 +354,55 @@ class Authenticator:
         """The principal for this request, or an :class:`AuthError` saying why not.
 
         The decision is :meth:`credential`, :meth:`identified` and :meth:`admit`, which do
-        no I/O; this and :meth:`identify_sync` only fetch what they ask for (a key the
-        cache lacks, the user), each in its own way.
+        no I/O (:meth:`known` runs the first two on a repeated token); this and
+        :meth:`identify_sync` only fetch what they ask for (a key the cache lacks, the
+        user), each in its own way. The ASGI middleware takes the same steps inline.
         """
-        found: Principal | str | _Identity = self.credential(source)
-        if type(found) is str:
-            verifier = self.verifier
-            assert verifier is not None  # a token is only read when tokens are verified
-            found = self.identified(verifier.cached(found) or await verifier.verify_fresh(found))
-        if type(found) is not _Identity:
-            return found  # type: ignore[return-value]  # an API key's, the local operator's or a service's
-        # UserDirectory.find's steps, without its coroutine: an async lookup's own coroutine is awaited here.
-        users = self.users
-        email: str = found.email  # type: ignore[assignment]  # an _Identity for a user has an email
-        generation = users.generation
-        user = users.hit(email)
-        if user is MISS:
-            try:
-                result = await users.ask(email)
-            except Exception as exc:
-                raise users.failure(exc, email) from None
-            user = users.judge(email, result, generation)
-        return self.admit(found, user)
+        found = self.known(source)
+        if type(found) is Principal:
+            return found
+        if type(found) is not Identity:  # a token to verify afresh
+            found = self.identified(await self.verifier.verify_fresh(found))  # type: ignore[union-attr,arg-type]
+            if type(found) is Principal:
+                return found
+        return self.admit(found, await self.users.find(found.email))  # type: ignore[arg-type]
 
     def identify_sync(self, source: Any) -> Principal:
         """:meth:`identify` from a thread with no event loop (WSGI): the same decision, sync I/O."""
-        found: Principal | str | _Identity = self.credential(source)
-        if type(found) is str:
-            verifier = self.verifier
-            assert verifier is not None
-            found = self.identified(verifier.cached(found) or verifier.verify_fresh_sync(found))
-        if type(found) is not _Identity:
-            return found  # type: ignore[return-value]
+        found = self.known(source)
+        if type(found) is Principal:
+            return found
+        if type(found) is not Identity:
+            found = self.identified(self.verifier.verify_fresh_sync(found))  # type: ignore[union-attr,arg-type]
+            if type(found) is Principal:
+                return found
         return self.admit(found, self.users.find_sync(found.email))  # type: ignore[arg-type]
+
+    def known(self, source: Any) -> Principal | Identity | str | bytes:
+        """What the request's credential proves with no I/O: a principal (an API key's, the local operator's,
+        an allowed service's), the identity of a repeated token's user (still to be looked up), or the token
+        to verify afresh (its key may need fetching); or the refusal."""
+        found = self.credential(source)
+        if type(found) is Principal:
+            return found
+        verified = self.verifier.cached(found)  # type: ignore[union-attr,arg-type]  # tokens imply a verifier
+        if verified is None:
+            return found
+        identity = verified.memo  # a user's identity, kept with the token: read here, without a call
+        if type(identity) is Identity and identity.email is not None:
+            return identity
+        return self.identified(verified)
 
     def authenticate_sync(self, source: Any) -> Authenticated:
         """:meth:`authenticate` from a thread with no event loop (WSGI)."""
         principal = self.identify_sync(source)
         return Authenticated(principal, self.scopes_for(principal))
 
-    def credential(self, source: Any) -> Principal | str:
+    def credential(self, source: Any) -> Principal | str | bytes:
         """Which credential the request carries, decided from its headers and peer alone: the principal of an
-        API key or of the local operator, or the token to verify; or the refusal."""
-        scope = scope_of(source)
+        API key or of the local operator, or the token to verify (the header's bytes as received, or the
+        cookie's text); or the refusal."""
+        scope = source if type(source) is dict else scope_of(source)  # a server's scope: no call per request
         jwt_value: bytes | None = None
         jwt_header: str | None = None
         authorization: str | None = None
@@ -431,7 +438,7 @@ class Authenticator:
             elif self.verifier is not None:
                 if len(jwt_value) > MAX_TOKEN_LENGTH:
                     raise too_large(len(jwt_value))
-                return jwt_value.decode("latin-1")
+                return jwt_value  # decoded only if verified afresh: a repeated token is found by its bytes
         if self.verifier is not None:
             if jwt_header is None and cookie is not None:
                 jwt_header = _access_cookie(cookie)
@@ -502,12 +509,12 @@ class Authenticator:
             f"extra_scopes returned {what}, not a collection of scope names",
         )
 
-    def identified(self, verified: VerifiedToken) -> Principal | _Identity:
+    def identified(self, verified: VerifiedToken) -> Principal | Identity:
         """Who a verified token names: an allowed service's principal, or the user's identity to look up.
 
         What the claims yield is kept with the token (``memo``), so a repeated token costs none of this.
         """
-        identity: _Identity | None = verified.memo
+        identity: Identity | None = verified.memo
         if identity is None:
             identity = verified.memo = self._identity(verified.claims)
         if identity.email is None:  # an allowed service token: its principal does not change
@@ -515,7 +522,7 @@ class Authenticator:
             return identity.principal
         return identity
 
-    def admit(self, identity: _Identity, user: Any) -> Principal:
+    def admit(self, identity: Identity, user: Any) -> Principal:
         """The user's principal, given what the lookup found (looked up on every request unless
         CFACCESS_USER_CACHE_SECONDS lets a found user be remembered)."""
         email = identity.email
@@ -533,10 +540,10 @@ class Authenticator:
             principal = identity.principal = _user_principal(email, user, identity.claims)
         return principal
 
-    def _identity(self, claims: Mapping[str, Any]) -> _Identity:
+    def _identity(self, claims: Mapping[str, Any]) -> Identity:
         """Who verified claims name: a normalised email, or an allowed service (refusals are not remembered)."""
         if "email" in claims:
-            return _Identity(normalise_email(claims["email"]), claims)
+            return Identity(normalise_email(claims["email"]), claims)
         client_id = claims.get("common_name") if self._cloudflare else None  # service tokens are Cloudflare's
         if isinstance(client_id, str) and client_id:
             name = self._services.get(client_id)
@@ -546,7 +553,7 @@ class Authenticator:
                     "This service token is not allowed for this application.",
                     f"service token client ID {client_id!r} is not in CFACCESS_SERVICE_TOKENS",
                 )
-            return _Identity(None, claims, Principal("service", name=name, claims=claims))
+            return Identity(None, claims, Principal("service", name=name, claims=claims))
         if not self._cloudflare:  # service tokens are Cloudflare's: elsewhere only an email names anyone
             raise InvalidToken(
                 Reason.CLAIM_INVALID,

@@ -48,7 +48,7 @@ class Signed:
 
     def __init__(
         self,
-        token: str,
+        token: str | bytes,
         alg: str,
         kid: str,
         header: str,
@@ -57,7 +57,7 @@ class Signed:
         now: float,
         header_claims: Mapping[str, Any] | None = None,
     ) -> None:
-        self.token = token
+        self.token = token  # as the verifier received it: its cache keeps the verified token under this
         self.alg = alg
         self.kid = kid
         self.header = header  # the header and payload segments as received: the signing input
@@ -292,7 +292,7 @@ class VerifiedToken:
     token only while the key source still returns that very object.
     """
 
-    __slots__ = ("claims", "exp", "key", "kid", "memo")
+    __slots__ = ("claims", "exp", "key", "kid", "memo", "token", "used")
 
     def __init__(self, claims: Mapping[str, Any], kid: str, exp: float, key: PublicKey) -> None:
         self.claims = claims
@@ -300,6 +300,8 @@ class VerifiedToken:
         self.exp = exp
         self.key = key
         self.memo: Any = None
+        self.token: str | bytes = b""  # the token as the verifier's cache holds it (set when remembered)
+        self.used = False  # served from the cache since eviction last passed it (the verifier's CLOCK)
 
     def __repr__(self) -> str:
         return f"VerifiedToken(kid={self.kid!r}, exp={self.exp!r})"

@@ -129,7 +129,8 @@ def test_a_repeated_token_is_verified_once(preset: Issuer, client: TestClient) -
     for _ in range(3):
         assert client.get("/", headers=preset.request_headers(token)).status_code == 200
     verifier = client.app.middleware_stack.app.verifier  # type: ignore[attr-defined]
-    assert token in verifier._cache
+    assert verifier.cached_tokens == 1  # one entry, for this token (its header's bytes, or the text it was read as)
+    assert verifier.cached(token.encode()) is not None or verifier.cached(token) is not None
 
 
 # --- one preset at a time -----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from cfaccess_mw.errors import AuthUnavailable, InvalidToken, Reason
 from cfaccess_mw.keys import JWKSClient
 from cfaccess_mw.testing import LocalIssuer, new_rsa_key, public_jwk
 from cfaccess_mw.tokens import MAX_TOKEN_LENGTH, decode_unverified, human_duration
-from cfaccess_mw.verifier import TokenVerifier
+from cfaccess_mw.verifier import KEY_TAIL, TokenVerifier
 
 from .conftest import Clock
 
@@ -613,3 +613,66 @@ def test_overwriting_a_cached_token_evicts_nothing(shared_issuer: LocalIssuer) -
     signed = verifier.check(two)
     verifier.finish(signed, keys.get_key_sync(signed.kid))  # verified again, stored again
     assert verifier.cached(one) is not None, "the other entry was evicted to make room for an overwrite"
+
+
+def test_a_token_sharing_another_ones_tail_is_never_answered_for_it(shared_issuer: LocalIssuer) -> None:
+    """The cache is keyed by a token's last characters and checks the whole token: a crafted token ending like a
+    cached one gets no answer from the cache, and does not displace the genuine entry by failing."""
+    keys = JWKSClient(shared_issuer.certs_url)
+    assert keys.refresh_sync()
+    verifier = TokenVerifier(issuer=shared_issuer.issuer, audiences=(shared_issuer.audience,), keys=keys)
+    genuine = shared_issuer.identity_token("alice@example.com")
+    entry = verifier.verify_token_sync(genuine)
+    other = shared_issuer.identity_token("mallory@example.com")
+    crafted = other.rsplit(".", 1)[0] + "." + genuine.rsplit(".", 1)[1]  # mallory's claims, alice's signature
+    assert crafted[-KEY_TAIL:] == genuine[-KEY_TAIL:]
+    for form in (crafted, crafted.encode()):
+        assert verifier.cached(form) is None
+        with pytest.raises(InvalidToken) as refused:
+            verifier.verify_token_sync(form)  # type: ignore[arg-type]
+        assert refused.value.reason is Reason.BAD_SIGNATURE
+    assert verifier.cached(genuine) is entry
+
+
+def test_a_header_token_is_cached_by_its_bytes_and_decoded_only_when_verified(shared_issuer: LocalIssuer) -> None:
+    keys = JWKSClient(shared_issuer.certs_url)
+    assert keys.refresh_sync()
+    verifier = TokenVerifier(issuer=shared_issuer.issuer, audiences=(shared_issuer.audience,), keys=keys)
+    token = shared_issuer.identity_token("alice@example.com")
+    entry = verifier.verify_fresh_sync(token.encode())
+    assert entry.claims["email"] == "alice@example.com"
+    assert verifier.cached(token.encode()) is entry
+    assert verifier.cached(token) is None  # the text is another key: verified (and cached) on its own
+    assert verifier.verify_token_sync(token) is not entry
+    assert verifier.cached_tokens == 2
+
+
+def test_eviction_spares_the_entries_in_use(shared_issuer: LocalIssuer) -> None:
+    """CLOCK: a hit marks its entry; a fresh token needing room evicts the oldest unmarked entry, and a marked
+    one is unmarked and kept once (used again, it is kept again)."""
+    keys = JWKSClient(shared_issuer.certs_url)
+    assert keys.refresh_sync()
+    verifier = TokenVerifier(issuer=shared_issuer.issuer, audiences=(shared_issuer.audience,), keys=keys, cache_size=2)
+    session, one_off, *later = (shared_issuer.identity_token(f"{n}@example.com") for n in range(5))
+    verifier.verify_token_sync(session)
+    verifier.verify_token_sync(one_off)
+    for token in later:
+        assert verifier.cached(session) is not None, "the session was evicted although in use"
+        verifier.verify_token_sync(token)
+    assert verifier.cached(one_off) is None
+    assert verifier.cached(later[0]) is None
+    assert verifier.cached(later[-1]) is not None
+    assert verifier.cached_tokens == 2
+
+
+def test_eviction_ends_when_every_entry_is_marked(shared_issuer: LocalIssuer) -> None:
+    keys = JWKSClient(shared_issuer.certs_url)
+    assert keys.refresh_sync()
+    verifier = TokenVerifier(issuer=shared_issuer.issuer, audiences=(shared_issuer.audience,), keys=keys, cache_size=3)
+    tokens = [shared_issuer.identity_token(f"{n}@example.com") for n in range(4)]
+    for token in tokens[:3]:
+        verifier.verify_token_sync(token)
+        assert verifier.cached(token) is not None  # every entry marked
+    verifier.verify_token_sync(tokens[3])
+    assert verifier.cached_tokens == 3
+    assert verifier.cached(tokens[0]) is None, "the oldest goes once one pass unmarked them all"
