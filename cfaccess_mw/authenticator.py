@@ -24,6 +24,7 @@ attribute (Starlette's, Litestar's, Django's and Falcon's request objects): only
 from __future__ import annotations
 
 import hashlib
+import http.cookies
 import inspect
 import logging
 import time
@@ -32,7 +33,6 @@ from typing import Any, NamedTuple, NoReturn
 
 import anyio
 import httpx
-from starlette.requests import cookie_parser
 
 from .audit import (
     AuditEvent,
@@ -137,14 +137,23 @@ def _access_cookie(values: list[bytes]) -> str | None:
             f"{len(values)} Cookie headers of {size} bytes in all exceed the {MAX_COOKIE_BYTES} limit",
         )
     cookie = b"; ".join(values).decode("latin-1")
-    names = [chunk.split("=", 1)[0].strip() for chunk in cookie.split(";")]
-    if names.count(COOKIE_NAME) > 1:
+    # Read as browsers and Starlette's cookie_parser read it (RFC 6265 in practice): chunks split at ";", the
+    # name before the first "=" (a chunk without one is a value with no name), both stripped, a quoted value
+    # unquoted by Python's own rules. A chunk naming our cookie without a value still counts as a second one.
+    ours = [
+        (sep, value)
+        for name, sep, value in (c.partition("=") for c in cookie.split(";"))
+        if name.strip() == COOKIE_NAME
+    ]
+    if len(ours) > 1:
         raise InvalidToken(
             Reason.TOKEN_MALFORMED,
             "The access cookie was sent more than once.",
-            f"{COOKIE_NAME} cookie appears {names.count(COOKIE_NAME)} times",
+            f"{COOKIE_NAME} cookie appears {len(ours)} times",
         )
-    return cookie_parser(cookie).get(COOKIE_NAME)
+    if not ours or not ours[0][0]:
+        return None
+    return http.cookies._unquote(ours[0][1].strip())
 
 
 def _bearer_id_token(value: str) -> tuple[str | None, str | None]:

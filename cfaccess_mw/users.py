@@ -50,7 +50,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 from cachetools import TTLCache
-from starlette.concurrency import run_in_threadpool
+import anyio.to_thread
 
 from .errors import AuthUnavailable, Reason
 
@@ -207,7 +207,7 @@ class UserDirectory:
         return self._in_thread(email)
 
     async def _in_thread(self, email: str) -> Any:
-        result = await run_in_threadpool(self._call, email)
+        result = await anyio.to_thread.run_sync(self._call, email)
         if inspect.isawaitable(result):
             result = await result  # a plain function handing back async work: awaited once, then judged
         return result

@@ -9,14 +9,16 @@ from typing import Any
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, cookie_parser
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from cfaccess_mw import ApiKey, Authenticator, CloudflareAccessMiddleware, InvalidToken, Principal
-from cfaccess_mw.authenticator import _user_principal, normalise_email
+from cfaccess_mw.authenticator import COOKIE_NAME, _access_cookie, _user_principal, normalise_email
 from cfaccess_mw.testing import LocalIssuer
 
 from .conftest import REMOTE_PEER, build_app, error_of, find_user, jwt_header
@@ -190,3 +192,21 @@ def test_a_users_principal_is_built_as_the_constructor_builds_it() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.email = "mallory@example.com"  # type: ignore[misc]
     assert (fast.identity, fast.scopes, repr(fast)) == (slow.identity, slow.scopes, repr(slow))
+
+
+_COOKIE_PIECES = ["CF_Authorization", "a", "=", ";", " ", "\t", '"', "\\", "x.y", "CF_Authorization=", '"q"', "\\073"]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(_COOKIE_PIECES), max_size=8).map("".join))
+def test_the_access_cookie_is_read_as_starlettes_cookie_parser_reads_it(cookie: str) -> None:
+    """The core reads the cookie itself (it imports no web framework): the same value as Starlette's parser,
+    and a refusal exactly when the name appears more than once."""
+    named = [chunk.split("=", 1)[0].strip() for chunk in cookie.split(";")].count(COOKIE_NAME)
+    try:
+        value = _access_cookie([cookie.encode()])
+    except InvalidToken:
+        assert named > 1
+        return
+    assert named <= 1
+    assert value == cookie_parser(cookie).get(COOKIE_NAME)
