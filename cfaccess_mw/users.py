@@ -49,8 +49,8 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
-from cachetools import TTLCache
 import anyio.to_thread
+from cachetools import TTLCache
 
 from .errors import AuthUnavailable, Reason
 
