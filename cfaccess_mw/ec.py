@@ -69,13 +69,24 @@ def is_p256(key: object) -> bool:
     return isinstance(key, EllipticCurvePublicKey) and isinstance(key.curve, SECP256R1)
 
 
+#: Key classes already judged (a handful: cryptography's concrete RSA and EC classes): "RS256" for an RSA key
+#: class, "EC" for an EC one (whose curve is each key's own), None for anything else. ``isinstance`` against
+#: cryptography's abstract classes costs an ABC check each (about 0.3 µs per fresh token for the two).
+_KEY_CLASSES: dict[type, str | None] = {}
+
+
 def key_algorithm(key: object) -> str | None:
     """The one JWS algorithm a key may verify: ``RS256`` for RSA, ``ES256`` for P-256, else ``None``."""
-    if isinstance(key, RSAPublicKey):
-        return "RS256"
-    if is_p256(key):
-        return "ES256"
-    return None
+    kind = type(key)
+    try:
+        family = _KEY_CLASSES[kind]
+    except KeyError:
+        family = "RS256" if isinstance(key, RSAPublicKey) else "EC" if isinstance(key, EllipticCurvePublicKey) else None
+        if len(_KEY_CLASSES) < 64:  # bounded, whatever objects a custom key source hands in
+            _KEY_CLASSES[kind] = family
+    if family == "EC":
+        return "ES256" if isinstance(key.curve, SECP256R1) else None  # type: ignore[attr-defined]  # an EC key
+    return family
 
 
 def verify_signature(alg: str, key: object, signature: bytes, signing_input: bytes, kid: str) -> None:
@@ -92,13 +103,12 @@ def verify_signature(alg: str, key: object, signature: bytes, signing_input: byt
             "The token's signing algorithm is not allowed.",
             f"the token says {alg}, but key {kid!r} is {own or 'of an unusable type'}",
         )
+    # key_algorithm decided the key's class above: RSA for RS256, P-256 for ES256.
     try:
         if alg == "ES256":
-            assert isinstance(key, EllipticCurvePublicKey)
-            key.verify(es256_der_signature(signature), signing_input, _ECDSA_SHA256)
+            key.verify(es256_der_signature(signature), signing_input, _ECDSA_SHA256)  # type: ignore[attr-defined]
         else:
-            assert isinstance(key, RSAPublicKey)
-            key.verify(signature, signing_input, _PKCS1, _SHA256)
+            key.verify(signature, signing_input, _PKCS1, _SHA256)  # type: ignore[attr-defined]
     except InvalidSignature:
         raise _bad_signature(f"{alg} signature does not verify against key {kid!r}") from None
 

@@ -88,7 +88,7 @@ class PresetProfile:
     def finish(self, signed: Signed, key: PublicKey) -> VerifiedToken:
         """The signature, then (only then) the payload and its claims."""
         kid = signed.kid
-        verify_signature(signed.alg, key, signed.signature, f"{signed.header}.{signed.payload}".encode("ascii"), kid)
+        verify_signature(signed.alg, key, signed.signature, signed.signing_input(), kid)
         claims = _json_object(self._decode(signed.payload, "payload"), "payload")
         if signed.header_claims:
             merge_header_claims(claims, signed.header_claims)

@@ -66,6 +66,13 @@ class Signed:
         self.now = now
         self.header_claims = header_claims  # claims the proxy signs in the header (ALB's iss and exp)
 
+    def signing_input(self) -> bytes:
+        """``header.payload``, what the signature covers: a slice of the token's bytes when it came as bytes (a
+        header as received), else the text's, encoded (split_token checked it is ASCII)."""
+        end = len(self.header) + 1 + len(self.payload)
+        token = self.token
+        return token[:end] if type(token) is bytes else token[:end].encode("ascii")  # type: ignore[union-attr]
+
 
 def _malformed(detail: str) -> InvalidToken:
     return InvalidToken(Reason.TOKEN_MALFORMED, "The access token is malformed.", detail)
