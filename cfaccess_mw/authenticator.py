@@ -38,10 +38,10 @@ from .audit import (
     AuditEvent,
     AuditHook,
     Outcome,
-    audit_logger,
     close_unawaited,
     emit,
     emit_sync,
+    logs_acceptances,
     request_facts,
     requested_path,
 )
@@ -595,7 +595,7 @@ class Authenticator:
     @property
     def audits_acceptances(self) -> bool:
         """Whether an acceptance would be recorded anywhere (a hook, or the audit logger at INFO)."""
-        return self.audit_hook is not None or audit_logger.isEnabledFor(logging.INFO)
+        return self.audit_hook is not None or logs_acceptances()
 
     async def audit(
         self,

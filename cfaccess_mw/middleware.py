@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .adapter import check_options
 from .asgi import read_scope
-from .audit import AuditHook, audit_logger
+from .audit import AuditHook, logs_acceptances
 from .authenticator import Authenticator, ExtraScopes, Identity
 from .errors import AuthError, AuthUnavailable, ConfigError, Reason, send_error
 from .keysources import KeyStore
@@ -197,7 +197,7 @@ class CloudflareAccessMiddleware:
         # in a method of its own: a coroutine less per request (see _answered for the rules it keeps).
         started = False
         held: list[Message] | None = None  # a 500 answer, until the app has returned or raised
-        audit = principal is not None and (auth.audit_hook is not None or audit_logger.isEnabledFor(logging.INFO))
+        audit = principal is not None and (auth.audit_hook is not None or logs_acceptances())
         tracking_send: Send
         if audit:
 

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from cfaccess_mw import ApiKey, AuditEvent, CloudflareAccessMiddleware, ExposureMode, Reason, ServiceToken, Settings
+from cfaccess_mw.audit import logs_acceptances
 from cfaccess_mw.testing import LocalIssuer
 
 REASONS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "reference" / "reasons.md"
@@ -389,3 +390,31 @@ def test_every_reason_code_is_documented_in_the_reference() -> None:
     documented = set(re.findall(r"^\| `([a-z_]+)` \|", text, re.MULTILINE))
 
     assert documented >= {reason.value for reason in Reason}
+
+
+def test_whether_acceptances_are_logged_follows_every_way_logging_is_configured() -> None:
+    """logs_acceptances reads logging's own memo: it must give isEnabledFor's answer after each kind of change,
+    including dictConfig's disable_existing_loggers, which disables the logger without emptying the memo."""
+    import logging.config
+
+    logger = logging.getLogger("cfaccess_mw.audit")
+    saved = (logger.level, logger.disabled, logging.root.manager.disable)
+    try:
+        logger.disabled = False
+        logger.setLevel(logging.INFO)
+        assert logs_acceptances() is True
+        logger.setLevel(logging.WARNING)
+        assert logs_acceptances() is False
+        logger.setLevel(logging.INFO)
+        assert logs_acceptances() is True
+        logging.disable(logging.INFO)
+        assert logs_acceptances() is False
+        logging.disable(logging.NOTSET)
+        assert logs_acceptances() is True
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": True})
+        assert logger.disabled
+        assert logs_acceptances() is False
+    finally:
+        logger.setLevel(saved[0])
+        logger.disabled = saved[1]
+        logging.disable(saved[2])
