@@ -22,7 +22,7 @@ import pytest
 
 import cfaccess_mw
 from cfaccess_mw import cli
-from cfaccess_mw.settings import Settings
+from cfaccess_mw.core.settings import Settings
 from cfaccess_mw.testing import LocalIssuer
 
 SRC = Path(cfaccess_mw.__file__).resolve().parents[1]  # the folder holding the package under test

@@ -36,14 +36,14 @@ from types import TracebackType
 from typing import Any, TypeAlias
 from urllib.parse import quote
 
+from ..core.audit import AuditHook
+from ..core.authenticator import Authenticated, Authenticator, ExtraScopes
+from ..core.errors import AuthError, AuthUnavailable, Reason, error_response
+from ..core.settings import Settings
+from ..core.users import UserLookup, is_async_callable
+from ..keys.sources import KeyStore
 from .adapter import DeferredAuthenticator
 from .asgi import cgi_headers
-from .audit import AuditHook
-from .authenticator import Authenticated, Authenticator, ExtraScopes
-from .errors import AuthError, AuthUnavailable, Reason, error_response
-from .keysources import KeyStore
-from .settings import Settings
-from .users import UserLookup, is_async_callable
 
 __all__ = [
     "PRINCIPAL_KEY",

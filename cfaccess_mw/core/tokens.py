@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import Any, NoReturn
 
 from .errors import InvalidToken, Reason
-from .keys import PublicKey
+from .jwk import PublicKey
 
 #: Longest token accepted, in characters. Cloudflare's tokens are about 1 KB; a 16 KiB cap
 #: bounds the work an attacker can ask for before any signature check.

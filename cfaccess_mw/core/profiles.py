@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .ec import verify_signature
 from .errors import InvalidToken, Reason
-from .keys import PublicKey
+from .jwk import PublicKey
 from .providers import ALB_KID, PRESETS, Preset, Provider, b64url_decode_padded
 from .tokens import (
     HEADER_CACHE_SIZE,

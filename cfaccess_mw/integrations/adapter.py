@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .authenticator import Authenticator
+from ..core.authenticator import Authenticator
 
 __all__ = ["DeferredAuthenticator", "check_options"]
 

@@ -28,7 +28,16 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from .settings import ApiKey, ExposureMode, ServiceToken, Settings
+from ..core.settings import ApiKey, ExposureMode, ServiceToken, Settings
+
+__all__ = [
+    "LocalIssuer",
+    "LoopbackKeyServer",
+    "Response",
+    "new_rsa_key",
+    "public_jwk",
+]
+
 
 Response = tuple[int, Mapping[str, str], bytes]
 _Server = TypeVar("_Server", bound="LoopbackKeyServer")

@@ -21,10 +21,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
-from .providers import PRESETS, Provider, token_header
-from .settings import Settings
-from .testing import LocalIssuer, Response
-from .testing_presets import ISSUERS, AnyIssuer
+from ..core.providers import PRESETS, Provider, token_header
+from ..core.settings import Settings
+from ..testing import LocalIssuer, Response
+from .presets import ISSUERS, AnyIssuer
 
 #: The minting endpoint's path on the issuer's own port.
 TOKEN_PATH = "/cfaccess-dev/token"

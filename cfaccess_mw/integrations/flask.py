@@ -56,14 +56,14 @@ from typing import Any, TypeVar, cast
 from flask import Flask, Response, request
 from werkzeug.local import LocalProxy
 
+from ..core.audit import AuditHook
+from ..core.authenticator import Authenticator, ExtraScopes, UserLookup
+from ..core.errors import AuthError, Reason, Unauthorized, framework_error_response
+from ..core.permissions import admit, guard, requirement
+from ..core.principals import Principal, PrincipalKind
+from ..core.settings import Settings
+from ..keys.sources import KeyStore
 from .adapter import DeferredAuthenticator
-from .audit import AuditHook
-from .authenticator import Authenticator, ExtraScopes, UserLookup
-from .errors import AuthError, Reason, Unauthorized, framework_error_response
-from .keysources import KeyStore
-from .permissions import admit, guard, requirement
-from .principals import Principal, PrincipalKind
-from .settings import Settings
 from .wsgi import (
     PRINCIPAL_KEY,
     SCOPES_KEY,

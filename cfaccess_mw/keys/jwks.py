@@ -65,7 +65,18 @@ from typing import Any, NamedTuple
 
 import httpx
 
-from .errors import AuthUnavailable, InvalidToken, Reason
+from ..core.errors import AuthUnavailable, InvalidToken, Reason
+from ..core.jwk import (
+    MAX_RSA_BITS,
+    MIN_RSA_BITS,
+    JWKParser,
+    KeySet,
+    PublicKey,
+    has_roca_fingerprint,
+    jwk_kid,
+    parse_jwk,
+    parse_jwks,
+)
 from .fetching import (
     Counter,
     Fetched,
@@ -78,17 +89,6 @@ from .fetching import (
     start_thread,
     wait_async,
     wait_sync,
-)
-from .jwk import (
-    MAX_RSA_BITS,
-    MIN_RSA_BITS,
-    JWKParser,
-    KeySet,
-    PublicKey,
-    has_roca_fingerprint,
-    jwk_kid,
-    parse_jwk,
-    parse_jwks,
 )
 
 __all__ = [  # the key layer's names, importable from here as before the split into jwk and fetching

@@ -34,6 +34,7 @@ import anyio
 import httpx
 from starlette.requests import cookie_parser
 
+from ..keys.sources import KeyStore, build_key_source
 from .audit import (
     AuditEvent,
     AuditHook,
@@ -47,7 +48,6 @@ from .audit import (
 )
 from .errors import AuthError, AuthUnavailable, Forbidden, InvalidToken, Reason, Unauthorized
 from .exposure import LocalAddressing
-from .keysources import KeyStore, build_key_source
 from .principals import Principal
 from .profiles import build_profile
 from .providers import PRESETS, Provider, token_header

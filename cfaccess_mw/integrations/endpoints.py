@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from .settings import ExposureMode, Settings
+from ..core.settings import ExposureMode, Settings
 
 
 class AuthConfigEndpoint:

@@ -43,10 +43,10 @@ from typing import Any, Protocol
 import anyio.to_thread
 import httpx
 
-from .errors import CfAccessError, ConfigError
-from .exposure import is_loopback_url_host
-from .settings import CLIENT_PREFIX, nearest_name
-from .tokens import decode_unverified
+from ..core.errors import CfAccessError, ConfigError
+from ..core.exposure import is_loopback_url_host
+from ..core.settings import CLIENT_PREFIX, nearest_name
+from ..core.tokens import decode_unverified
 
 if sys.version_info >= (3, 11):
     import tomllib

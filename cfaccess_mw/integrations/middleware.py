@@ -25,16 +25,16 @@ import httpx
 from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..core.audit import AuditHook, audit_logger
+from ..core.authenticator import Authenticator, ExtraScopes
+from ..core.errors import AuthError, AuthUnavailable, ConfigError, Reason, send_error
+from ..core.principals import Principal
+from ..core.settings import Settings
+from ..core.users import UserLookup
+from ..core.verifier import TokenVerifier
+from ..keys.sources import KeyStore
 from .adapter import check_options
 from .asgi import read_scope
-from .audit import AuditHook, audit_logger
-from .authenticator import Authenticator, ExtraScopes
-from .errors import AuthError, AuthUnavailable, ConfigError, Reason, send_error
-from .keysources import KeyStore
-from .principals import Principal
-from .settings import Settings
-from .users import UserLookup
-from .verifier import TokenVerifier
 
 logger = logging.getLogger("cfaccess_mw")
 

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from .keys import PublicKey
+from .jwk import PublicKey
 from .profiles import cloudflare_profile
 from .tokens import MAX_TOKEN_LENGTH, Signed, VerifiedToken
 

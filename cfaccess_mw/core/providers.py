@@ -38,7 +38,7 @@ from urllib.parse import SplitResult, urlsplit
 from .ec import key_algorithm, parse_ec_jwk
 from .errors import ConfigError, Reason
 from .exposure import is_loopback_url_host
-from .keys import JWKParser, PublicKey, jwk_kid, parse_jwk
+from .jwk import JWKParser, PublicKey, jwk_kid, parse_jwk
 from .tokens import (
     _json_object,
     _malformed,

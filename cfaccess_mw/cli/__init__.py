@@ -38,14 +38,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NoReturn
 
-from . import __version__
-from .authenticator import Authenticator
-from .errors import AuthError, ConfigError, InvalidToken, Reason
-from .keysources import KeyStore, build_key_source
-from .middleware import CloudflareAccessMiddleware
-from .principals import Principal
-from .profiles import build_profile
-from .providers import (
+from .. import __version__
+from ..core.authenticator import Authenticator
+from ..core.errors import AuthError, ConfigError, InvalidToken, Reason
+from ..core.principals import Principal
+from ..core.profiles import build_profile
+from ..core.providers import (
     PRESETS,
     Provider,
     decode_unverified_for,
@@ -53,8 +51,10 @@ from .providers import (
     preset_hint,
     token_header,
 )
-from .settings import ApiKey, ExposureMode, Settings
-from .tokens import human_duration
+from ..core.settings import ApiKey, ExposureMode, Settings
+from ..core.tokens import human_duration
+from ..integrations.middleware import CloudflareAccessMiddleware
+from ..keys.sources import KeyStore, build_key_source
 
 PROG = "cfaccess-mw"
 EXIT_OK = 0
@@ -478,9 +478,9 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from .audit import AuditEvent
-    from .settings import ServiceToken
-    from .testing import LocalIssuer
+    from ..core.audit import AuditEvent
+    from ..core.settings import ServiceToken
+    from ..testing import LocalIssuer
 
     async def whoami(request: Request) -> JSONResponse:
         return JSONResponse({"identity": request.user.identity})
@@ -571,7 +571,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Serve a stand-in issuer on loopback until Ctrl-C; print the exports, a token, and how to mint more."""
-    from .devserver import banner, serve_until_stopped, start_issuer
+    from ..testing.devserver import banner, serve_until_stopped, start_issuer
 
     provider = Provider(args.provider)
     try:
@@ -594,7 +594,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def cmd_dev_token(args: argparse.Namespace) -> int:
     """Ask the running ``cfaccess-mw dev`` for a token (found from the exported CFACCESS_* variables)."""
-    from .devserver import DevError, fetch_token, header_line, token_url
+    from ..testing.devserver import DevError, fetch_token, header_line, token_url
 
     if (args.email is None) == (args.service is None):
         raise CliError("give EMAIL or --service CLIENT_ID (one of them)", EXIT_USAGE)

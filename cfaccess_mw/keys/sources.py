@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
-from .ec import parse_p256_pem
-from .errors import AuthUnavailable, InvalidToken, Reason
-from .exposure import is_loopback_url_host
+from ..core.ec import parse_p256_pem
+from ..core.errors import AuthUnavailable, InvalidToken, Reason
+from ..core.exposure import is_loopback_url_host
+from ..core.providers import ALB_KID, PRESETS, KeyKind, Provider, jwk_parser
 from .fetching import SingleFlight, wait_async, wait_sync
-from .keys import (
+from .jwks import (
     DEFAULT_MAX_AGE_SECONDS,
     MAX_JWKS_BYTES,
     Get,
@@ -48,10 +49,9 @@ from .keys import (
     human_seconds,
     parse_jwk,
 )
-from .providers import ALB_KID, PRESETS, KeyKind, Provider, jwk_parser
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from ..core.settings import Settings
 
 logger = logging.getLogger("cfaccess_mw.keys")
 
