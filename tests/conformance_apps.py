@@ -158,7 +158,7 @@ def _starlette_routes(ran: list[str], static: Path) -> list[Any]:
     from starlette.staticfiles import StaticFiles
     from starlette.websockets import WebSocket
 
-    from cfaccess_mw.core.permissions import requires
+    from cfaccess_mw.integrations.starlette import requires
 
     async def public(request: Request) -> JSONResponse:
         return JSONResponse({"public": True})

@@ -201,7 +201,7 @@ def settings_for(issuer: LocalIssuer) -> Settings:
 
 def _refusing_sub_app() -> Starlette:
     from cfaccess_mw import Forbidden, Reason
-    from cfaccess_mw.core.permissions import requires
+    from cfaccess_mw.integrations.starlette import requires
 
     async def raises(request: Request) -> PlainTextResponse:
         raise Forbidden(Reason.INSUFFICIENT_SCOPE, "Admins only.", "the handler said no")

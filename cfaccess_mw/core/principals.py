@@ -2,7 +2,9 @@
 
 It follows Starlette's ``BaseUser`` protocol (``is_authenticated``,
 ``display_name``, ``identity``) so ``request.user``, ``@requires`` and anything
-else built for Starlette's authentication work unchanged.
+else built for Starlette's authentication work unchanged. It provides the protocol
+rather than subclassing ``BaseUser``: the core imports no web framework, and
+nothing in Starlette checks the class, only these attributes.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-from starlette.authentication import BaseUser
 
 __all__ = [
     "KINDS",
@@ -25,7 +25,7 @@ KINDS: tuple[PrincipalKind, ...] = ("user", "service", "api_key", "local")
 
 
 @dataclass(frozen=True, eq=False)
-class Principal(BaseUser):
+class Principal:
     """An authenticated caller.
 
     ``kind`` says how it proved itself: ``"user"`` (a Cloudflare Access identity
