@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..core.providers import (
-    PRESETS,
-    Provider,
-    describe_preset,
-)
+from ..core.providers import PRESETS, Provider
 from ..core.settings import ExposureMode, Settings
 from ..keys.sources import KeyStore, build_key_source
 from .output import (
@@ -21,6 +17,7 @@ from .output import (
     _row,
     _seconds,
 )
+from .presets import describe_preset
 
 
 def _print_policy(settings: Settings) -> None:

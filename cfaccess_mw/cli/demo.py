@@ -11,9 +11,7 @@ import threading
 from dataclasses import dataclass
 
 from ..core.errors import ConfigError
-from ..core.providers import (
-    Provider,
-)
+from ..core.providers import Provider
 from ..core.settings import ApiKey, Settings
 from ..integrations.middleware import CloudflareAccessMiddleware
 from .output import (

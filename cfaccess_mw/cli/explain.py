@@ -15,12 +15,7 @@ from ..core.authenticator import Authenticator
 from ..core.errors import AuthError, InvalidToken, Reason
 from ..core.principals import Principal
 from ..core.profiles import build_profile
-from ..core.providers import (
-    Provider,
-    decode_unverified_for,
-    preset_hint,
-    token_header,
-)
+from ..core.providers import Provider, token_header
 from ..core.settings import Settings
 from .output import (
     EXIT_OK,
@@ -33,6 +28,7 @@ from .output import (
     _shape,
     _when,
 )
+from .presets import decode_unverified_for, preset_hint
 
 #: The most ``explain`` reads from stdin; the middleware itself refuses tokens over 16 KiB.
 MAX_INPUT_BYTES = 1 << 20

@@ -24,8 +24,9 @@ from urllib.parse import urlsplit
 from ..keys.jwks import DEFAULT_MAX_AGE_SECONDS
 from .errors import ConfigError
 from .exposure import is_loopback_url_host
-from .providers import VARIABLES as PROVIDER_VARIABLES
-from .providers import Provider, check_preset_settings, parse_provider
+from .preset_settings import VARIABLES as PROVIDER_VARIABLES
+from .preset_settings import check_preset_settings, parse_provider
+from .providers import Provider
 
 __all__ = [
     "CLIENT_PREFIX",
@@ -81,7 +82,7 @@ ENV_NAMES = {
     "user_cache_seconds": "CFACCESS_USER_CACHE_SECONDS",
     "user_cache_size": "CFACCESS_USER_CACHE_SIZE",
     "local_hosts": "CFACCESS_LOCAL_HOSTS",
-    **PROVIDER_VARIABLES,  # CFACCESS_PROVIDER and the presets' own settings (providers.py)
+    **PROVIDER_VARIABLES,  # CFACCESS_PROVIDER and the presets' own settings (preset_settings.py)
 }
 _FILE_VARS = {"CFACCESS_API_KEYS_FILE"}
 #: Read by from_env itself: unknown CFACCESS_* names become errors instead of warnings.
