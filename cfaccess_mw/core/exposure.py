@@ -9,10 +9,26 @@ request arrive from loopback.
 
 from __future__ import annotations
 
+import enum
 import functools
 import ipaddress
 from collections.abc import Mapping
 from typing import Any
+
+
+class ExposureMode(str, enum.Enum):
+    """Who can reach the origin, and so whether a loopback peer proves anything.
+
+    ``LOCAL``: only this host reaches the app; a loopback peer is the operator.
+    ``REVERSE_PROXY``: a proxy or ``cloudflared`` on this host forwards the internet,
+    so every request arrives from loopback and loopback proves nothing.
+    """
+
+    LOCAL = "local"
+    REVERSE_PROXY = "reverse-proxy"
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @functools.lru_cache(maxsize=1024)

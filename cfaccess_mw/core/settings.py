@@ -3,28 +3,38 @@
 Nothing else in the package reads ``os.environ``. Every check lives in
 :meth:`Settings.__post_init__`, so ``Settings(...)`` built in code and
 ``Settings.from_env()`` are held to the same rules, and every error names the
-environment variable a deployer would fix.
+environment variable a deployer would fix. The variables' names and parsers are in
+:mod:`.environment`, the API keys and service tokens in :mod:`.credentials`, the presets' own settings in
+:mod:`.preset_settings` and :class:`ExposureMode` in :mod:`.exposure`; all are importable from here as before.
 """
 
 from __future__ import annotations
 
-import difflib
-import enum
-import hashlib
 import hmac
 import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..keys.jwks import DEFAULT_MAX_AGE_SECONDS
+from .credentials import _HEX64, ApiKey, ServiceToken, _parse_service_tokens, _read_api_keys
+from .environment import (
+    CLIENT_PREFIX,
+    ENV_NAMES,
+    ENV_PREFIX,
+    STRICT_VARIABLE,
+    _boolean,
+    _fail,
+    _split,
+    known_variables,
+    nearest_name,
+    unknown_variables,
+)
 from .errors import ConfigError
-from .exposure import is_loopback_url_host
-from .preset_settings import VARIABLES as PROVIDER_VARIABLES
+from .exposure import ExposureMode, is_loopback_url_host
 from .preset_settings import check_preset_settings, parse_provider
 from .providers import Provider
 
@@ -49,7 +59,6 @@ __all__ = [
 
 logger = logging.getLogger("cfaccess_mw")
 
-ENV_PREFIX = "CFACCESS_"
 #: A cached token costs about 3 KB (benchmarks/README.md): the cap keeps a typo from costing gigabytes.
 MAX_TOKEN_CACHE_SIZE = 100_000
 #: A deleted user stays admitted for up to this long; longer would make deleting a user mean little.
@@ -59,94 +68,6 @@ MAX_USER_CACHE_SIZE = 100_000
 MAX_JWKS_MAX_AGE_SECONDS = 30 * 86400
 
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_NO_SPACE = re.compile(r"[!-~]+")  # printable ASCII, no spaces or commas checked separately
-
-#: Field name -> environment variable, so errors raised for ``Settings(...)`` still name what a deployer sets.
-ENV_NAMES = {
-    "exposure_mode": "CFACCESS_EXPOSURE_MODE",
-    "team_domain": "CFACCESS_TEAM_DOMAIN",
-    "audiences": "CFACCESS_AUD",
-    "certs_url": "CFACCESS_CERTS_URL",
-    "api_keys": "CFACCESS_API_KEYS",
-    "service_tokens": "CFACCESS_SERVICE_TOKENS",
-    "public_paths": "CFACCESS_PUBLIC_PATHS",
-    "leeway_seconds": "CFACCESS_LEEWAY_SECONDS",
-    "jwks_cache_seconds": "CFACCESS_JWKS_CACHE_SECONDS",
-    "jwks_timeout_seconds": "CFACCESS_JWKS_TIMEOUT_SECONDS",
-    "jwks_refresh_cooldown_seconds": "CFACCESS_JWKS_REFRESH_COOLDOWN_SECONDS",
-    "jwks_max_age_seconds": "CFACCESS_JWKS_MAX_AGE_SECONDS",
-    "token_cache_size": "CFACCESS_TOKEN_CACHE_SIZE",
-    "allow_cookie": "CFACCESS_ALLOW_COOKIE",
-    "user_cache_seconds": "CFACCESS_USER_CACHE_SECONDS",
-    "user_cache_size": "CFACCESS_USER_CACHE_SIZE",
-    "local_hosts": "CFACCESS_LOCAL_HOSTS",
-    **PROVIDER_VARIABLES,  # CFACCESS_PROVIDER and the presets' own settings (preset_settings.py)
-}
-_FILE_VARS = {"CFACCESS_API_KEYS_FILE"}
-#: Read by from_env itself: unknown CFACCESS_* names become errors instead of warnings.
-STRICT_VARIABLE = "CFACCESS_STRICT"
-#: The httpx client's variables (cfaccess_mw.client), not the middleware's.
-CLIENT_PREFIX = "CFACCESS_CLIENT_"
-
-
-class ExposureMode(str, enum.Enum):
-    """Who can reach the origin, and so whether a loopback peer proves anything.
-
-    ``LOCAL``: only this host reaches the app; a loopback peer is the operator.
-    ``REVERSE_PROXY``: a proxy or ``cloudflared`` on this host forwards the internet,
-    so every request arrives from loopback and loopback proves nothing.
-    """
-
-    LOCAL = "local"
-    REVERSE_PROXY = "reverse-proxy"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass(frozen=True)
-class ApiKey:
-    """A named API key, kept only as the SHA-256 digest of the key."""
-
-    name: str
-    digest: bytes = field(repr=False)
-
-    @classmethod
-    def parse(cls, entry: str, variable: str = "CFACCESS_API_KEYS") -> ApiKey:
-        """Parse ``name:sha256:<64 hex>``."""
-        parts = entry.strip().split(":")
-        if len(parts) != 3 or parts[1].lower() != "sha256":
-            raise ConfigError(variable, "each entry must look like name:sha256:<64 hex digits>")
-        name, _, hexdigest = parts
-        if not _KEY_NAME.fullmatch(name):
-            raise ConfigError(variable, f"API key name {name!r} must be 1-64 letters, digits, '.', '_', '@' or '-'")
-        hexdigest = hexdigest.lower()
-        if not _HEX64.fullmatch(hexdigest):
-            raise ConfigError(variable, f"API key {name!r}: the SHA-256 digest must be 64 hex digits")
-        return cls(name, bytes.fromhex(hexdigest))
-
-    @classmethod
-    def from_secret(cls, name: str, secret: str) -> ApiKey:
-        """Hash a plaintext key (for code and tests; deployers pass the hash)."""
-        return cls(name, hashlib.sha256(secret.encode()).digest())
-
-    def line(self) -> str:
-        """The ``name:sha256:<hex>`` form that goes into ``CFACCESS_API_KEYS``."""
-        return f"{self.name}:sha256:{self.digest.hex()}"
-
-
-@dataclass(frozen=True)
-class ServiceToken:
-    """A Cloudflare Access service token admitted by this app: a name and its client ID."""
-
-    name: str
-    client_id: str
-
-
-def _fail(field_name: str, problem: str) -> ConfigError:
-    return ConfigError(ENV_NAMES.get(field_name, field_name), problem)
 
 
 def _normalise_domain(value: str) -> str:
@@ -477,81 +398,3 @@ class Settings:
         kwargs["token_header"] = get("token_header")
         kwargs["aws_client_id"] = get("aws_client_id")
         return cls(**kwargs)  # type: ignore[arg-type]
-
-
-def known_variables() -> frozenset[str]:
-    """Every ``CFACCESS_*`` name the middleware reads (the client's ``CFACCESS_CLIENT_*`` are its own)."""
-    return frozenset({*ENV_NAMES.values(), *_FILE_VARS, STRICT_VARIABLE})
-
-
-def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
-    """``CFACCESS_*`` names in ``environ`` that nothing reads, each with the known name it most resembles."""
-    known = known_variables()
-    unknown = []
-    for name in sorted(environ):
-        if name.startswith(ENV_PREFIX) and name not in known and not name.startswith(CLIENT_PREFIX):
-            unknown.append((name, nearest_name(name, known)))
-    return unknown
-
-
-def nearest_name(name: str, known: Iterable[str]) -> str | None:
-    """The known name ``name`` most likely misspells: close in spelling, else the only one it starts or ends.
-
-    The shared ``CFACCESS_`` prefix is left out of the comparison, or every name would look alike.
-    """
-    typed = name[len(ENV_PREFIX) :]
-    suffixes = {k[len(ENV_PREFIX) :]: k for k in known}
-    close = difflib.get_close_matches(typed, suffixes, n=1, cutoff=0.7)
-    if close:
-        return suffixes[close[0]]
-    stems = [k for s, k in suffixes.items() if len(typed) >= 3 and (s.startswith(typed) or typed.startswith(s))]
-    return stems[0] if len(stems) == 1 else None
-
-
-def _split(value: str | None) -> Iterable[str]:
-    if value is None:
-        return []
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def _boolean(field_name: str, raw: str) -> bool:
-    """``true``/``false`` and friends; ``field_name`` is a Settings field or a variable name."""
-    lowered = raw.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise _fail(field_name, f"must be true or false, got {raw!r}")
-
-
-def _read_api_keys(inline: str | None, path: str | None) -> list[ApiKey]:
-    keys = [ApiKey.parse(entry) for entry in _split(inline)]
-    if path is not None and path.strip():
-        try:
-            text = Path(path.strip()).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError("CFACCESS_API_KEYS_FILE", f"cannot read {path.strip()!r}: {exc.strerror}") from None
-        except UnicodeDecodeError:
-            raise ConfigError("CFACCESS_API_KEYS_FILE", f"{path.strip()!r} is not UTF-8 text") from None
-        for number, line in enumerate(text.splitlines(), start=1):
-            line = line.strip()
-            if line and not line.startswith("#"):
-                try:
-                    keys.append(ApiKey.parse(line, "CFACCESS_API_KEYS_FILE"))
-                except ConfigError as exc:
-                    raise ConfigError("CFACCESS_API_KEYS_FILE", f"line {number}: {exc.problem}") from None
-    return keys
-
-
-def _parse_service_tokens(value: str | None) -> list[ServiceToken]:
-    tokens = []
-    for entry in _split(value):
-        name, sep, client_id = entry.partition("=")
-        name, client_id = name.strip(), client_id.strip()
-        if not sep or not _KEY_NAME.fullmatch(name) or not client_id or not _NO_SPACE.fullmatch(client_id):
-            raise ConfigError(
-                "CFACCESS_SERVICE_TOKENS",
-                "each entry must look like name=<client id>, e.g. ci=0123abcd.access",
-            )
-        tokens.append(ServiceToken(name, client_id))
-    return tokens
