@@ -59,33 +59,28 @@ middleware: wrap its router in :class:`cfaccess_mw.CloudflareAccessMiddleware`).
 
 from __future__ import annotations
 
-import functools
 import logging
-import threading
-import weakref
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from asgiref.sync import async_to_sync, iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.apps import apps
 from django.conf import settings as django_settings
-from django.contrib.auth import get_user_model
-from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured, MultipleObjectsReturned
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.utils.module_loading import import_string
 
-from ..core.audit import AuditHook
-from ..core.authenticator import Authenticated, Authenticator, ExtraScopes, UserLookup
-from ..core.errors import AuthError, AuthUnavailable, Forbidden, Reason, error_response
-from ..core.permissions import admit, guard, principal_or_401, requirement
-from ..core.principals import Principal, PrincipalKind
-from ..core.settings import Settings
-from ..core.users import is_async_callable
-from .asgi import cgi_headers, read_scope
+from ...core.authenticator import Authenticated
+from ...core.errors import AuthError, AuthUnavailable, Forbidden, Reason, error_response
+from ...core.permissions import admit, guard, principal_or_401, requirement
+from ...core.principals import Principal, PrincipalKind
+from ..asgi import cgi_headers, read_scope
 
 if TYPE_CHECKING:
-    from django.contrib.auth.base_user import AbstractBaseUser
+    pass
+from .config import authenticator_from_settings
+from .lookup import user_model_lookup
 
 __all__ = [
     "AccessRequest",
@@ -100,12 +95,8 @@ __all__ = [
 
 logger = logging.getLogger("cfaccess_mw")
 
-DEFAULT_USER_LOOKUP = "cfaccess_mw.django.user_model_lookup"
 AUTHENTICATION_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
-#: How many rows an email may match case-insensitively before the lookup refuses to choose (see below).
-MAX_EMAIL_MATCHES = 10
 _REFUSAL = "_cfaccess_refusal"
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 GetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase] | HttpResponseBase]
 View = TypeVar("View", bound=Callable[..., Any])
@@ -122,148 +113,7 @@ class AccessRequest(HttpRequest):
     principal_scopes: list[str]
 
 
-# --- the user lookup ---------------------------------------------------------------------------
-
-
-def _user_query(email: str) -> tuple[Any, str]:
-    """The queryset of candidate users for ``email``, and the email field's name."""
-    model = get_user_model()
-    field = model.get_email_field_name()
-    query: dict[str, object] = {f"{field}__iexact": email}
-    if _has_field(model, "is_active"):
-        query["is_active"] = True
-    return model._default_manager.filter(**query)[:MAX_EMAIL_MATCHES], field
-
-
-def _the_one(candidates: list[Any], field: str, email: str) -> AbstractBaseUser | None:
-    matches = [user for user in candidates if str(getattr(user, field) or "").translate(_ASCII_LOWER) == email]
-    if len(matches) > 1:
-        raise MultipleObjectsReturned(f"{len(matches)} users share one email")
-    return matches[0] if matches else None
-
-
-async def user_model_lookup(email: str) -> AbstractBaseUser | None:
-    """The active user of ``AUTH_USER_MODEL`` whose email is ``email``, or ``None``; never creates one.
-
-    Async (the ORM's async API), so it runs on the event loop without a thread hop;
-    under WSGI (``runserver``, gunicorn) its ``sync`` twin runs the same query with the
-    sync ORM in the worker thread. The email field is the model's ``EMAIL_FIELD``. The
-    database is asked case-insensitively (``iexact``), and the answer is then held to the
-    ASCII-only case folding the token's email went through: PostgreSQL's ``UPPER()``
-    folds Unicode too, which would let ``al\u0131ce@`` (dotless i) find ``alice@``. Two
-    users with the same email raise ``MultipleObjectsReturned`` (a 503
-    ``user_lookup_failed``, logged) rather than picking one.
-    """
-    candidates, field = _user_query(email)
-    return _the_one([user async for user in candidates], field, email)
-
-
-def _user_model_lookup_sync(email: str) -> AbstractBaseUser | None:
-    candidates, field = _user_query(email)
-    return _the_one(list(candidates), field, email)
-
-
-user_model_lookup.sync = _user_model_lookup_sync  # type: ignore[attr-defined]  # the sync path's twin
-
-
-@functools.lru_cache(maxsize=16)
-def _has_field(model: type[Any], name: str) -> bool:
-    try:
-        model._meta.get_field(name)
-    except FieldDoesNotExist:
-        return False
-    return True
-
-
-# --- one authenticator per configuration -------------------------------------------------------
-
-_lock = threading.Lock()
-#: Shared while some middleware instance holds it: the test client builds a handler (and so a middleware) per
-#: client, and an ASGI and a WSGI handler in one process each build their own.
-_shared: weakref.WeakValueDictionary[tuple[Any, ...], Authenticator] = weakref.WeakValueDictionary()
-
-
-def _setting(name: str, default: object = None) -> Any:
-    """A Django setting holding a callable or its dotted path (``None`` for none)."""
-    value = getattr(django_settings, name, default)
-    if isinstance(value, str):
-        try:
-            value = import_string(value)
-        except ImportError as exc:
-            raise ImproperlyConfigured(f"{name}: cannot import {value!r}: {exc}") from None
-    if value is not None and not callable(value):
-        raise ImproperlyConfigured(f"{name} must be a callable or its dotted path, not {type(value).__name__}")
-    return value
-
-
-def authenticator_from_settings() -> Authenticator:
-    """The :class:`Authenticator` the Django settings describe, shared by every middleware built from them.
-
-    A new one fetches its keys before it is returned (the start-up Django does not
-    signal). ``Settings.from_env()`` runs here when ``CFACCESS_SETTINGS`` is unset,
-    so a bad ``CFACCESS_*`` variable stops ``get_asgi_application()`` with a
-    ``ConfigError`` naming it.
-    """
-    settings = getattr(django_settings, "CFACCESS_SETTINGS", None)
-    if settings is None:
-        settings = Settings.from_env()
-    elif not isinstance(settings, Settings):
-        raise ImproperlyConfigured(f"CFACCESS_SETTINGS must be a cfaccess_mw.Settings, not {type(settings).__name__}")
-    user_lookup: UserLookup | None = _setting("CFACCESS_USER_LOOKUP", DEFAULT_USER_LOOKUP)
-    extra_scopes: ExtraScopes | None = _setting("CFACCESS_EXTRA_SCOPES")
-    audit_hook: AuditHook | None = _setting("CFACCESS_AUDIT_HOOK")
-    key: tuple[object, ...] = (settings, user_lookup, extra_scopes, audit_hook)
-    try:
-        hash(key)
-    except TypeError:  # a Settings field that cannot be hashed: share nothing rather than guess
-        key = (object(),)
-    with _lock:
-        auth = _shared.get(key)
-        if auth is not None:
-            return auth
-        auth = Authenticator(
-            settings, user_lookup=_with_sync_twin(user_lookup), extra_scopes=extra_scopes, audit_hook=audit_hook
-        )
-        _shared[key] = auth
-    _prefetch(auth)
-    return auth
-
-
-class _AsyncLookup:
-    """An ``async def`` lookup as the app wrote it, with ``async_to_sync`` as its twin for the WSGI path.
-
-    The sync middleware calls a lookup in the worker thread; an async one runs there the
-    way Django runs async code from sync code. (``user_model_lookup`` has a sync twin of
-    its own, with no event loop at all.)
-    """
-
-    def __init__(self, lookup: Callable[[str], Awaitable[Any]]) -> None:
-        self.lookup = lookup
-        self.sync = async_to_sync(lookup)
-
-    async def __call__(self, email: str) -> Any:
-        return await self.lookup(email)
-
-
-def _with_sync_twin(lookup: UserLookup | None) -> UserLookup | None:
-    if lookup is None or not is_async_callable(lookup) or callable(getattr(lookup, "sync", None)):
-        return lookup
-    return _AsyncLookup(cast(Callable[[str], Awaitable[Any]], lookup))
-
-
-def _prefetch(auth: Authenticator) -> None:
-    """Fetch the keys now, with the sync client, bounded by the fetch's own timeout.
-
-    It runs while Django builds its middleware chain: at import under ASGI
-    (``get_asgi_application()``, inside the server's loop, which is held for at most
-    the timeout, once), when a WSGI server loads the app, and at the test client's
-    first request. A failure is logged by the key client; requests then get 503 until
-    a fetch succeeds.
-    """
-    auth.startup_sync()
-
-
-# --- the middleware ----------------------------------------------------------------------------
+# --- the middleware (the default lookup is in lookup.py, the shared Authenticator in config.py) ---------
 
 
 def request_scope(request: HttpRequest) -> Mapping[str, Any]:
