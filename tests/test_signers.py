@@ -31,7 +31,8 @@ from cfaccess_mw.core.authenticator import MAX_COOKIE_BYTES
 from cfaccess_mw.core.jwk import _ROCA, has_roca_fingerprint, parse_jwk
 from cfaccess_mw.keys.sources import build_key_source
 from cfaccess_mw.testing import LocalIssuer, public_jwk
-from cfaccess_mw.testing.presets import AlbIssuer, PomeriumIssuer, _int_b64, jws
+from cfaccess_mw.testing.jose import _int_b64
+from cfaccess_mw.testing.presets import AlbIssuer, PomeriumIssuer, jws
 
 from .conftest import REMOTE_PEER, Clock, build_app, error_of
 

@@ -13,24 +13,20 @@ requests and stops itself after ``max_seconds``.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.hazmat.primitives.hashes import SHA256
 
-from ..core.providers import IAP_ISSUER, Provider, token_header
-from ..core.settings import ExposureMode, Settings
-from ..testing import LocalIssuer, LoopbackKeyServer, Response, new_rsa_key
+from ..core.providers import IAP_ISSUER, Provider
+from ..testing import LocalIssuer, Response
+from .base import _NOT_FOUND, _json, _LoopbackIssuer
+from .jose import PrivateKey, jws, new_ec_key, public_jwk, sign
 
 __all__ = [
     "ISSUERS",
@@ -45,205 +41,6 @@ __all__ = [
     "public_jwk",
     "sign",
 ]
-
-
-PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-
-
-def new_ec_key(curve: ec.EllipticCurve | None = None) -> ec.EllipticCurvePrivateKey:
-    """A fresh EC private key (P-256 unless told otherwise)."""
-    return ec.generate_private_key(curve or ec.SECP256R1())
-
-
-def _b64(data: bytes, padded: bool = False) -> str:
-    encoded = base64.urlsafe_b64encode(data).decode("ascii")
-    return encoded if padded else encoded.rstrip("=")
-
-
-def _int_b64(value: int, size: int) -> str:
-    return _b64(value.to_bytes(size, "big"))
-
-
-def public_jwk(kid: str, key: PrivateKey) -> dict[str, Any]:
-    """The JWK a proxy publishes for ``key``: ``kty``, ``crv``/``x``/``y`` or ``n``/``e``, ``kid``, ``alg``, ``use``."""
-    public = key.public_key()
-    if isinstance(public, ec.EllipticCurvePublicKey):
-        numbers = public.public_numbers()
-        size = (public.curve.key_size + 7) // 8
-        crv = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}.get(public.curve.name, "secp256k1")
-        return {
-            "kty": "EC",
-            "crv": crv,
-            "x": _int_b64(numbers.x, size),
-            "y": _int_b64(numbers.y, size),
-            "kid": kid,
-            "alg": "ES256",
-            "use": "sig",
-        }
-    rsa_numbers = public.public_numbers()
-    return {
-        "kty": "RSA",
-        "n": _int_b64(rsa_numbers.n, (rsa_numbers.n.bit_length() + 7) // 8),
-        "e": _int_b64(rsa_numbers.e, 3),
-        "kid": kid,
-        "alg": "RS256",
-        "use": "sig",
-    }
-
-
-def sign(key: PrivateKey, signing_input: bytes) -> bytes:
-    """A JWS signature: raw ``r || s`` (32 bytes each on P-256) for EC, PKCS#1 v1.5 for RSA."""
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(SHA256())))
-        size = (key.curve.key_size + 7) // 8
-        return r.to_bytes(size, "big") + s.to_bytes(size, "big")
-    return key.sign(signing_input, PKCS1v15(), SHA256())
-
-
-def jws(key: PrivateKey, header: Mapping[str, Any], payload: Mapping[str, Any] | bytes, padded: bool = False) -> str:
-    """A compact JWS over any header and payload (a claims object or raw bytes), signed with ``key``."""
-    head = _b64(json.dumps(header, separators=(",", ":")).encode(), padded)
-    raw = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":")).encode()
-    body = _b64(raw, padded)
-    signing_input = f"{head}.{body}"
-    return f"{signing_input}.{_b64(sign(key, signing_input.encode('ascii')), padded)}"
-
-
-class _LoopbackIssuer(LoopbackKeyServer):
-    """Keys, a loopback key server (:class:`~cfaccess_mw.testing.LoopbackKeyServer`) and a minter; subclasses
-    say what is served where and how tokens look."""
-
-    provider: Provider
-    algorithm = "ES256"
-
-    def __init__(self, *, max_requests: int = 100_000, max_seconds: float = 900.0, port: int = 0) -> None:
-        super().__init__(max_requests=max_requests, max_seconds=max_seconds, port=port)
-        self._keys: dict[str, PrivateKey] = {}
-        self.signing_kid = self.add_key()
-        #: When set, called for each key request instead of serving the keys (to misbehave on purpose).
-        self.responder: Callable[[str], Response] | None = None
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(kids={list(self._keys)!r})"
-
-    # --- keys ---------------------------------------------------------------------------------
-
-    def new_kid(self, key: PrivateKey) -> str:
-        return secrets.token_hex(16)
-
-    def add_key(self, key: PrivateKey | None = None) -> str:
-        """Publish a key (a new one of this issuer's algorithm unless given); return its kid."""
-        if key is None:
-            key = new_ec_key() if self.algorithm == "ES256" else new_rsa_key()
-        kid = self.new_kid(key)
-        self._keys[kid] = key
-        return kid
-
-    def rotate(self, keep_old: bool = True) -> str:
-        """Publish a new key and sign with it from now on; keep the old one published unless told not to."""
-        old = self.signing_kid
-        self.signing_kid = self.add_key()
-        if not keep_old:
-            self.remove_key(old)
-        return self.signing_kid
-
-    def remove_key(self, kid: str) -> None:
-        del self._keys[kid]
-
-    def private_key(self, kid: str | None = None) -> PrivateKey:
-        return self._keys[kid or self.signing_kid]
-
-    @property
-    def kids(self) -> list[str]:
-        return list(self._keys)
-
-    def jwks_document(self) -> dict[str, Any]:
-        return {"keys": [public_jwk(kid, key) for kid, key in self._keys.items()]}
-
-    # --- tokens -------------------------------------------------------------------------------
-
-    def header(self, kid: str) -> dict[str, Any]:
-        return {"alg": self.algorithm, "kid": kid, "typ": "JWT"}
-
-    def mint(
-        self, claims: Mapping[str, Any], *, kid: str | None = None, headers: Mapping[str, Any] | None = None
-    ) -> str:
-        """Sign ``claims`` exactly as given with ``kid``'s key, in this proxy's header shape (``headers`` merged)."""
-        kid = kid or self.signing_kid
-        return jws(self._keys[kid], {**self.header(kid), **(headers or {})}, claims)
-
-    def identity_token(
-        self, email: str, *, lifetime: float | None = None, kid: str | None = None, **claims: Any
-    ) -> str:
-        """A signed-in user's token, shaped as the proxy shapes it; ``claims`` override or add."""
-        payload = self.identity_claims(email, lifetime)
-        payload.update(claims)
-        return self.mint(payload, kid=kid)
-
-    def identity_claims(self, email: str, lifetime: float | None) -> dict[str, Any]:
-        raise NotImplementedError
-
-    # --- configuration ------------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError(f"{type(self).__name__} is not started; use it as a context manager or call start()")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    @property
-    def header_name(self) -> str:
-        """The header the middleware reads the token from, for this issuer's settings."""
-        return token_header(self.settings())
-
-    def request_headers(self, token: str) -> dict[str, str]:
-        """The header carrying ``token`` as the proxy forwards it (``Authorization: Bearer`` for oidc's default)."""
-        name = self.header_name
-        return {name: f"Bearer {token}" if name == "authorization" else token}
-
-    def settings(self, **overrides: Any) -> Settings:
-        values: dict[str, Any] = {"exposure_mode": ExposureMode.REVERSE_PROXY, "provider": self.provider}
-        values.update(self.setting_values())
-        values.update(overrides)
-        return Settings(**values)
-
-    def setting_values(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def env(self, **overrides: str) -> dict[str, str]:
-        """The ``CFACCESS_*`` variables a deployer would set for this issuer."""
-        values = {"CFACCESS_EXPOSURE_MODE": "reverse-proxy", "CFACCESS_PROVIDER": self.provider.value}
-        names = {
-            "audiences": "CFACCESS_AUD",
-            "issuers": "CFACCESS_ISSUER",
-            "certs_url": "CFACCESS_CERTS_URL",
-            "algorithms": "CFACCESS_ALGORITHMS",
-            "aws_alb_arns": "CFACCESS_AWS_ALB_ARN",
-            "aws_client_id": "CFACCESS_AWS_CLIENT_ID",
-            "token_header": "CFACCESS_TOKEN_HEADER",
-        }
-        for name, value in self.setting_values().items():
-            values[names[name]] = ",".join(value) if isinstance(value, tuple) else str(value)
-        values.update(overrides)
-        return values
-
-    # --- the key server -----------------------------------------------------------------------
-
-    def serve(self, path: str) -> Response:
-        raise NotImplementedError
-
-    def answer(self, path: str) -> Response:
-        if self.responder is not None:
-            return self.responder(path)
-        return self.serve(path)
-
-
-def _json(document: object, extra: Mapping[str, str] | None = None) -> Response:
-    return 200, {"Content-Type": "application/json", **(extra or {})}, json.dumps(document).encode()
-
-
-_NOT_FOUND: Response = (404, {"Content-Type": "text/plain"}, b"not found")
 
 
 class GoogleIapIssuer(_LoopbackIssuer):
