@@ -13,57 +13,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .jwks import (
-        ABSENT_KIDS_REMEMBERED,
-        DEFAULT_MAX_AGE_SECONDS,
-        MAX_JWKS_BYTES,
-        MAX_RSA_BITS,
-        MIN_RSA_BITS,
-        Get,
-        JWKParser,
-        JWKSClient,
-        JWKSFetchError,
-        KeySet,
-        Plan,
-        PublicKey,
-        drive_async,
-        drive_sync,
-        has_roca_fingerprint,
-        http_get,
-        human_seconds,
-        jwk_kid,
-        parse_jwk,
-        parse_jwks,
-    )
-
-__all__ = [
-    "ABSENT_KIDS_REMEMBERED",
-    "DEFAULT_MAX_AGE_SECONDS",
-    "MAX_JWKS_BYTES",
-    "MAX_RSA_BITS",
-    "MIN_RSA_BITS",
-    "Get",
-    "JWKParser",
-    "JWKSClient",
-    "JWKSFetchError",
-    "KeySet",
-    "Plan",
-    "PublicKey",
-    "drive_async",
-    "drive_sync",
-    "has_roca_fingerprint",
-    "http_get",
-    "human_seconds",
-    "jwk_kid",
-    "parse_jwk",
-    "parse_jwks",
-]
+    from .jwks import *  # noqa: F403
+    from .jwks import __all__ as __all__
 
 
 def __getattr__(name: str) -> Any:
-    """The names of :mod:`.jwks`, imported on first use (see the module docstring for why not here)."""
-    if name not in __all__:
+    """The names of :mod:`.jwks` (its ``__all__`` too), imported on first use: see the module docstring for why.
+
+    ``__all__`` itself is :mod:`.jwks`'s, so ``from cfaccess_mw.keys import *`` offers the same names and the
+    list is written once."""
+    jwks = importlib.import_module(".jwks", __name__)
+    if name != "__all__" and name not in jwks.__all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(".jwks", __name__), name)
+    value = getattr(jwks, name)
     globals()[name] = value
     return value
