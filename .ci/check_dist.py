@@ -3,8 +3,8 @@
 
     python .ci/check_dist.py DIST_DIR     # DIST_DIR holds one .tar.gz and one .whl (python -m build)
 
-Both must carry every module of the checkout's ``cfaccess_mw/`` and ``py.typed``; the sdist also the
-README, LICENSE, CHANGELOG and pyproject.toml; the wheel the LICENSE. Neither may carry tests,
+Both must carry every module of the checkout's ``cfaccess_mw/`` (subpackages included) and ``py.typed``; the
+sdist also the README, LICENSE, CHANGELOG and pyproject.toml; the wheel the LICENSE. Neither may carry tests,
 examples, benchmarks or fuzz targets: the test suite needs the whole checkout, so the sdist ships
 none of it rather than half (MANIFEST.in says the same).
 """
@@ -24,7 +24,9 @@ def main(dist_dir: str) -> int:
     dist = Path(dist_dir)
     (sdist,) = dist.glob("*.tar.gz")
     (wheel,) = dist.glob("*.whl")
-    package = {f"cfaccess_mw/{p.name}" for p in (ROOT / "cfaccess_mw").iterdir() if p.suffix in (".py", ".typed")}
+    package = {
+        p.relative_to(ROOT).as_posix() for p in (ROOT / "cfaccess_mw").rglob("*") if p.suffix in (".py", ".typed")
+    }
 
     with tarfile.open(sdist) as archive:
         # Every member sits under "<name>-<version>/"; compare what follows.

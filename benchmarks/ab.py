@@ -38,9 +38,9 @@ from types import ModuleType
 from typing import Any
 
 from cfaccess_mw import CloudflareAccessMiddleware
+from cfaccess_mw.core.tokens import freeze_claims
+from cfaccess_mw.core.verifier import TokenVerifier
 from cfaccess_mw.testing import LocalIssuer
-from cfaccess_mw.tokens import freeze_claims
-from cfaccess_mw.verifier import TokenVerifier
 
 from . import apps, cache, common, jwks
 from .inprocess import _cache_prefiller
@@ -144,7 +144,7 @@ def _fastapi(dependency: Any = None) -> Any:
 async def user_paths(before: ModuleType, team: apps.Team, same: str, rounds: int, batch: float) -> list[common.Case]:
     """Issue 11's rows, before and after: the first case of each framework is its bare app."""
     import cfaccess_mw
-    import cfaccess_mw.fastapi
+    import cfaccess_mw.integrations.fastapi
 
     before_fastapi = importlib.import_module(f"{before.__name__}.fastapi")
     sides = [("before", before, before_fastapi), ("after", cfaccess_mw, cfaccess_mw.fastapi)]

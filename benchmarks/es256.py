@@ -16,12 +16,12 @@ from cryptography.hazmat.primitives.asymmetric.ec import ECDSA
 from cryptography.hazmat.primitives.hashes import SHA256
 
 from cfaccess_mw import CloudflareAccessMiddleware
-from cfaccess_mw.ec import es256_der_signature
-from cfaccess_mw.profiles import build_profile
-from cfaccess_mw.providers import IAP_ISSUER
+from cfaccess_mw.core.ec import es256_der_signature
+from cfaccess_mw.core.profiles import build_profile
+from cfaccess_mw.core.providers import IAP_ISSUER
+from cfaccess_mw.core.verifier import TokenVerifier
 from cfaccess_mw.testing import LocalIssuer
-from cfaccess_mw.testing_presets import GoogleIapIssuer
-from cfaccess_mw.verifier import TokenVerifier
+from cfaccess_mw.testing.presets import GoogleIapIssuer
 
 from . import apps
 from .common import USERS, Case, jwt_scope, run_group, run_sync, scope, time_sync_group

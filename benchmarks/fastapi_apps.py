@@ -16,7 +16,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import PlainTextResponse
 
 from cfaccess_mw import Forbidden, Principal, Reason, Unauthorized
-from cfaccess_mw.fastapi import CurrentPrincipal, api_key_scheme, cloudflare_access_scheme, require
+from cfaccess_mw.integrations.fastapi import CurrentPrincipal, api_key_scheme, cloudflare_access_scheme, require
 
 
 def _app() -> FastAPI:

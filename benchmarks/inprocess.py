@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.hashes import SHA256
 
 from cfaccess_mw import CloudflareAccessMiddleware, ExposureMode
-from cfaccess_mw.verifier import TokenVerifier
+from cfaccess_mw.core.verifier import TokenVerifier
 
 from . import apps
 from .common import (
@@ -191,6 +191,6 @@ def crypto_floor(
 
 
 def _decode_only(token: str) -> object:
-    from cfaccess_mw.tokens import decode_unverified
+    from cfaccess_mw.core.tokens import decode_unverified
 
     return decode_unverified(token)

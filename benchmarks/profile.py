@@ -24,7 +24,7 @@ from typing import Any
 
 from cfaccess_mw import CloudflareAccessMiddleware
 from cfaccess_mw.testing import LocalIssuer
-from cfaccess_mw.testing_presets import GoogleIapIssuer
+from cfaccess_mw.testing.presets import GoogleIapIssuer
 
 from . import apps, common
 from .inprocess import _cache_prefiller

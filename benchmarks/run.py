@@ -431,7 +431,7 @@ async def _jwks_section(args: argparse.Namespace, report: Report, peers: dict[st
 
 
 def _cache_section(report: Report) -> None:
-    from cfaccess_mw.verifier import TokenVerifier
+    from cfaccess_mw.core.verifier import TokenVerifier
 
     r = cache.burst(TokenVerifier)
     report.h("7. The token cache under a burst of one-off tokens (signature check stubbed, see section 6)")

@@ -20,9 +20,9 @@ from typing import Any
 
 from flask import Flask
 
-from cfaccess_mw.flask import CloudflareAccess, current_principal
+from cfaccess_mw.integrations.flask import CloudflareAccess, current_principal
+from cfaccess_mw.integrations.wsgi import PRINCIPAL_KEY, CloudflareAccessWSGIMiddleware
 from cfaccess_mw.testing import LocalIssuer
-from cfaccess_mw.wsgi import PRINCIPAL_KEY, CloudflareAccessWSGIMiddleware
 
 from .common import time_sync_group
 

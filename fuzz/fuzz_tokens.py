@@ -39,11 +39,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.hashes import SHA256
 
-from cfaccess_mw.errors import InvalidToken, Reason
-from cfaccess_mw.profiles import PresetProfile
-from cfaccess_mw.providers import PRESETS, Provider
-from cfaccess_mw.testing_presets import jws, new_ec_key
-from cfaccess_mw.verifier import TokenVerifier
+from cfaccess_mw.core.errors import InvalidToken, Reason
+from cfaccess_mw.core.profiles import PresetProfile
+from cfaccess_mw.core.providers import PRESETS, Provider
+from cfaccess_mw.core.verifier import TokenVerifier
+from cfaccess_mw.testing.presets import jws, new_ec_key
 
 KID = "fuzz-key"
 ISSUER = "https://fuzz-team.cloudflareaccess.com"

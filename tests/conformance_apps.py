@@ -158,7 +158,7 @@ def _starlette_routes(ran: list[str], static: Path) -> list[Any]:
     from starlette.staticfiles import StaticFiles
     from starlette.websockets import WebSocket
 
-    from cfaccess_mw.permissions import requires
+    from cfaccess_mw.integrations.starlette import requires
 
     async def public(request: Request) -> JSONResponse:
         return JSONResponse({"public": True})
@@ -242,7 +242,7 @@ def build_fastapi(settings: Settings, events: list[AuditEvent], static: Path) ->
     from starlette.staticfiles import StaticFiles
 
     from cfaccess_mw import CloudflareAccessMiddleware
-    from cfaccess_mw.fastapi import CurrentPrincipal, require
+    from cfaccess_mw.integrations.fastapi import CurrentPrincipal, require
 
     ran: list[str] = []
 
@@ -321,7 +321,7 @@ def build_litestar(settings: Settings, events: list[AuditEvent], static: Path) -
     from litestar.static_files import create_static_files_router
     from litestar.testing import TestClient
 
-    from cfaccess_mw.litestar import AccessWebSocket, CloudflareAccessAuth, CurrentPrincipal, require
+    from cfaccess_mw.integrations.litestar import AccessWebSocket, CloudflareAccessAuth, CurrentPrincipal, require
 
     ran: list[str] = []
 
@@ -419,7 +419,7 @@ def build_litestar(settings: Settings, events: list[AuditEvent], static: Path) -
 def build_quart(settings: Settings, events: list[AuditEvent], static: Path) -> Built:
     from quart import Quart, request_started, websocket
 
-    from cfaccess_mw.quart import CloudflareAccess, current_principal
+    from cfaccess_mw.integrations.quart import CloudflareAccess, current_principal
 
     ran: list[str] = []
     app = Quart(f"conformance_{uuid.uuid4().hex[:8]}", static_folder=str(static), static_url_path="/static")
@@ -502,7 +502,7 @@ def build_falcon(settings: Settings, events: list[AuditEvent], static: Path) -> 
     import falcon.asgi
     import falcon.testing
 
-    from cfaccess_mw.falcon import get_principal, install, require
+    from cfaccess_mw.integrations.falcon import get_principal, install, require
 
     ran: list[str] = []
 
@@ -592,7 +592,7 @@ def build_blacksheep(settings: Settings, events: list[AuditEvent], static: Path)
     from blacksheep.server.routing import Router
     from blacksheep.testing import TestClient
 
-    from cfaccess_mw.blacksheep import principal_of, use_cloudflare_access
+    from cfaccess_mw.integrations.blacksheep import principal_of, use_cloudflare_access
 
     ran: list[str] = []
     app = Application(router=Router())  # BlackSheep's default router is one per process
@@ -691,7 +691,7 @@ def build_sanic(settings: Settings, events: list[AuditEvent], static: Path) -> B
         warnings.simplefilter("ignore", DeprecationWarning)
         from sanic_testing.testing import SanicASGITestClient
 
-    from cfaccess_mw.sanic import CloudflareAccess, get_principal
+    from cfaccess_mw.integrations.sanic import CloudflareAccess, get_principal
 
     ran: list[str] = []
     Sanic.test_mode = True
@@ -777,7 +777,7 @@ def _django_views() -> list[Any]:
     from django.http import HttpRequest, JsonResponse
     from django.urls import path
 
-    from cfaccess_mw.django import get_principal, require
+    from cfaccess_mw.integrations.django import get_principal, require
 
     def public(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"public": True})
@@ -937,7 +937,7 @@ def build_raw_wsgi(settings: Settings, events: list[AuditEvent], static: Path) -
     from werkzeug.routing import Map, Rule
     from werkzeug.test import Client
 
-    from cfaccess_mw.wsgi import PRINCIPAL_KEY, CloudflareAccessWSGIMiddleware
+    from cfaccess_mw.integrations.wsgi import PRINCIPAL_KEY, CloudflareAccessWSGIMiddleware
 
     ran: list[str] = []
     urls = Map(
@@ -987,7 +987,7 @@ def build_flask(settings: Settings, events: list[AuditEvent], static: Path) -> B
     ``/static`` is Flask's static folder (``send_from_directory``)."""
     from flask import Blueprint, Flask, request_started
 
-    from cfaccess_mw.flask import CloudflareAccess, current_principal, require
+    from cfaccess_mw.integrations.flask import CloudflareAccess, current_principal, require
 
     ran: list[str] = []
     app = Flask(f"conformance_{uuid.uuid4().hex[:8]}", static_folder=str(static), static_url_path="/static")

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from cfaccess_mw import ApiKey, AuditEvent, CloudflareAccessMiddleware, ExposureMode, Reason, ServiceToken, Settings
-from cfaccess_mw.audit import logs_acceptances
+from cfaccess_mw.core.audit import logs_acceptances
 from cfaccess_mw.testing import LocalIssuer
 
 REASONS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "reference" / "reasons.md"

@@ -29,7 +29,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from cfaccess_mw import ApiKey, AuditEvent, Authenticator, ConfigError, Forbidden, Principal, Reason, ServiceToken
-from cfaccess_mw.blacksheep import CloudflareAccessIdentity, principal_of, use_cloudflare_access
+from cfaccess_mw.integrations.blacksheep import CloudflareAccessIdentity, principal_of, use_cloudflare_access
 from cfaccess_mw.testing import LocalIssuer
 from examples import blacksheep_app
 from examples.userdb import UserDB

@@ -22,7 +22,8 @@ import pytest
 
 import cfaccess_mw
 from cfaccess_mw import cli
-from cfaccess_mw.settings import Settings
+from cfaccess_mw.cli.output import _keys_row
+from cfaccess_mw.core.settings import Settings
 from cfaccess_mw.testing import LocalIssuer
 
 SRC = Path(cfaccess_mw.__file__).resolve().parents[1]  # the folder holding the package under test
@@ -695,8 +696,8 @@ def test_explain_help_names_every_presets_header(capsys: pytest.CaptureFixture[s
 
 
 def test_an_empty_key_list_is_never_printed_as_a_dangling_from(capsys: pytest.CaptureFixture[str]) -> None:
-    cli._keys_row([], "http://127.0.0.1:1/certs")
-    cli._keys_row(["k1", "k2"], "http://127.0.0.1:1/certs")
+    _keys_row([], "http://127.0.0.1:1/certs")
+    _keys_row(["k1", "k2"], "http://127.0.0.1:1/certs")
 
     empty, two = capsys.readouterr().out.splitlines()
     assert empty == "  signing keys (0)     none usable from http://127.0.0.1:1/certs"

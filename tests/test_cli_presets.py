@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cfaccess_mw import cli
-from cfaccess_mw.testing_presets import AlbIssuer, GoogleIapIssuer, OidcIssuer, PomeriumIssuer
+from cfaccess_mw.testing.presets import AlbIssuer, GoogleIapIssuer, OidcIssuer, PomeriumIssuer
 
 ISSUERS: dict[str, Callable[[], Any]] = {
     "google-iap": GoogleIapIssuer,

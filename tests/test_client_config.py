@@ -20,7 +20,7 @@ from cfaccess_mw.client import (
     detect_challenge,
     expand_env,
 )
-from cfaccess_mw.errors import ConfigError
+from cfaccess_mw.core.errors import ConfigError
 
 SECRET = "s3cr3t-0123456789abcdef"
 ENV = {"CF_SECRET": SECRET, "KEY": "app_key_value", "EMPTY": ""}

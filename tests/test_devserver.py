@@ -23,9 +23,9 @@ import jwt
 import pytest
 from starlette.testclient import TestClient
 
-from cfaccess_mw.devserver import DevError, exports, header_line, mint, start_issuer, token_url
-from cfaccess_mw.providers import Provider
-from cfaccess_mw.settings import Settings
+from cfaccess_mw.core.providers import Provider
+from cfaccess_mw.core.settings import Settings
+from cfaccess_mw.testing.devserver import DevError, exports, header_line, mint, start_issuer, token_url
 
 from .conftest import REMOTE_PEER, build_app
 from .live_examples import example_db, free_port, serve_command

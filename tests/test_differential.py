@@ -29,9 +29,9 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from cfaccess_mw.errors import InvalidToken, Reason
-from cfaccess_mw.tokens import MAX_TOKEN_LENGTH
-from cfaccess_mw.verifier import TokenVerifier
+from cfaccess_mw.core.errors import InvalidToken, Reason
+from cfaccess_mw.core.tokens import MAX_TOKEN_LENGTH
+from cfaccess_mw.core.verifier import TokenVerifier
 
 ISSUER = "https://diff-team.cloudflareaccess.com"
 AUDIENCE = "5f0c" * 16

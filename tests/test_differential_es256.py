@@ -24,13 +24,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cfaccess_mw.errors import InvalidToken, Reason
-from cfaccess_mw.keys import PublicKey
-from cfaccess_mw.profiles import PresetProfile
-from cfaccess_mw.providers import PRESETS, Provider
-from cfaccess_mw.testing_presets import new_ec_key, sign
-from cfaccess_mw.tokens import MAX_TOKEN_LENGTH
-from cfaccess_mw.verifier import TokenVerifier
+from cfaccess_mw.core.errors import InvalidToken, Reason
+from cfaccess_mw.core.profiles import PresetProfile
+from cfaccess_mw.core.providers import PRESETS, Provider
+from cfaccess_mw.core.tokens import MAX_TOKEN_LENGTH
+from cfaccess_mw.core.verifier import TokenVerifier
+from cfaccess_mw.keys.jwks import PublicKey
+from cfaccess_mw.testing.presets import new_ec_key, sign
 
 from .test_differential import _json_values, _strict_json, _strict_segment, _time_claim
 

@@ -29,7 +29,7 @@ from django.test import AsyncClient, Client, override_settings
 from django.urls import path
 
 from cfaccess_mw import ApiKey, AuditEvent, AuthUnavailable, ConfigError, ExposureMode, Reason, ServiceToken
-from cfaccess_mw.django import CloudflareAccessMiddleware, require, user_model_lookup
+from cfaccess_mw.integrations.django import CloudflareAccessMiddleware, require, user_model_lookup
 from cfaccess_mw.testing import LocalIssuer
 from examples import django_app
 

@@ -30,8 +30,8 @@ import yaml
 from cfaccess_mw import AuditEvent, Reason, Settings
 from cfaccess_mw.cli import build_parser
 from cfaccess_mw.client import CLIENT_VARIABLES
-from cfaccess_mw.providers import VARIABLES as PRESET_VARIABLES
-from cfaccess_mw.settings import known_variables
+from cfaccess_mw.core.preset_settings import VARIABLES as PRESET_VARIABLES
+from cfaccess_mw.core.settings import known_variables
 from cfaccess_mw.testing import LocalIssuer
 
 from . import readme

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.hashes import SHA256
 
-from cfaccess_mw.ec import (
+from cfaccess_mw.core.ec import (
     MAX_PEM_BYTES,
     P256_ORDER,
     es256_der_signature,
@@ -19,11 +19,11 @@ from cfaccess_mw.ec import (
     parse_p256_pem,
     verify_signature,
 )
-from cfaccess_mw.errors import InvalidToken, Reason
-from cfaccess_mw.keys import JWKSFetchError, parse_jwks
-from cfaccess_mw.providers import jwk_parser
+from cfaccess_mw.core.errors import InvalidToken, Reason
+from cfaccess_mw.core.providers import jwk_parser
+from cfaccess_mw.keys.jwks import JWKSFetchError, parse_jwks
 from cfaccess_mw.testing import new_rsa_key
-from cfaccess_mw.testing_presets import new_ec_key, public_jwk, sign
+from cfaccess_mw.testing.presets import new_ec_key, public_jwk, sign
 
 KEY = new_ec_key()
 MESSAGE = b"eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0"

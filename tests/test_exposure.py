@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cfaccess_mw.exposure import is_loopback_host, is_loopback_url_host, peer_is_loopback
+from cfaccess_mw.core.exposure import is_loopback_host, is_loopback_url_host, peer_is_loopback
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from cfaccess_mw import ApiKey, AuditEvent, AuthUnavailable, ExposureMode, Reason, ServiceToken, Settings
-from cfaccess_mw.falcon import AccessRequest, CloudflareAccessMiddleware, get_principal, install, require
+from cfaccess_mw.integrations.falcon import AccessRequest, CloudflareAccessMiddleware, get_principal, install, require
 from cfaccess_mw.testing import LocalIssuer
 from examples import falcon_app
 from examples.fastapi_app import roles

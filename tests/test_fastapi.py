@@ -10,7 +10,7 @@ from fastapi.routing import APIRoute
 from starlette.testclient import TestClient, WebSocketDenialResponse
 
 from cfaccess_mw import ApiKey, AuditEvent, CloudflareAccessMiddleware, Principal, ServiceToken
-from cfaccess_mw.fastapi import CurrentPrincipal, document_security, get_principal, require
+from cfaccess_mw.integrations.fastapi import CurrentPrincipal, document_security, get_principal, require
 from cfaccess_mw.testing import LocalIssuer
 
 from .conftest import REMOTE_PEER, error_of, find_user, jwt_header

@@ -18,10 +18,10 @@ from flask.testing import FlaskClient
 from werkzeug.exceptions import HTTPException
 
 from cfaccess_mw import ApiKey, AuditEvent, Authenticator, ConfigError, Forbidden, Principal, Reason, Settings
-from cfaccess_mw.flask import CloudflareAccess, current_principal, get_principal, get_scopes, require
-from cfaccess_mw.settings import ExposureMode
+from cfaccess_mw.core.settings import ExposureMode
+from cfaccess_mw.integrations.flask import CloudflareAccess, current_principal, get_principal, get_scopes, require
+from cfaccess_mw.integrations.wsgi import CloudflareAccessWSGIMiddleware
 from cfaccess_mw.testing import LocalIssuer
-from cfaccess_mw.wsgi import CloudflareAccessWSGIMiddleware
 from examples import flask_app
 
 from . import readme

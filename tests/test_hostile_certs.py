@@ -25,7 +25,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from cfaccess_mw import ApiKey
-from cfaccess_mw.keys import JWKSClient
+from cfaccess_mw.keys.jwks import JWKSClient
 from cfaccess_mw.testing import LocalIssuer, Response, new_rsa_key, public_jwk
 
 from .conftest import Clock

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.testclient import TestClient
 
-from cfaccess_mw.testing_presets import (
+from cfaccess_mw.core.tokens import MAX_TOKEN_LENGTH
+from cfaccess_mw.testing.presets import (
     AlbIssuer,
     GoogleIapIssuer,
     OidcIssuer,
@@ -31,7 +32,6 @@ from cfaccess_mw.testing_presets import (
     new_ec_key,
     public_jwk,
 )
-from cfaccess_mw.tokens import MAX_TOKEN_LENGTH
 
 from .hostile import assert_refused, counting_app
 

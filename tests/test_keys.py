@@ -12,8 +12,8 @@ import anyio
 import pytest
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from cfaccess_mw.errors import AuthUnavailable, InvalidToken, Reason
-from cfaccess_mw.keys import JWKSClient, parse_jwks
+from cfaccess_mw.core.errors import AuthUnavailable, InvalidToken, Reason
+from cfaccess_mw.keys.jwks import JWKSClient, parse_jwks
 from cfaccess_mw.testing import LocalIssuer, new_rsa_key, public_jwk
 
 from .conftest import Clock
@@ -591,7 +591,7 @@ def memory_endpoint(document: bytes) -> tuple[list[int], Any]:
 
 
 async def test_kids_remembered_as_unknown_are_bounded() -> None:
-    from cfaccess_mw.keys import ABSENT_KIDS_REMEMBERED
+    from cfaccess_mw.keys.jwks import ABSENT_KIDS_REMEMBERED
 
     calls, transport = memory_endpoint(json.dumps({"keys": [public_jwk("k1", spare_key())]}).encode())
     clock = Clock()

@@ -23,7 +23,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from cfaccess_mw import ApiKey, AuditEvent, Authenticator, ConfigError, Forbidden, Principal, Reason, ServiceToken
-from cfaccess_mw.litestar import (
+from cfaccess_mw.integrations.litestar import (
     AccessAuthenticationMiddleware,
     AccessNotAuthorized,
     AccessRequest,
@@ -33,7 +33,7 @@ from cfaccess_mw.litestar import (
     require,
 )
 from cfaccess_mw.testing import LocalIssuer
-from cfaccess_mw.testing_presets import GoogleIapIssuer, OidcIssuer
+from cfaccess_mw.testing.presets import GoogleIapIssuer, OidcIssuer
 from examples import litestar_app
 from examples.userdb import UserDB
 
@@ -506,7 +506,7 @@ def test_a_mount_is_judged_on_its_full_path_for_public_paths_excludes_and_audit(
 
 
 def test_a_guards_refusal_reaches_after_exception_as_the_documented_exception(shared_issuer: LocalIssuer) -> None:
-    from cfaccess_mw.litestar import AccessPermissionDenied
+    from cfaccess_mw.integrations.litestar import AccessPermissionDenied
 
     seen: list[Exception] = []
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cfaccess_mw.logs import FallbackHandler, install
+from cfaccess_mw.core.logs import FallbackHandler, install
 from cfaccess_mw.testing import LocalIssuer
 
 from .conftest import jwt_header
@@ -33,7 +33,7 @@ APP = """
 from fastapi import FastAPI
 
 from cfaccess_mw import CloudflareAccessMiddleware, Settings
-from cfaccess_mw.fastapi import CurrentPrincipal
+from cfaccess_mw.integrations.fastapi import CurrentPrincipal
 
 settings = Settings.from_env()
 
@@ -232,6 +232,6 @@ def test_a_config_error_at_import_is_logged_first_and_its_traceback_ends_at_the_
     lines = result.stderr.splitlines()
     message = "CFACCESS_AUD: CFACCESS_TEAM_DOMAIN and CFACCESS_AUD must be set together"
     assert lines[0] == f"cfaccess_mw ERROR: configuration error: {message}"
-    assert lines[-1] == f"cfaccess_mw.errors.ConfigError: {message}"
+    assert lines[-1] == f"cfaccess_mw.core.errors.ConfigError: {message}"
     assert "__post_init__" not in result.stderr  # the validator's frames are not the reader's business
     assert len(lines) <= 12, result.stderr

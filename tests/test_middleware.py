@@ -21,7 +21,7 @@ from cfaccess_mw import (
     ServiceToken,
     Settings,
 )
-from cfaccess_mw.keys import JWKSClient
+from cfaccess_mw.keys.jwks import JWKSClient
 from cfaccess_mw.testing import LocalIssuer
 
 from .conftest import LOCAL_BASE_URL, LOOPBACK_PEER, REMOTE_PEER, ClientFactory, error_of, find_user, jwt_header

@@ -201,7 +201,7 @@ def settings_for(issuer: LocalIssuer) -> Settings:
 
 def _refusing_sub_app() -> Starlette:
     from cfaccess_mw import Forbidden, Reason
-    from cfaccess_mw.permissions import requires
+    from cfaccess_mw.integrations.starlette import requires
 
     async def raises(request: Request) -> PlainTextResponse:
         raise Forbidden(Reason.INSUFFICIENT_SCOPE, "Admins only.", "the handler said no")
@@ -247,7 +247,7 @@ def test_a_refusal_inside_a_mounted_app_is_our_json_not_its_500(shared_issuer: L
 def test_a_refusal_inside_a_fastapi_mount_is_our_json_not_its_500(shared_issuer: LocalIssuer) -> None:
     from fastapi import Depends, FastAPI
 
-    from cfaccess_mw.fastapi import require
+    from cfaccess_mw.integrations.fastapi import require
 
     sub = FastAPI()
 

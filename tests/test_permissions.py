@@ -21,7 +21,8 @@ from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocket
 
 from cfaccess_mw import AuditEvent, CloudflareAccessMiddleware, Forbidden, Principal, Reason
-from cfaccess_mw.permissions import admit, requires
+from cfaccess_mw.core.permissions import admit
+from cfaccess_mw.integrations.starlette import requires
 from cfaccess_mw.testing import LocalIssuer
 
 from .conftest import REMOTE_PEER, error_of, find_user, jwt_header

@@ -15,11 +15,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from cfaccess_mw import ApiKey, AuditEvent, ConfigError, Settings
-from cfaccess_mw.errors import Reason
-from cfaccess_mw.keysources import ALB_FETCHES_PER_COOLDOWN, AlbKeySource, build_key_source
-from cfaccess_mw.providers import IAP_JWKS_URL, Provider
+from cfaccess_mw.core.errors import Reason
+from cfaccess_mw.core.providers import IAP_JWKS_URL, Provider
+from cfaccess_mw.keys.sources import ALB_FETCHES_PER_COOLDOWN, AlbKeySource, build_key_source
 from cfaccess_mw.testing import LocalIssuer
-from cfaccess_mw.testing_presets import AlbIssuer, GoogleIapIssuer, OidcIssuer, PomeriumIssuer
+from cfaccess_mw.testing.presets import AlbIssuer, GoogleIapIssuer, OidcIssuer, PomeriumIssuer
 
 from .conftest import REMOTE_PEER, Clock, build_app, error_of
 
@@ -269,7 +269,7 @@ def test_alb_key_base_url_comes_from_the_arn_region() -> None:
 
 @pytest.mark.anyio
 async def test_alb_keys_are_fetched_once_per_kid_and_unknown_kids_wait_out_the_cooldown(alb: AlbIssuer) -> None:
-    from cfaccess_mw.errors import AuthUnavailable, InvalidToken
+    from cfaccess_mw.core.errors import AuthUnavailable, InvalidToken
 
     clock = Clock()
     source = AlbKeySource(alb.base_url + "/keys", cooldown_seconds=10, clock=clock)
@@ -300,7 +300,7 @@ async def test_alb_keys_are_fetched_once_per_kid_and_unknown_kids_wait_out_the_c
 
 @pytest.mark.anyio
 async def test_alb_endpoint_failure_is_a_503_and_keeps_cached_keys(alb: AlbIssuer) -> None:
-    from cfaccess_mw.errors import AuthUnavailable
+    from cfaccess_mw.core.errors import AuthUnavailable
 
     source = AlbKeySource(alb.base_url + "/keys", cooldown_seconds=10, clock=Clock())
     assert await source.get_key(alb.signing_kid)

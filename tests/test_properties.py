@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from starlette.types import ASGIApp
 
 from cfaccess_mw import ApiKey, ServiceToken
-from cfaccess_mw.keys import JWKSClient
+from cfaccess_mw.keys.jwks import JWKSClient
 from cfaccess_mw.testing import LocalIssuer
 
 from .hostile import CODES, Endpoint, RawResponse, b64, counting_app, raw_call

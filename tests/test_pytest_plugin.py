@@ -71,7 +71,7 @@ def test_the_variables_are_gone_after_the_test():
 def test_the_plugin_is_registered_with_the_pytest11_entry_point() -> None:
     (plugin,) = [e for e in entry_points(group="pytest11") if e.name == "cfaccess_mw"]
 
-    assert plugin.value == "cfaccess_mw.pytest_plugin"
+    assert plugin.value == "cfaccess_mw.testing.pytest_plugin"
 
 
 def test_the_fixtures_pass_with_stray_variables_in_the_environment(

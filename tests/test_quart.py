@@ -29,7 +29,7 @@ from cfaccess_mw import (
     ServiceToken,
     Settings,
 )
-from cfaccess_mw.quart import CloudflareAccess, current_principal, get_principal, get_scopes
+from cfaccess_mw.integrations.quart import CloudflareAccess, current_principal, get_principal, get_scopes
 from cfaccess_mw.testing import LocalIssuer
 from examples import quart_app
 

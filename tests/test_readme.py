@@ -27,7 +27,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from cfaccess_mw import AuthConfigEndpoint, CloudflareAccessMiddleware, Principal, Settings
-from cfaccess_mw.fastapi import CurrentPrincipal
+from cfaccess_mw.integrations.fastapi import CurrentPrincipal
 from cfaccess_mw.testing import LocalIssuer
 
 from . import readme

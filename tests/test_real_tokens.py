@@ -28,7 +28,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from cfaccess_mw import Settings
-from cfaccess_mw.providers import Provider, token_header
+from cfaccess_mw.core.providers import Provider, token_header
 from cfaccess_mw.testing import LoopbackKeyServer, Response
 
 from .conftest import REMOTE_PEER, build_app, error_of

@@ -33,7 +33,7 @@ from cfaccess_mw import (
     ServiceToken,
     Settings,
 )
-from cfaccess_mw.sanic import CloudflareAccess, get_principal, get_scopes
+from cfaccess_mw.integrations.sanic import CloudflareAccess, get_principal, get_scopes
 from cfaccess_mw.testing import LocalIssuer
 from examples import sanic_app
 

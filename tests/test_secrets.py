@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from cfaccess_mw import ApiKey, AuditEvent, ServiceToken
-from cfaccess_mw.errors import Reason
-from cfaccess_mw.keys import JWKSClient
+from cfaccess_mw.core.errors import Reason
+from cfaccess_mw.keys.jwks import JWKSClient
 from cfaccess_mw.testing import LocalIssuer
 
 from .conftest import ClientFactory, jwt_header

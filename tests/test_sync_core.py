@@ -22,9 +22,9 @@ from typing import Any
 import jwt
 import pytest
 
-from cfaccess_mw.authenticator import Authenticator
-from cfaccess_mw.errors import AuthError
-from cfaccess_mw.keys import JWKSClient
+from cfaccess_mw.core.authenticator import Authenticator
+from cfaccess_mw.core.errors import AuthError
+from cfaccess_mw.keys.jwks import JWKSClient
 from cfaccess_mw.testing import LocalIssuer
 
 from .conftest import REMOTE_PEER, Clock, find_user

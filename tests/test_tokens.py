@@ -13,11 +13,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cfaccess_mw.errors import AuthUnavailable, InvalidToken, Reason
-from cfaccess_mw.keys import JWKSClient
+from cfaccess_mw.core.errors import AuthUnavailable, InvalidToken, Reason
+from cfaccess_mw.core.tokens import MAX_TOKEN_LENGTH, decode_unverified, human_duration
+from cfaccess_mw.core.verifier import KEY_TAIL, TokenVerifier
+from cfaccess_mw.keys.jwks import JWKSClient
 from cfaccess_mw.testing import LocalIssuer, new_rsa_key, public_jwk
-from cfaccess_mw.tokens import MAX_TOKEN_LENGTH, decode_unverified, human_duration
-from cfaccess_mw.verifier import KEY_TAIL, TokenVerifier
 
 from .conftest import Clock
 

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from cfaccess_mw import AuthUnavailable, CloudflareAccessMiddleware, Settings, users
+from cfaccess_mw import AuthUnavailable, CloudflareAccessMiddleware, Settings
+from cfaccess_mw.core import users
+from cfaccess_mw.core.users import UserDirectory, cache_key
 from cfaccess_mw.testing import LocalIssuer
-from cfaccess_mw.users import UserDirectory, cache_key
 
 from .conftest import REMOTE_PEER, USERS, ClientFactory, Clock, error_of, jwt_header
 

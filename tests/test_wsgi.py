@@ -19,9 +19,9 @@ import pytest
 from werkzeug.test import Client
 
 from cfaccess_mw import ApiKey, AuditEvent, Authenticator, ConfigError, Forbidden, Principal, Reason, Settings
-from cfaccess_mw.settings import ExposureMode
+from cfaccess_mw.core.settings import ExposureMode
+from cfaccess_mw.integrations.wsgi import PRINCIPAL_KEY, SCOPES_KEY, CloudflareAccessWSGIMiddleware, wsgi_scope
 from cfaccess_mw.testing import LocalIssuer
-from cfaccess_mw.wsgi import PRINCIPAL_KEY, SCOPES_KEY, CloudflareAccessWSGIMiddleware, wsgi_scope
 from examples import wsgi_app
 
 from .conftest import REMOTE_PEER, find_user, jwt_header

@@ -70,13 +70,13 @@ from jwt.algorithms import RSAAlgorithm
 from starlette.testclient import TestClient
 
 from cfaccess_mw import AuditEvent, Settings
-from cfaccess_mw.ec import P256_BYTES, parse_ec_jwk, verify_signature
-from cfaccess_mw.errors import InvalidToken, Reason
-from cfaccess_mw.keys import JWKSFetchError, PublicKey, parse_jwk, parse_jwks
-from cfaccess_mw.providers import Provider, jwk_parser
-from cfaccess_mw.settings import ExposureMode
+from cfaccess_mw.core.ec import P256_BYTES, parse_ec_jwk, verify_signature
+from cfaccess_mw.core.errors import InvalidToken, Reason
+from cfaccess_mw.core.providers import Provider, jwk_parser
+from cfaccess_mw.core.settings import ExposureMode
+from cfaccess_mw.keys.jwks import JWKSFetchError, PublicKey, parse_jwk, parse_jwks
 from cfaccess_mw.testing import LoopbackKeyServer, Response
-from cfaccess_mw.testing_presets import sign
+from cfaccess_mw.testing.presets import sign
 
 from .conftest import LOCAL_BASE_URL, REMOTE_PEER, ROOT, build_app, error_of
 
