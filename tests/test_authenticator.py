@@ -18,7 +18,8 @@ from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from cfaccess_mw import ApiKey, Authenticator, CloudflareAccessMiddleware, InvalidToken, Principal
-from cfaccess_mw.core.authenticator import COOKIE_NAME, _access_cookie, _user_principal, normalise_email
+from cfaccess_mw.core.decision import _user_principal
+from cfaccess_mw.core.request import COOKIE_NAME, _access_cookie, normalise_email
 from cfaccess_mw.testing import LocalIssuer
 
 from .conftest import REMOTE_PEER, build_app, error_of, find_user, jwt_header

@@ -27,8 +27,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from cfaccess_mw import ConfigError, Settings
-from cfaccess_mw.core.authenticator import MAX_COOKIE_BYTES
 from cfaccess_mw.core.jwk import _ROCA, has_roca_fingerprint, parse_jwk
+from cfaccess_mw.core.request import MAX_COOKIE_BYTES
 from cfaccess_mw.keys.sources import build_key_source
 from cfaccess_mw.testing import LocalIssuer, public_jwk
 from cfaccess_mw.testing.jose import _int_b64

@@ -83,7 +83,7 @@ def _without_email(exc: BaseException, email: str) -> str:
 
 def cache_key(email: str) -> str:
     """The key an app's email is remembered under: trimmed of ASCII space and tab, ASCII letters lower-cased,
-    as :func:`cfaccess_mw.authenticator.normalise_email` normalises a token's email (so
+    as :func:`cfaccess_mw.core.request.normalise_email` normalises a token's email (so
     ``forget("Alice@Example.com")`` drops what ``alice@example.com`` cached), but never refusing one."""
     email = email.strip(" \t")
     return email.lower() if email.isascii() else email.translate(_ASCII_LOWER)

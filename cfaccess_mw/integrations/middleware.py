@@ -26,7 +26,8 @@ from starlette.authentication import AuthCredentials, UnauthenticatedUser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..core.audit import AuditHook, logs_acceptances
-from ..core.authenticator import Authenticator, ExtraScopes, Identity
+from ..core.authenticator import Authenticator, ExtraScopes
+from ..core.decision import Identity
 from ..core.errors import AuthError, AuthUnavailable, ConfigError, Reason, send_error
 from ..core.principals import Principal
 from ..core.settings import Settings
