@@ -1,4 +1,5 @@
-"""Fetching keys: one GET done async or sync, and one fetch at a time across threads and event loops.
+"""Fetching keys: one GET done async or sync, a fetch plan driven either way, one fetch at a time across threads
+and event loops.
 
 The key sources (:mod:`cfaccess_mw.keys`, :mod:`cfaccess_mw.keysources`) decide *what* to
 fetch and what an answer means; this module only does the I/O, two ways:
@@ -6,6 +7,8 @@ fetch and what an answer means; this module only does the I/O, two ways:
 * :func:`http_get` (``httpx.AsyncClient``, for ASGI apps) and :func:`http_get_sync`
   (``httpx.Client``, for WSGI apps and threads) make the same request with the same
   limits: no redirects, at most ``max_bytes``, about ``seconds`` in all.
+* :func:`drive_async` and :func:`drive_sync` run a fetch plan (:mod:`cfaccess_mw.plans`):
+  they do the GETs and the waits it asks for, and nothing else.
 * :class:`SingleFlight` lets one caller fetch while every other caller, in whatever
   thread or event loop, waits for that fetch and then looks again. Nothing in it
   belongs to an event loop: its lock is a ``threading.Lock`` held for a few
@@ -27,31 +30,30 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any
 
 import anyio
 import httpcore
 import httpx
 
+from .plans import Fetched, JWKSFetchError, Plan, Step, Wait
 
-class JWKSFetchError(Exception):
-    """A fetch of the certs endpoint failed; the message says how (no secrets involved).
-
-    ``unusable`` is set when the document was a key set whose every key was unusable:
-    kid -> why, so that tokens naming those kids are told so (401) rather than to retry.
-    """
-
-    def __init__(self, message: str, unusable: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.unusable = unusable  # None: no key set was read (the network, the status, the body failed)
-
-
-class Fetched(NamedTuple):
-    """One GET's answer: the status, the body, and the seconds a cache held it (``Age``; 0 when fresh)."""
-
-    status: int
-    body: bytes
-    age: float
+__all__ = [  # JWKSFetchError and Fetched are importable from here as before they moved to the pure plans module
+    "Counter",
+    "Fetched",
+    "JWKSFetchError",
+    "SingleFlight",
+    "drive_async",
+    "drive_sync",
+    "http_get",
+    "http_get_sync",
+    "in_event_loop",
+    "response_age",
+    "running_trio",
+    "start_thread",
+    "wait_async",
+    "wait_sync",
+]
 
 
 def response_age(value: str | None) -> float:
@@ -140,6 +142,46 @@ def http_get_sync(
         raise JWKSFetchError(f"no answer within {seconds:g}s") from None
     except httpx.HTTPError as exc:
         raise JWKSFetchError(f"{type(exc).__name__}: {exc}") from None
+
+
+async def drive_async(plan: Plan, transport: httpx.AsyncBaseTransport | None, seconds: float) -> Any:
+    """Run a fetch plan in the running event loop, with ``httpx.AsyncClient``; each GET takes ``seconds`` at most."""
+    with contextlib.closing(plan):  # cancelled: the plan's finally clauses run now (its flight lands)
+        step = Step(plan)
+        while (need := step.need) is not None:
+            if isinstance(need, Wait):
+                await wait_async(need.flight, need.seconds)
+                step.send(None)
+                continue
+            try:
+                answer = await http_get(
+                    need.url, transport=transport, seconds=seconds, max_bytes=need.max_bytes, accept=need.accept
+                )
+            except Exception as exc:  # raised in the plan, which decides what it means (a bug, too, is its to record)
+                step.send(None, exc)
+            else:
+                step.send(answer)
+        return step.result
+
+
+def drive_sync(plan: Plan, transport: httpx.BaseTransport | None, seconds: float) -> Any:
+    """:func:`drive_async` in the calling thread, with ``httpx.Client``."""
+    with contextlib.closing(plan):
+        step = Step(plan)
+        while (need := step.need) is not None:
+            if isinstance(need, Wait):
+                wait_sync(need.flight, need.seconds)
+                step.send(None)
+                continue
+            try:
+                answer = http_get_sync(
+                    need.url, transport=transport, seconds=seconds, max_bytes=need.max_bytes, accept=need.accept
+                )
+            except Exception as exc:  # raised in the plan, which decides what it means (a bug, too, is its to record)
+                step.send(None, exc)
+            else:
+                step.send(answer)
+        return step.result
 
 
 def _within(deadline: float) -> httpx.HTTPTransport:
