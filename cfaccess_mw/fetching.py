@@ -277,6 +277,14 @@ def in_event_loop() -> bool:
     return True
 
 
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop, or ``None`` (a plain thread, or trio)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 async def wait_async(flight: Future[None], seconds: float | None = None) -> None:
     """Wait in the running event loop until ``flight`` is done (or ``seconds`` have passed: the caller then looks
     again), without blocking the loop or cancelling the flight.
@@ -314,11 +322,12 @@ class SingleFlight:
 
     ``claim()`` answers ``(flight, mine)``: when ``mine``, the caller now fetches and must
     call ``land(flight)`` when done, whatever happens; else it waits for ``flight`` (bounded)
-    and looks again. A flight claimed longer than ``stale_after`` seconds ago is taken
-    for abandoned and the next claim takes over (its waiters wake): a fetch is bounded
-    in time, but its owner may vanish without landing, e.g. a background task of an
-    event loop closed without cancelling it, which stays pending for ever and would
-    otherwise hold every later fetch, in every thread and loop, for ever.
+    and looks again. A flight claimed longer than ``stale_after`` seconds ago, or claimed
+    in an asyncio loop that has been closed since, is taken for abandoned and the next
+    claim takes over (its waiters wake): a fetch is bounded in time, but its owner may
+    vanish without landing, e.g. a background task of an event loop closed without
+    cancelling it, which stays pending for ever and would otherwise hold every later
+    fetch, in every thread and loop, for ever.
     """
 
     def __init__(self, stale_after: float = math.inf) -> None:
@@ -326,6 +335,7 @@ class SingleFlight:
         self._lock = threading.Lock()
         self._current: Future[None] | None = None
         self._claimed_at = 0.0
+        self._owner: asyncio.AbstractEventLoop | None = None  # the asyncio loop the current flight was claimed in
 
     @property
     def busy(self) -> bool:
@@ -336,10 +346,11 @@ class SingleFlight:
         with self._lock:
             current = self._current
             now = time.monotonic()
-            if current is not None and now - self._claimed_at < self.stale_after:
+            alive = self._owner is None or not self._owner.is_closed()
+            if current is not None and now - self._claimed_at < self.stale_after and alive:
                 return current, False
             mine: Future[None] = Future()
-            self._current, self._claimed_at = mine, now
+            self._current, self._claimed_at, self._owner = mine, now, running_loop()
         if current is not None:  # abandoned by its owner: its waiters wake and look again
             _finish(current)
         return mine, True

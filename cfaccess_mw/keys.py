@@ -237,10 +237,12 @@ class JWKSClient:
 
     async def settle(self) -> None:
         """Wait until no background refresh is running (tests, and anyone who wants a quiet shutdown)."""
+        self._reap()  # not for a task whose loop was closed under it: that one never ends
         await self._background.settle()
 
     def settle_sync(self) -> None:
         """:meth:`settle` from a thread (bounded by the fetch timeout)."""
+        self._reap()
         self._background.settle_sync(2 * self.timeout + 1)
 
     # --- the plans: what to fetch, the same for both ways of fetching ---------------------------------
@@ -323,6 +325,7 @@ class JWKSClient:
         which trio holds and cancels when the run ends. Code with no event loop (a WSGI
         worker), and any code once a loop has ended under a refresh, gets a thread.
         """
+        self._reap()
         if self._in_threads or not in_event_loop():
             start_thread(functools.partial(self._background_thread, generation), f"cfaccess-mw refresh {self.url}")
             return
@@ -334,6 +337,22 @@ class JWKSClient:
         task: asyncio.Task[None] = contextvars.Context().run(asyncio.get_running_loop().create_task, job)
         self._tasks.add(task)
         task.add_done_callback(functools.partial(self._task_done, generation))
+
+    def _reap(self) -> None:
+        """Forget the background tasks whose event loop was closed under them without cancelling them: such a task
+        never runs again, nor ends (its flight is taken over, see SingleFlight). Loops here end with their request,
+        so background refreshes go to threads from now on."""
+        for task in list(self._tasks):  # a copy made at once: loops' done callbacks change the set meanwhile
+            if task.get_loop().is_closed():
+                self._tasks.discard(task)
+                self._background.ended()
+                self._in_threads = self._in_threads or self._threads_fetch_alike
+
+    @property
+    def _threads_fetch_alike(self) -> bool:
+        """Whether a thread's fetch (the sync client) reaches what the loop's would: not when a test gave only an
+        async transport."""
+        return self._transport is None or self._sync_transport is not None
 
     async def _background_refresh(self, generation: int) -> None:
         try:
@@ -367,11 +386,7 @@ class JWKSClient:
         any fetch concluded since it started, the refresh is carried on in a daemon thread with the sync client,
         unless that client would fetch elsewhere (a test that gave only an async transport)."""
         try:
-            if (
-                cut_short
-                and self._book.generation == generation
-                and (self._transport is None or self._sync_transport is not None)
-            ):
+            if cut_short and self._book.generation == generation and self._threads_fetch_alike:
                 self._in_threads = True
                 self._start_background(generation)
         finally:

@@ -430,6 +430,39 @@ def test_a_routine_refresh_whose_loop_ends_mid_fetch_is_carried_on_in_a_thread()
         assert issuer.fetch_count == fetches + 1, "one fetch for that refresh, not a cancelled one and a second"
 
 
+def test_a_routine_refresh_whose_loop_is_closed_without_cancelling_it_is_started_again_in_a_thread() -> None:
+    """Code that runs a loop and then just closes it (``run_until_complete``, ``close``) leaves the refresh task
+    pending for ever, its GET cut off mid-way: it never lands its flight, nor ends. Its flight is taken over at once
+    (its loop is closed), the next refresh starts in a thread, and ``settle`` does not wait for the dead task."""
+    with LocalIssuer() as issuer:
+        clock = Clock()
+        keys = JWKSClient(issuer.certs_url, clock=clock, cache_seconds=60, cooldown_seconds=1, timeout=5)
+        keys.refresh_sync()
+        endpoint = HeldCerts(issuer, bound=BOUND)
+        arrived = threading.Event()
+
+        def responder() -> Any:
+            arrived.set()
+            return endpoint()
+
+        issuer.responder = responder
+        clock.now += 61
+
+        async def request() -> None:
+            await keys.get_key(issuer.signing_kid)  # starts the background refresh
+            await asyncio.to_thread(arrived.wait, BOUND)  # until its GET is at the endpoint, held there
+
+        loop = asyncio.new_event_loop()
+        loop.run_until_complete(request())
+        loop.close()  # the task is left pending, holding the flight
+        endpoint.release.set()
+        clock.now += 10  # past the time a refresh may take: the next request starts another
+        asyncio.run(keys.get_key(issuer.signing_kid))
+        asyncio.run(asyncio.wait_for(keys.settle(), BOUND))
+        assert keys.age < 60, "the refresh landed, not held up by the dead task's flight"
+        assert keys.last_failure is None
+
+
 def test_a_routine_refresh_in_one_long_lived_loop_stays_a_task_of_it() -> None:
     """Under one loop (uvicorn), each routine refresh is one fetch, run by that loop: nothing moves to a thread."""
     with LocalIssuer() as issuer:
