@@ -36,7 +36,7 @@ import anyio
 import httpcore
 import httpx
 
-from .plans import Fetched, JWKSFetchError, Plan, Step, Wait
+from .plans import Fetched, Get, JWKSFetchError, Plan, Step, Wait
 
 __all__ = [  # JWKSFetchError and Fetched are importable from here as before they moved to the pure plans module
     "Counter",
@@ -79,15 +79,8 @@ def _add(chunks: list[bytes], chunk: bytes, size: int, max_bytes: int) -> int:
     return size
 
 
-async def http_get(
-    url: str,
-    *,
-    transport: httpx.AsyncBaseTransport | None,
-    seconds: float,
-    max_bytes: int,
-    accept: str = "application/json",
-) -> Fetched:
-    """One GET from async code: no redirects, at most ``max_bytes``, ``seconds`` in all.
+async def http_get(get: Get, transport: httpx.AsyncBaseTransport | None, seconds: float) -> Fetched:
+    """One GET from async code: no redirects, at most ``get.max_bytes``, ``seconds`` in all.
 
     Raises :class:`JWKSFetchError` for a network failure, a timeout, a redirect or an oversized body.
     """
@@ -97,13 +90,13 @@ async def http_get(
                 httpx.AsyncClient(
                     transport=transport, timeout=httpx.Timeout(seconds), follow_redirects=False
                 ) as client,
-                client.stream("GET", url, headers={"accept": accept}) as response,
+                client.stream("GET", get.url, headers={"accept": get.accept}) as response,
             ):
-                _check_start(response, max_bytes)
+                _check_start(response, get.max_bytes)
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in response.aiter_bytes():
-                    size = _add(chunks, chunk, size, max_bytes)
+                    size = _add(chunks, chunk, size, get.max_bytes)
                 return Fetched(response.status_code, b"".join(chunks), response_age(response.headers.get("age")))
     except TimeoutError:
         raise JWKSFetchError(f"no answer within {seconds:g}s") from None
@@ -111,14 +104,7 @@ async def http_get(
         raise JWKSFetchError(f"{type(exc).__name__}: {exc}") from None
 
 
-def http_get_sync(
-    url: str,
-    *,
-    transport: httpx.BaseTransport | None,
-    seconds: float,
-    max_bytes: int,
-    accept: str = "application/json",
-) -> Fetched:
+def http_get_sync(get: Get, transport: httpx.BaseTransport | None, seconds: float) -> Fetched:
     """:func:`http_get` from a thread. ``httpx.Timeout`` bounds each phase, and every connect, read and write gets
     at most the time left until the deadline (:func:`_within`), so a status line or headers that trickle in are cut
     off too; the check between chunks ends a body that trickles in once ``seconds`` have passed."""
@@ -128,13 +114,13 @@ def http_get_sync(
     try:
         with (
             httpx.Client(transport=transport, timeout=httpx.Timeout(seconds), follow_redirects=False) as client,
-            client.stream("GET", url, headers={"accept": accept}) as response,
+            client.stream("GET", get.url, headers={"accept": get.accept}) as response,
         ):
-            _check_start(response, max_bytes)
+            _check_start(response, get.max_bytes)
             chunks: list[bytes] = []
             size = 0
             for chunk in response.iter_bytes():
-                size = _add(chunks, chunk, size, max_bytes)
+                size = _add(chunks, chunk, size, get.max_bytes)
                 if time.monotonic() > deadline:
                     raise httpx.ReadTimeout("deadline passed")
             return Fetched(response.status_code, b"".join(chunks), response_age(response.headers.get("age")))
@@ -154,9 +140,7 @@ async def drive_async(plan: Plan, transport: httpx.AsyncBaseTransport | None, se
                 step.send(None)
                 continue
             try:
-                answer = await http_get(
-                    need.url, transport=transport, seconds=seconds, max_bytes=need.max_bytes, accept=need.accept
-                )
+                answer = await http_get(need, transport, seconds)
             except Exception as exc:  # raised in the plan, which decides what it means (a bug, too, is its to record)
                 step.send(None, exc)
             else:
@@ -174,10 +158,8 @@ def drive_sync(plan: Plan, transport: httpx.BaseTransport | None, seconds: float
                 step.send(None)
                 continue
             try:
-                answer = http_get_sync(
-                    need.url, transport=transport, seconds=seconds, max_bytes=need.max_bytes, accept=need.accept
-                )
-            except Exception as exc:  # raised in the plan, which decides what it means (a bug, too, is its to record)
+                answer = http_get_sync(need, transport, seconds)
+            except Exception as exc:
                 step.send(None, exc)
             else:
                 step.send(answer)

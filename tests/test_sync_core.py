@@ -396,34 +396,42 @@ def test_the_routine_refresh_happens_when_each_request_runs_in_its_own_event_loo
         assert keys.age < 60, "refreshed within a lifetime or so"
 
 
+class StalledRefresh:
+    """A client due for its routine refresh, against a certs endpoint that holds each answer until ``release`` is
+    set; ``request()`` is a request that starts the refresh and returns once its GET is at the endpoint, held."""
+
+    def __init__(self, issuer: LocalIssuer) -> None:
+        self.issuer = issuer
+        self.clock = Clock()
+        self.keys = JWKSClient(issuer.certs_url, clock=self.clock, cache_seconds=60, cooldown_seconds=1, timeout=5)
+        self.keys.refresh_sync()
+        self.endpoint = HeldCerts(issuer, bound=BOUND)
+        self.arrived = threading.Event()
+        issuer.responder = self.respond
+        self.clock.now += 61
+
+    def respond(self) -> Any:
+        self.arrived.set()
+        return self.endpoint()
+
+    async def request(self) -> None:
+        await self.keys.get_key(self.issuer.signing_kid)  # served from the cache; starts the background refresh
+        await asyncio.to_thread(self.arrived.wait, BOUND)
+
+
 def test_a_routine_refresh_whose_loop_ends_mid_fetch_is_carried_on_in_a_thread() -> None:
     """The loop ends while the refresh's GET is under way (a slow certs endpoint): the refresh is cut short, and
     carried on in a daemon thread with the sync client, which lands the keys; later refreshes start in a thread."""
     with LocalIssuer() as issuer:
-        clock = Clock()
-        keys = JWKSClient(issuer.certs_url, clock=clock, cache_seconds=60, cooldown_seconds=1, timeout=5)
-        keys.refresh_sync()
-        endpoint = HeldCerts(issuer, bound=BOUND)
-        arrived = threading.Event()
-
-        def responder() -> Any:
-            arrived.set()
-            return endpoint()
-
-        issuer.responder = responder
-        clock.now += 61
-
-        async def request() -> None:
-            await keys.get_key(issuer.signing_kid)  # served from the cache; starts the background refresh
-            await asyncio.to_thread(arrived.wait, BOUND)  # until its GET is at the endpoint, held there
-
-        asyncio.run(asyncio.wait_for(request(), BOUND))  # the loop ends and cancels the refresh mid-GET
-        endpoint.release.set()
+        stalled = StalledRefresh(issuer)
+        keys = stalled.keys
+        asyncio.run(asyncio.wait_for(stalled.request(), BOUND))  # the loop ends and cancels the refresh mid-GET
+        stalled.endpoint.release.set()
         keys.settle_sync()
         assert keys.age < 60, "the refresh landed after its loop ended"
         assert keys.last_failure is None
         fetches = issuer.fetch_count
-        clock.now += 61
+        stalled.clock.now += 61
         asyncio.run(keys.get_key(issuer.signing_kid))  # the next one goes to a thread at once: nothing to cancel
         keys.settle_sync()
         assert keys.age < 60
@@ -435,28 +443,13 @@ def test_a_routine_refresh_whose_loop_is_closed_without_cancelling_it_is_started
     pending for ever, its GET cut off mid-way: it never lands its flight, nor ends. Its flight is taken over at once
     (its loop is closed), the next refresh starts in a thread, and ``settle`` does not wait for the dead task."""
     with LocalIssuer() as issuer:
-        clock = Clock()
-        keys = JWKSClient(issuer.certs_url, clock=clock, cache_seconds=60, cooldown_seconds=1, timeout=5)
-        keys.refresh_sync()
-        endpoint = HeldCerts(issuer, bound=BOUND)
-        arrived = threading.Event()
-
-        def responder() -> Any:
-            arrived.set()
-            return endpoint()
-
-        issuer.responder = responder
-        clock.now += 61
-
-        async def request() -> None:
-            await keys.get_key(issuer.signing_kid)  # starts the background refresh
-            await asyncio.to_thread(arrived.wait, BOUND)  # until its GET is at the endpoint, held there
-
+        stalled = StalledRefresh(issuer)
+        keys = stalled.keys
         loop = asyncio.new_event_loop()
-        loop.run_until_complete(request())
+        loop.run_until_complete(asyncio.wait_for(stalled.request(), BOUND))
         loop.close()  # the task is left pending, holding the flight
-        endpoint.release.set()
-        clock.now += 10  # past the time a refresh may take: the next request starts another
+        stalled.endpoint.release.set()
+        stalled.clock.now += 10  # past the time a refresh may take: the next request starts another
         asyncio.run(keys.get_key(issuer.signing_kid))
         asyncio.run(asyncio.wait_for(keys.settle(), BOUND))
         assert keys.age < 60, "the refresh landed, not held up by the dead task's flight"
