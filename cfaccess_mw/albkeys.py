@@ -128,13 +128,13 @@ class AlbKeySource:
         return True
 
     async def get_key(self, kid: str) -> PublicKey:
-        return await drive_async(self._key_plan(kid), self._transport, self.timeout)  # type: ignore[no-any-return]
+        return await drive_async(self._key_plan(kid), self._transport, self.timeout)
 
     def get_key_sync(self, kid: str) -> PublicKey:
         """:meth:`get_key` from a thread without an event loop (a WSGI worker)."""
-        return drive_sync(self._key_plan(kid), self._sync_transport, self.timeout)  # type: ignore[no-any-return]
+        return drive_sync(self._key_plan(kid), self._sync_transport, self.timeout)
 
-    def _key_plan(self, kid: str) -> Plan:
+    def _key_plan(self, kid: str) -> Plan[PublicKey]:
         """The kept key; or, after waiting for another request's fetch, a look again; or this request's fetch."""
         while not isinstance(claimed := self._claim(kid), tuple):
             if not isinstance(claimed, Future):
@@ -186,7 +186,7 @@ class AlbKeySource:
             self._attempts.append(now)
             return (flight,)
 
-    def _fetch_plan(self, kid: str) -> Plan:
+    def _fetch_plan(self, kid: str) -> Plan[PublicKey]:
         """GET ``<base>/<kid>``; the key, or the refusal its answer means."""
         url = f"{self.url}/{kid}"
         self.fetch_count += 1

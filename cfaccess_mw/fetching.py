@@ -36,7 +36,7 @@ import anyio
 import httpcore
 import httpx
 
-from .plans import Fetched, Get, JWKSFetchError, Plan, Step, Wait
+from .plans import Fetched, Get, JWKSFetchError, Plan, Step, T, Wait
 
 __all__ = [  # JWKSFetchError and Fetched are importable from here as before they moved to the pure plans module
     "Counter",
@@ -130,7 +130,7 @@ def http_get_sync(get: Get, transport: httpx.BaseTransport | None, seconds: floa
         raise JWKSFetchError(f"{type(exc).__name__}: {exc}") from None
 
 
-async def drive_async(plan: Plan, transport: httpx.AsyncBaseTransport | None, seconds: float) -> Any:
+async def drive_async(plan: Plan[T], transport: httpx.AsyncBaseTransport | None, seconds: float) -> T:
     """Run a fetch plan in the running event loop, with ``httpx.AsyncClient``; each GET takes ``seconds`` at most."""
     with contextlib.closing(plan):  # cancelled: the plan's finally clauses run now (its flight lands)
         step = Step(plan)
@@ -148,7 +148,7 @@ async def drive_async(plan: Plan, transport: httpx.AsyncBaseTransport | None, se
         return step.result
 
 
-def drive_sync(plan: Plan, transport: httpx.BaseTransport | None, seconds: float) -> Any:
+def drive_sync(plan: Plan[T], transport: httpx.BaseTransport | None, seconds: float) -> T:
     """:func:`drive_async` in the calling thread, with ``httpx.Client``."""
     with contextlib.closing(plan):
         step = Step(plan)

@@ -67,6 +67,7 @@ from .keystate import (
     ABSENT_KIDS_REMEMBERED,
     DEFAULT_MAX_AGE_SECONDS,
     MAX_JWKS_BYTES,
+    CertsRead,
     KeySetState,
     human_seconds,
     read_certs,
@@ -221,19 +222,19 @@ class JWKSClient:
         the endpoint is failing, or ``kid`` is undecided because unknown kids have used
         up this cooldown's fetch.
         """
-        return await drive_async(self._key_plan(kid), self._transport, self.timeout)  # type: ignore[no-any-return]
+        return await drive_async(self._key_plan(kid), self._transport, self.timeout)
 
     def get_key_sync(self, kid: str) -> PublicKey:
         """:meth:`get_key` for a thread without an event loop (a WSGI worker): the same answers."""
-        return drive_sync(self._key_plan(kid), self._sync_transport, self.timeout)  # type: ignore[no-any-return]
+        return drive_sync(self._key_plan(kid), self._sync_transport, self.timeout)
 
     async def refresh(self) -> bool:
         """Fetch the key set now (single-flight). Return whether keys are available afterwards."""
-        return await drive_async(self._refresh_plan(self._book.generation), self._transport, self.timeout)  # type: ignore[no-any-return]
+        return await drive_async(self._refresh_plan(self._book.generation), self._transport, self.timeout)
 
     def refresh_sync(self) -> bool:
         """:meth:`refresh` from a thread without an event loop."""
-        return drive_sync(self._refresh_plan(self._book.generation), self._sync_transport, self.timeout)  # type: ignore[no-any-return]
+        return drive_sync(self._refresh_plan(self._book.generation), self._sync_transport, self.timeout)
 
     async def settle(self) -> None:
         """Wait until no background refresh is running (tests, and anyone who wants a quiet shutdown)."""
@@ -247,7 +248,7 @@ class JWKSClient:
 
     # --- the plans: what to fetch, the same for both ways of fetching ---------------------------------
 
-    def _key_plan(self, kid: str) -> Plan:
+    def _key_plan(self, kid: str) -> Plan[PublicKey]:
         """The key for ``kid``: from the cache, or after the fetch this request waits for or causes."""
         key = self.cached_key(kid)
         if key is not None:
@@ -262,7 +263,7 @@ class JWKSClient:
         with self._lock:
             return self._book.conclude(kid, generation, now)
 
-    def _refresh_plan(self, generation: int) -> Plan:
+    def _refresh_plan(self, generation: int) -> Plan[bool]:
         """Fetch unless an attempt completed since ``generation`` was read (single-flight); whether keys are held."""
         while True:
             with self._lock:
@@ -288,7 +289,7 @@ class JWKSClient:
             break
         return bool(self._book.keys)
 
-    def _fetch_plan(self) -> Plan:
+    def _fetch_plan(self) -> Plan[CertsRead]:
         """One refresh: GET the certs URL, and what its document says (:func:`~cfaccess_mw.keystate.read_certs`)."""
         self.fetch_count += 1
         answer = yield from fetch(self.url, self.max_bytes)

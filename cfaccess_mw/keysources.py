@@ -27,7 +27,7 @@ from .albkeys import ALB_FETCHES_PER_COOLDOWN, ALB_MAX_KEYS, AlbKeySource
 from .exposure import is_loopback_url_host
 from .jwk import JWKParser, PublicKey, parse_jwk
 from .keys import JWKSClient
-from .keystate import DEFAULT_MAX_AGE_SECONDS, MAX_JWKS_BYTES
+from .keystate import DEFAULT_MAX_AGE_SECONDS, MAX_JWKS_BYTES, CertsRead
 from .plans import JWKSFetchError, Plan, fetch
 from .providers import PRESETS, KeyKind, Provider, jwk_parser
 
@@ -128,7 +128,7 @@ class OidcJWKSClient(JWKSClient):
         self.discovery_url = self.url
         self.jwks_uri: str | None = None
 
-    def _fetch_plan(self) -> Plan:
+    def _fetch_plan(self) -> Plan[CertsRead]:
         """The discovery document first (once), then the key set it names."""
         if self.jwks_uri is None:
             self.fetch_count += 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from concurrent.futures import Future
-from typing import Any, NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 
 class JWKSFetchError(Exception):
@@ -54,25 +54,26 @@ class Wait(NamedTuple):
     seconds: float
 
 
-#: A fetch plan: yields what it needs, is sent each answer, returns what they mean.
-Plan = Generator[Get | Wait, Fetched | None, Any]
+T = TypeVar("T")
+#: A fetch plan returning a ``T``: yields what it needs, is sent each answer, returns what they mean.
+Plan = Generator[Get | Wait, Fetched | None, T]
 
 
-def fetch(url: str, max_bytes: int, accept: str = "application/json") -> Generator[Get | Wait, Fetched | None, Fetched]:
+def fetch(url: str, max_bytes: int, accept: str = "application/json") -> Plan[Fetched]:
     """One GET, inside a plan (``answer = yield from fetch(...)``): its answer; a failed GET raises here."""
     answer = yield Get(url, max_bytes, accept)
     assert answer is not None, "a driver answers a GET with what it fetched"
     return answer
 
 
-class Step:
+class Step(Generic[T]):
     """Where a plan stands: what it needs next (``need``), or, once ``need`` is ``None``, its ``result``."""
 
     __slots__ = ("need", "plan", "result")
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan[T]) -> None:
         self.plan = plan
-        self.result: Any = None
+        self.result: T
         self.need: Get | Wait | None = None
         self.send(None)
 
