@@ -21,9 +21,10 @@ function of the state and the clock; this module does the fetching around it:
   threads (the process evidently runs loops that end with their request). Under one
   long-lived loop (uvicorn and the like) the refresh stays a task of that loop and
   nothing is fetched twice. A loop closed without cancelling its tasks leaves the task
-  pending for ever: its flight is taken over once stale, and a later request starts
-  another refresh. (With only an async test transport, and no sync one, nothing is
-  carried on in a thread, which would fetch elsewhere.)
+  pending for ever: its flight is taken over at once (its loop is closed), and the
+  next refresh, started by a later request, runs in a thread. (With only an async
+  test transport, and no sync one, nothing moves to a thread, which would fetch
+  elsewhere.)
 * Fetches never follow redirects, never accept more than ``max_bytes``, and never
   take longer than ``timeout`` in total.
 """
