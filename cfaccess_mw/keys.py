@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import anyio.lowlevel
 import httpx
 
 from .fetching import (
@@ -357,6 +358,10 @@ class JWKSClient:
         return self._transport is None or self._sync_transport is not None
 
     async def _background_refresh(self, generation: int) -> None:
+        # The request that started it goes first: a loop that ends with its request (asyncio.run) then cancels this
+        # before any I/O, rather than in the middle of opening a connection (whose half-started tasks anyio leaves
+        # to be garbage-collected, never awaited), and the thread that carries it on is the only fetch.
+        await anyio.lowlevel.checkpoint()
         try:
             await drive_async(self._refresh_plan(generation), self._transport, self.timeout)
         except Exception:  # the plan records fetch errors itself; this is a bug, and no request may see it

@@ -394,6 +394,7 @@ def test_the_routine_refresh_happens_when_each_request_runs_in_its_own_event_loo
             asyncio.run(keys.get_key(issuer.signing_kid))
             keys.settle_sync()
         assert keys.age < 60, "refreshed within a lifetime or so"
+        assert issuer.fetch_count == 6, "one fetch per refresh: the first was cancelled before it began its GET"
 
 
 class StalledRefresh:
