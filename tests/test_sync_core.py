@@ -399,12 +399,20 @@ def test_the_routine_refresh_happens_when_each_request_runs_in_its_own_event_loo
 
 class StalledRefresh:
     """A client due for its routine refresh, against a certs endpoint that holds each answer until ``release`` is
-    set; ``request()`` is a request that starts the refresh and returns once its GET is at the endpoint, held."""
+    set; ``request()`` is a request that starts the refresh and returns once its GET is at the endpoint, held.
 
-    def __init__(self, issuer: LocalIssuer) -> None:
+    ``socketless``: the loop's GET goes to a transport that never answers and holds no socket (a loop closed under
+    it then leaks none); the sync client, which a thread uses, still fetches from the issuer."""
+
+    def __init__(self, issuer: LocalIssuer, *, socketless: bool = False) -> None:
         self.issuer = issuer
         self.clock = Clock()
-        self.keys = JWKSClient(issuer.certs_url, clock=self.clock, cache_seconds=60, cooldown_seconds=1, timeout=5)
+        transports: dict[str, Any] = {}
+        if socketless:
+            transports = {"transport": httpx.MockTransport(self.hang), "sync_transport": httpx.HTTPTransport()}
+        self.keys = JWKSClient(
+            issuer.certs_url, clock=self.clock, cache_seconds=60, cooldown_seconds=1, timeout=5, **transports
+        )
         self.keys.refresh_sync()
         self.endpoint = HeldCerts(issuer, bound=BOUND)
         self.arrived = threading.Event()
@@ -414,6 +422,11 @@ class StalledRefresh:
     def respond(self) -> Any:
         self.arrived.set()
         return self.endpoint()
+
+    async def hang(self, request: httpx.Request) -> httpx.Response:
+        self.arrived.set()
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
 
     async def request(self) -> None:
         await self.keys.get_key(self.issuer.signing_kid)  # served from the cache; starts the background refresh
@@ -444,9 +457,9 @@ def test_a_routine_refresh_whose_loop_is_closed_without_cancelling_it_is_started
     pending for ever, its GET cut off mid-way: it never lands its flight, nor ends. Its flight is taken over at once
     (its loop is closed), the next refresh starts in a thread, and ``settle`` does not wait for the dead task."""
     with LocalIssuer() as issuer:
-        stalled = StalledRefresh(issuer)
+        stalled = StalledRefresh(issuer, socketless=True)
         keys = stalled.keys
-        loop = asyncio.new_event_loop()
+        loop = asyncio.SelectorEventLoop()  # whatever the policy (uvloop refuses to close over open sockets)
         loop.run_until_complete(asyncio.wait_for(stalled.request(), BOUND))
         loop.close()  # the task is left pending, holding the flight
         stalled.endpoint.release.set()
