@@ -201,9 +201,10 @@ def micro(
     keys_after = __import__("cfaccess_mw.keys", fromlist=["JWKSClient"]).JWKSClient("https://certs.example/c")
     key = object()
     keys_before._keys = {"k1": key}
-    keys_after._keys = {"k1": key}
-    keys_before._fetched_at = keys_after._fetched_at = float("inf")
-    keys_after._due_at = float("inf")
+    keys_before._fetched_at = float("inf")
+    book = getattr(keys_after, "_book", keys_after)  # the bookkeeping moved to keystate.KeySetState
+    for name, value in (("keys", {"k1": key}), ("fetched_at", float("inf")), ("due_at", float("inf"))):
+        setattr(book, name if book is not keys_after else "_" + name, value)
     fns["key check on a hit, before: has_kid(kid)"] = lambda: keys_before.has_kid("k1")
     fns["key check on a hit, after: cached_key(kid) is key"] = lambda: keys_after.cached_key("k1") is key
     claims = common.Minter.claims(common.Minter(None, "k1", "https://t", "a" * 64), common.USERS[0])  # type: ignore[arg-type]

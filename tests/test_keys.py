@@ -629,10 +629,10 @@ async def test_a_bug_in_the_background_refresh_is_logged_not_raised(
     keys = client_for(issuer, clock, cache_seconds=60)
     await keys.refresh()
 
-    async def broken(generation: int) -> bool:
+    def broken(generation: int) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(keys, "_refresh", broken)
+    monkeypatch.setattr(keys, "_refresh_plan", broken)
     clock.now += 61
     with caplog.at_level(logging.ERROR, logger="cfaccess_mw.keys"):
         assert await keys.get_key(issuer.signing_kid) is not None
@@ -671,3 +671,36 @@ async def test_a_kept_copy_is_trusted_no_longer_than_the_maximum_age(issuer: Loc
         await keys.get_key(kid)
     assert caught.value.reason is Reason.KEY_UNUSABLE
     assert await keys.get_key("other") is not None, "the keys the document serves stay trusted"
+
+
+def test_past_the_maximum_age_a_kid_listed_unusably_gets_503_like_every_other() -> None:
+    """Once the keys outlived the maximum age unconfirmed, nothing from that document is trusted: a kid it listed
+    unusably is as undecided as any other (503), not refused as unusable (401) on the word of a stale document."""
+    import httpx
+
+    down = False
+    document = {
+        "keys": [public_jwk("good", spare_key()), {**public_jwk("signing-only", spare_key()), "key_ops": ["sign"]}]
+    }
+
+    def endpoint(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503) if down else httpx.Response(200, json=document)
+
+    clock = Clock()
+    keys = JWKSClient(
+        "https://certs.example/c",
+        clock=clock,
+        cache_seconds=60,
+        max_age_seconds=600,
+        sync_transport=httpx.MockTransport(endpoint),
+    )
+    assert keys.refresh_sync()
+    with pytest.raises(InvalidToken) as unusable:
+        keys.get_key_sync("signing-only")
+    assert unusable.value.reason is Reason.KEY_UNUSABLE
+    down = True
+    clock.now += 601
+    with pytest.raises(AuthUnavailable) as undecided:
+        keys.get_key_sync("signing-only")
+    assert undecided.value.reason is Reason.KEYS_UNAVAILABLE
+    keys.settle_sync()

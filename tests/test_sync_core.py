@@ -19,13 +19,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 
 from cfaccess_mw.core.authenticator import Authenticator
 from cfaccess_mw.core.errors import AuthError
 from cfaccess_mw.keys.jwks import JWKSClient
-from cfaccess_mw.testing import LocalIssuer
+from cfaccess_mw.testing import LocalIssuer, new_rsa_key, public_jwk
 
 from .conftest import REMOTE_PEER, Clock, find_user
 from .hostile import HeldCerts
@@ -379,16 +380,11 @@ def test_a_fetch_whose_headers_trickle_in_is_cut_off_at_its_timeout(driver: str)
     assert "no answer within" in keys.last_failure
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JWKSClient._spawn makes the background refresh a task of the running loop; asyncio.run (and asgiref's "
-    "AsyncToSync, and Starlette's TestClient outside 'with') cancels that task when the request's loop ends, before "
-    "its fetch lands, and _due_at stays pushed past it: with a loop per request the routine refresh never runs, "
-    "and a withdrawn key stays trusted until the maximum age (a day), not the cache lifetime. Fix: run the "
-    "background refresh in a daemon thread always (the sync client), or fetch inline when the loop is not the "
-    "server's; a design choice for the lead.",
-)
 def test_the_routine_refresh_happens_when_each_request_runs_in_its_own_event_loop() -> None:
+    """asyncio.run (and asgiref's AsyncToSync, and Starlette's TestClient outside ``with``) cancels what is left of
+    a request's loop when it ends. Before, the background refresh was a task of that loop and was cancelled with it,
+    before its first step, and ``_due_at`` stayed pushed past it: with a loop per request the routine refresh never
+    ran, and a withdrawn key stayed trusted until the maximum age (a day), not the cache lifetime."""
     with LocalIssuer() as issuer:
         clock = Clock()
         keys = JWKSClient(issuer.certs_url, clock=clock, cache_seconds=60, cooldown_seconds=1, timeout=2)
@@ -398,3 +394,126 @@ def test_the_routine_refresh_happens_when_each_request_runs_in_its_own_event_loo
             asyncio.run(keys.get_key(issuer.signing_kid))
             keys.settle_sync()
         assert keys.age < 60, "refreshed within a lifetime or so"
+        assert issuer.fetch_count == 6, "one fetch per refresh: the first was cancelled before it began its GET"
+
+
+class StalledRefresh:
+    """A client due for its routine refresh, against a certs endpoint that holds each answer until ``release`` is
+    set; ``request()`` is a request that starts the refresh and returns once its GET is at the endpoint, held.
+
+    ``socketless``: the loop's GET goes to a transport that never answers and holds no socket (a loop closed under
+    it then leaks none); the sync client, which a thread uses, still fetches from the issuer."""
+
+    def __init__(self, issuer: LocalIssuer, *, socketless: bool = False) -> None:
+        self.issuer = issuer
+        self.clock = Clock()
+        transports: dict[str, Any] = {}
+        if socketless:
+            transports = {"transport": httpx.MockTransport(self.hang), "sync_transport": httpx.HTTPTransport()}
+        self.keys = JWKSClient(
+            issuer.certs_url, clock=self.clock, cache_seconds=60, cooldown_seconds=1, timeout=5, **transports
+        )
+        self.keys.refresh_sync()
+        self.endpoint = HeldCerts(issuer, bound=BOUND)
+        self.arrived = threading.Event()
+        issuer.responder = self.respond
+        self.clock.now += 61
+
+    def respond(self) -> Any:
+        self.arrived.set()
+        return self.endpoint()
+
+    async def hang(self, request: httpx.Request) -> httpx.Response:
+        self.arrived.set()
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+    async def request(self) -> None:
+        await self.keys.get_key(self.issuer.signing_kid)  # served from the cache; starts the background refresh
+        await asyncio.to_thread(self.arrived.wait, BOUND)
+
+
+def test_a_routine_refresh_whose_loop_ends_mid_fetch_is_carried_on_in_a_thread() -> None:
+    """The loop ends while the refresh's GET is under way (a slow certs endpoint): the refresh is cut short, and
+    carried on in a daemon thread with the sync client, which lands the keys; later refreshes start in a thread."""
+    with LocalIssuer() as issuer:
+        stalled = StalledRefresh(issuer)
+        keys = stalled.keys
+        asyncio.run(asyncio.wait_for(stalled.request(), BOUND))  # the loop ends and cancels the refresh mid-GET
+        stalled.endpoint.release.set()
+        keys.settle_sync()
+        assert keys.age < 60, "the refresh landed after its loop ended"
+        assert keys.last_failure is None
+        fetches = issuer.fetch_count
+        stalled.clock.now += 61
+        asyncio.run(keys.get_key(issuer.signing_kid))  # the next one goes to a thread at once: nothing to cancel
+        keys.settle_sync()
+        assert keys.age < 60
+        assert issuer.fetch_count == fetches + 1, "one fetch for that refresh, not a cancelled one and a second"
+
+
+def test_a_routine_refresh_whose_loop_is_closed_without_cancelling_it_is_started_again_in_a_thread() -> None:
+    """Code that runs a loop and then just closes it (``run_until_complete``, ``close``) leaves the refresh task
+    pending for ever, its GET cut off mid-way: it never lands its flight, nor ends. Its flight is taken over at once
+    (its loop is closed), the next refresh starts in a thread, and ``settle`` does not wait for the dead task."""
+    with LocalIssuer() as issuer:
+        stalled = StalledRefresh(issuer, socketless=True)
+        keys = stalled.keys
+        loop = asyncio.SelectorEventLoop()  # whatever the policy (uvloop refuses to close over open sockets)
+        loop.run_until_complete(asyncio.wait_for(stalled.request(), BOUND))
+        loop.close()  # the task is left pending, holding the flight
+        stalled.endpoint.release.set()
+        stalled.clock.now += 10  # past the time a refresh may take: the next request starts another
+        asyncio.run(keys.get_key(issuer.signing_kid))
+        asyncio.run(asyncio.wait_for(keys.settle(), BOUND))
+        assert keys.age < 60, "the refresh landed, not held up by the dead task's flight"
+        assert keys.last_failure is None
+
+
+def test_a_routine_refresh_in_one_long_lived_loop_stays_a_task_of_it() -> None:
+    """Under one loop (uvicorn), each routine refresh is one fetch, run by that loop: nothing moves to a thread."""
+    with LocalIssuer() as issuer:
+        clock = Clock()
+        keys = JWKSClient(issuer.certs_url, clock=clock, cache_seconds=60, cooldown_seconds=1, timeout=2)
+        refreshers: set[str] = set()
+
+        async def serve() -> None:
+            await keys.refresh()
+            for _ in range(5):
+                clock.now += 61
+                await keys.get_key(issuer.signing_kid)
+                refreshers.update(task.get_name() for task in keys._tasks)
+                await keys.settle()
+                assert keys.age < 60
+
+        asyncio.run(asyncio.wait_for(serve(), BOUND))
+        assert issuer.fetch_count == 6
+        assert len(refreshers) == 5, "each refresh a task of the loop"
+
+
+def test_an_owner_that_comes_back_after_its_flight_was_taken_over_does_not_undo_the_newer_answer() -> None:
+    """A fetch whose owner stalls past the flight's bound is taken over; the owner may still come back with its
+    answer (a key set read before the newer one, or its own timeout). That answer is older than the one held: it
+    is dropped, not applied over it (before, it replaced the newer keys or marked the endpoint as failing)."""
+    old, new = (new_rsa_key(), new_rsa_key())
+    entered, release = threading.Event(), threading.Event()
+    calls = 0
+
+    def endpoint(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the owner's fetch: it stalls, then answers with the key set of then
+            entered.set()
+            release.wait(BOUND)
+            return httpx.Response(200, json={"keys": [public_jwk("old", old)]})
+        return httpx.Response(200, json={"keys": [public_jwk("new", new)]})
+
+    keys = JWKSClient("https://certs.example/c", timeout=0.05, sync_transport=httpx.MockTransport(endpoint))
+    owner = in_daemon_thread(keys.refresh_sync)
+    assert entered.wait(BOUND)
+    assert keys.refresh_sync(), "waits for the stalled fetch, takes it over once stale, and fetches"
+    assert keys.kids == ["new"]
+    release.set()
+    owner.result(timeout=BOUND)
+    assert keys.kids == ["new"], "the older answer did not replace the newer keys"
+    assert keys.last_failure is None, "nor did the owner's late failure count"

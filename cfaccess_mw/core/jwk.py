@@ -24,7 +24,7 @@ from typing import NamedTuple
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey, RSAPublicNumbers
 
-from ..keys.fetching import JWKSFetchError
+from .plans import JWKSFetchError
 
 MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 8192  # bounds the work one verification can cost

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..keys.jwks import DEFAULT_MAX_AGE_SECONDS
 from .credentials import _HEX64, ApiKey, ServiceToken, _parse_service_tokens, _read_api_keys
 from .environment import (
     CLIENT_PREFIX,
@@ -35,6 +34,7 @@ from .environment import (
 )
 from .errors import ConfigError
 from .exposure import ExposureMode, is_loopback_url_host
+from .keystate import DEFAULT_MAX_AGE_SECONDS
 from .preset_settings import check_preset_settings, parse_provider
 from .providers import Provider
 

@@ -1,4 +1,5 @@
-"""Fetching keys: one GET done async or sync, and one fetch at a time across threads and event loops.
+"""Fetching keys: one GET done async or sync, a fetch plan driven either way, one fetch at a time across threads
+and event loops.
 
 The key sources (:mod:`cfaccess_mw.keys`, :mod:`cfaccess_mw.keysources`) decide *what* to
 fetch and what an answer means; this module only does the I/O, two ways:
@@ -6,6 +7,8 @@ fetch and what an answer means; this module only does the I/O, two ways:
 * :func:`http_get` (``httpx.AsyncClient``, for ASGI apps) and :func:`http_get_sync`
   (``httpx.Client``, for WSGI apps and threads) make the same request with the same
   limits: no redirects, at most ``max_bytes``, about ``seconds`` in all.
+* :func:`drive_async` and :func:`drive_sync` run a fetch plan (:mod:`cfaccess_mw.plans`):
+  they do the GETs and the waits it asks for, and nothing else.
 * :class:`SingleFlight` lets one caller fetch while every other caller, in whatever
   thread or event loop, waits for that fetch and then looks again. Nothing in it
   belongs to an event loop: its lock is a ``threading.Lock`` held for a few
@@ -27,31 +30,30 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import ModuleType
-from typing import Any, NamedTuple
+from typing import Any
 
 import anyio
 import httpcore
 import httpx
 
+from ..core.plans import Fetched, Get, JWKSFetchError, Plan, Step, T, Wait
 
-class JWKSFetchError(Exception):
-    """A fetch of the certs endpoint failed; the message says how (no secrets involved).
-
-    ``unusable`` is set when the document was a key set whose every key was unusable:
-    kid -> why, so that tokens naming those kids are told so (401) rather than to retry.
-    """
-
-    def __init__(self, message: str, unusable: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.unusable = unusable  # None: no key set was read (the network, the status, the body failed)
-
-
-class Fetched(NamedTuple):
-    """One GET's answer: the status, the body, and the seconds a cache held it (``Age``; 0 when fresh)."""
-
-    status: int
-    body: bytes
-    age: float
+__all__ = [  # JWKSFetchError and Fetched are importable from here as before they moved to the pure plans module
+    "Counter",
+    "Fetched",
+    "JWKSFetchError",
+    "SingleFlight",
+    "drive_async",
+    "drive_sync",
+    "http_get",
+    "http_get_sync",
+    "in_event_loop",
+    "response_age",
+    "running_trio",
+    "start_thread",
+    "wait_async",
+    "wait_sync",
+]
 
 
 def response_age(value: str | None) -> float:
@@ -77,15 +79,8 @@ def _add(chunks: list[bytes], chunk: bytes, size: int, max_bytes: int) -> int:
     return size
 
 
-async def http_get(
-    url: str,
-    *,
-    transport: httpx.AsyncBaseTransport | None,
-    seconds: float,
-    max_bytes: int,
-    accept: str = "application/json",
-) -> Fetched:
-    """One GET from async code: no redirects, at most ``max_bytes``, ``seconds`` in all.
+async def http_get(get: Get, transport: httpx.AsyncBaseTransport | None, seconds: float) -> Fetched:
+    """One GET from async code: no redirects, at most ``get.max_bytes``, ``seconds`` in all.
 
     Raises :class:`JWKSFetchError` for a network failure, a timeout, a redirect or an oversized body.
     """
@@ -95,13 +90,13 @@ async def http_get(
                 httpx.AsyncClient(
                     transport=transport, timeout=httpx.Timeout(seconds), follow_redirects=False
                 ) as client,
-                client.stream("GET", url, headers={"accept": accept}) as response,
+                client.stream("GET", get.url, headers={"accept": get.accept}) as response,
             ):
-                _check_start(response, max_bytes)
+                _check_start(response, get.max_bytes)
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in response.aiter_bytes():
-                    size = _add(chunks, chunk, size, max_bytes)
+                    size = _add(chunks, chunk, size, get.max_bytes)
                 return Fetched(response.status_code, b"".join(chunks), response_age(response.headers.get("age")))
     except TimeoutError:
         raise JWKSFetchError(f"no answer within {seconds:g}s") from None
@@ -109,14 +104,7 @@ async def http_get(
         raise JWKSFetchError(f"{type(exc).__name__}: {exc}") from None
 
 
-def http_get_sync(
-    url: str,
-    *,
-    transport: httpx.BaseTransport | None,
-    seconds: float,
-    max_bytes: int,
-    accept: str = "application/json",
-) -> Fetched:
+def http_get_sync(get: Get, transport: httpx.BaseTransport | None, seconds: float) -> Fetched:
     """:func:`http_get` from a thread. ``httpx.Timeout`` bounds each phase, and every connect, read and write gets
     at most the time left until the deadline (:func:`_within`), so a status line or headers that trickle in are cut
     off too; the check between chunks ends a body that trickles in once ``seconds`` have passed."""
@@ -126,13 +114,13 @@ def http_get_sync(
     try:
         with (
             httpx.Client(transport=transport, timeout=httpx.Timeout(seconds), follow_redirects=False) as client,
-            client.stream("GET", url, headers={"accept": accept}) as response,
+            client.stream("GET", get.url, headers={"accept": get.accept}) as response,
         ):
-            _check_start(response, max_bytes)
+            _check_start(response, get.max_bytes)
             chunks: list[bytes] = []
             size = 0
             for chunk in response.iter_bytes():
-                size = _add(chunks, chunk, size, max_bytes)
+                size = _add(chunks, chunk, size, get.max_bytes)
                 if time.monotonic() > deadline:
                     raise httpx.ReadTimeout("deadline passed")
             return Fetched(response.status_code, b"".join(chunks), response_age(response.headers.get("age")))
@@ -140,6 +128,42 @@ def http_get_sync(
         raise JWKSFetchError(f"no answer within {seconds:g}s") from None
     except httpx.HTTPError as exc:
         raise JWKSFetchError(f"{type(exc).__name__}: {exc}") from None
+
+
+async def drive_async(plan: Plan[T], transport: httpx.AsyncBaseTransport | None, seconds: float) -> T:
+    """Run a fetch plan in the running event loop, with ``httpx.AsyncClient``; each GET takes ``seconds`` at most."""
+    with contextlib.closing(plan):  # cancelled: the plan's finally clauses run now (its flight lands)
+        step = Step(plan)
+        while (need := step.need) is not None:
+            if isinstance(need, Wait):
+                await wait_async(need.flight, need.seconds)
+                step.send(None)
+                continue
+            try:
+                answer = await http_get(need, transport, seconds)
+            except Exception as exc:  # raised in the plan, which decides what it means (a bug, too, is its to record)
+                step.send(None, exc)
+            else:
+                step.send(answer)
+        return step.result
+
+
+def drive_sync(plan: Plan[T], transport: httpx.BaseTransport | None, seconds: float) -> T:
+    """:func:`drive_async` in the calling thread, with ``httpx.Client``."""
+    with contextlib.closing(plan):
+        step = Step(plan)
+        while (need := step.need) is not None:
+            if isinstance(need, Wait):
+                wait_sync(need.flight, need.seconds)
+                step.send(None)
+                continue
+            try:
+                answer = http_get_sync(need, transport, seconds)
+            except Exception as exc:
+                step.send(None, exc)
+            else:
+                step.send(answer)
+        return step.result
 
 
 def _within(deadline: float) -> httpx.HTTPTransport:
@@ -235,6 +259,14 @@ def in_event_loop() -> bool:
     return True
 
 
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The running asyncio loop, or ``None`` (a plain thread, or trio)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 async def wait_async(flight: Future[None], seconds: float | None = None) -> None:
     """Wait in the running event loop until ``flight`` is done (or ``seconds`` have passed: the caller then looks
     again), without blocking the loop or cancelling the flight.
@@ -272,11 +304,12 @@ class SingleFlight:
 
     ``claim()`` answers ``(flight, mine)``: when ``mine``, the caller now fetches and must
     call ``land(flight)`` when done, whatever happens; else it waits for ``flight`` (bounded)
-    and looks again. A flight claimed longer than ``stale_after`` seconds ago is taken
-    for abandoned and the next claim takes over (its waiters wake): a fetch is bounded
-    in time, but its owner may vanish without landing, e.g. a background task of an
-    event loop closed without cancelling it, which stays pending for ever and would
-    otherwise hold every later fetch, in every thread and loop, for ever.
+    and looks again. A flight claimed longer than ``stale_after`` seconds ago, or claimed
+    in an asyncio loop that has been closed since, is taken for abandoned and the next
+    claim takes over (its waiters wake): a fetch is bounded in time, but its owner may
+    vanish without landing, e.g. a background task of an event loop closed without
+    cancelling it, which stays pending for ever and would otherwise hold every later
+    fetch, in every thread and loop, for ever.
     """
 
     def __init__(self, stale_after: float = math.inf) -> None:
@@ -284,6 +317,7 @@ class SingleFlight:
         self._lock = threading.Lock()
         self._current: Future[None] | None = None
         self._claimed_at = 0.0
+        self._owner: asyncio.AbstractEventLoop | None = None  # the asyncio loop the current flight was claimed in
 
     @property
     def busy(self) -> bool:
@@ -294,10 +328,11 @@ class SingleFlight:
         with self._lock:
             current = self._current
             now = time.monotonic()
-            if current is not None and now - self._claimed_at < self.stale_after:
+            alive = self._owner is None or not self._owner.is_closed()
+            if current is not None and now - self._claimed_at < self.stale_after and alive:
                 return current, False
             mine: Future[None] = Future()
-            self._current, self._claimed_at = mine, now
+            self._current, self._claimed_at, self._owner = mine, now, running_loop()
         if current is not None:  # abandoned by its owner: its waiters wake and look again
             _finish(current)
         return mine, True
