@@ -4,6 +4,7 @@ gunicorn."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -144,6 +145,29 @@ def test_current_principal_is_the_principal(shared_issuer: LocalIssuer) -> None:
     assert client_of(app).get("/identity", headers=alice(shared_issuer)).text == "alice@example.com"
     assert isinstance(seen[0], Principal)
     assert seen[0].user == {"name": "Alice", "role": "admin"}
+
+
+def test_current_principal_reads_every_attribute_of_the_principal(shared_issuer: LocalIssuer) -> None:
+    """The proxy's own properties (one per field and property of Principal) and the rest of the proxy agree with the
+    principal itself; outside a request it raises as ``request`` does."""
+    app, _ = build(shared_issuer)
+    names = [field.name for field in dataclasses.fields(Principal)]
+    names += [name for name, value in vars(Principal).items() if isinstance(value, property)]
+    seen: dict[str, object] = {}
+
+    @app.get("/identity")
+    def identity() -> str:
+        principal = get_principal()
+        seen.update(same={name: getattr(current_principal, name) == getattr(principal, name) for name in names})
+        seen.update(whole=(current_principal == principal, repr(current_principal) == repr(principal)))
+        seen.update(kind=(isinstance(current_principal, Principal), bool(current_principal)))
+        return ""
+
+    assert client_of(app).get("/identity", headers=alice(shared_issuer)).status_code == 200
+    assert seen == {"same": dict.fromkeys(names, True), "whole": (True, True), "kind": (True, True)}
+    assert {"kind", "email", "user", "claims", "display_name", "identity", "scopes"} <= set(names)
+    with pytest.raises(RuntimeError):
+        current_principal.display_name  # noqa: B018
 
 
 @pytest.mark.parametrize(

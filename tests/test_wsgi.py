@@ -18,10 +18,28 @@ import httpx
 import pytest
 from werkzeug.test import Client
 
-from cfaccess_mw import ApiKey, AuditEvent, Authenticator, ConfigError, Forbidden, Principal, Reason, Settings
+from cfaccess_mw import (
+    ApiKey,
+    AuditEvent,
+    Authenticator,
+    AuthError,
+    ConfigError,
+    Forbidden,
+    Principal,
+    Reason,
+    Settings,
+)
 from cfaccess_mw.core.settings import ExposureMode
-from cfaccess_mw.integrations.wsgi import PRINCIPAL_KEY, SCOPES_KEY, CloudflareAccessWSGIMiddleware, wsgi_scope
+from cfaccess_mw.integrations.wsgi import (
+    PRINCIPAL_KEY,
+    SCOPES_KEY,
+    CloudflareAccessWSGIMiddleware,
+    decide,
+    decision_headers,
+    wsgi_scope,
+)
 from cfaccess_mw.testing import LocalIssuer
+from cfaccess_mw.testing.presets import AlbIssuer, GoogleIapIssuer, OidcIssuer, PomeriumIssuer
 from examples import wsgi_app
 
 from .conftest import REMOTE_PEER, find_user, jwt_header
@@ -125,6 +143,109 @@ def test_headers_come_back_from_http_and_content_variables() -> None:
 def test_an_empty_environ_still_reads() -> None:
     scope = wsgi_scope({})
     assert (scope["method"], scope["path"], scope["client"], scope["headers"]) == ("GET", "/", None, [])
+
+
+def test_the_scope_reads_each_field_when_asked_and_the_whole_of_it_when_looked_at_whole() -> None:
+    environ = {**BASE_ENVIRON, "SCRIPT_NAME": "/app", "PATH_INFO": "/x", "QUERY_STRING": "q=1", **REMOTE}
+    eager = {
+        "type": "http",
+        "headers": [],
+        "method": "GET",
+        "scheme": "http",
+        "path": "/app/x",
+        "raw_path": b"/app/x",
+        "root_path": "/app",
+        "query_string": b"q=1",
+        "client": REMOTE_PEER,
+        "server": ("127.0.0.1", 8000),
+    }
+    fields = [key for key in eager if key not in ("type", "headers")]
+    for key in fields:  # each field alone, through [] and through get, as the decision and the audit read them
+        assert wsgi_scope(environ)[key] == eager[key], key
+        assert wsgi_scope(environ).get(key) == eager[key], key
+        assert key in wsgi_scope(environ), key
+    for whole in (dict, lambda scope: {**scope}, lambda scope: dict(scope.items()), lambda scope: scope.copy()):
+        assert whole(wsgi_scope(environ)) == eager
+    scope = wsgi_scope(environ)
+    assert (scope == eager, len(wsgi_scope(environ)), sorted(wsgi_scope(environ))) == (True, 10, sorted(eager))
+    assert wsgi_scope(environ).get("user", "absent") == "absent"
+    assert "user" not in wsgi_scope(environ)
+    with pytest.raises(KeyError):
+        wsgi_scope(environ)["user"]
+
+
+def decision(auth: Authenticator, scope: Any) -> tuple[str, str]:
+    """What the decision makes of a scope: ``("accepted", who)``, ``("public", "")`` or ``("refused", reason)``."""
+    try:
+        decided = decide(auth, scope)
+    except AuthError as err:
+        return "refused", f"{err.status_code} {err.reason.value}"
+    if decided is None:
+        return "public", ""
+    principal, scopes = decided
+    return "accepted", f"{principal.identity} {scopes}"
+
+
+PRESETS: dict[str, Callable[[], Any]] = {
+    "cloudflare": LocalIssuer,
+    "google-iap": GoogleIapIssuer,
+    "pomerium": PomeriumIssuer,
+    "aws-alb": AlbIssuer,
+    "oidc": OidcIssuer,
+}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_the_headers_the_decision_reads_decide_as_all_of_them_would(preset: str) -> None:
+    """Outside local mode only the token header, Authorization and (when allowed) Cookie are read from the
+    environ (:func:`decision_headers`): every request here is decided from those and from every header, alike."""
+    with PRESETS[preset]() as issuer:
+        token = issuer.identity_token("alice@example.com")
+        other = "HTTP_X_GOOG_IAP_JWT_ASSERTION" if preset != "google-iap" else "HTTP_CF_ACCESS_JWT_ASSERTION"
+        header = "HTTP_" + issuer.request_headers(token).popitem()[0].upper().replace("-", "_")
+        noise = {"HTTP_HOST": "localhost", "HTTP_ORIGIN": "http://localhost", "HTTP_X_FORWARDED_FOR": "127.0.0.1"}
+        rows: dict[str, dict[str, str]] = {
+            "token": {header: issuer.request_headers(token).popitem()[1]},
+            "token-and-noise": {header: issuer.request_headers(token).popitem()[1], **noise},
+            "token-in-another-presets-header": {other: token},
+            "cookie": {"HTTP_COOKIE": f"a=1; CF_Authorization={token}"},
+            "token-and-cookie": {
+                header: issuer.request_headers(token).popitem()[1],
+                "HTTP_COOKIE": "CF_Authorization=x",
+            },
+            "api-key": {"HTTP_AUTHORIZATION": f"Bearer {API_KEY}"},
+            "wrong-api-key": {"HTTP_AUTHORIZATION": "Bearer wrong"},
+            "bearer-token": {"HTTP_AUTHORIZATION": f"Bearer {token}"},
+            "garbage": {header: "e30.e30.c2ln"},
+            "nothing": noise,
+        }
+        for allow_cookie in (False, True) if preset == "cloudflare" else (False,):  # the cookie is Cloudflare's
+            settings = issuer.settings(allow_cookie=allow_cookie, api_keys=(ApiKey.from_secret("operator", API_KEY),))
+            auth = Authenticator(settings, user_lookup=find_user)
+            auth.startup_sync()
+            keys = decision_headers(auth)
+            assert keys is not None
+            for name, headers in rows.items():
+                environ = {**BASE_ENVIRON, **LOOPBACK, **headers}
+                assert decision(auth, wsgi_scope(environ, keys)) == decision(auth, wsgi_scope(environ)), (
+                    name,
+                    allow_cookie,
+                )
+            assert decision(auth, wsgi_scope({**BASE_ENVIRON, **rows["token"]}, keys))[0] == "accepted"
+            assert decision(auth, wsgi_scope({**BASE_ENVIRON, **rows["api-key"]}, keys))[0] == "accepted"
+            cookie = decision(auth, wsgi_scope({**BASE_ENVIRON, **rows["cookie"]}, keys))[0]
+            assert cookie == ("accepted" if allow_cookie else "refused")
+
+
+def test_local_mode_reads_every_header(shared_issuer: LocalIssuer) -> None:
+    """Local mode judges Host, Origin, Sec-Fetch-Site and every proxy header: none may be left out."""
+    auth = Authenticator(shared_issuer.settings(exposure_mode=ExposureMode.LOCAL), user_lookup=find_user)
+    assert decision_headers(auth) is None
+    proxied = {**BASE_ENVIRON, **LOOPBACK, "HTTP_HOST": "localhost:8000", "HTTP_X_FORWARDED_FOR": "203.0.113.7"}
+    assert decision(auth, wsgi_scope(proxied, decision_headers(auth))) == ("refused", "401 no_credentials")
+    assert decision(auth, wsgi_scope({**proxied, "HTTP_X_FORWARDED_FOR": ""}))[0] == "refused"
+    del proxied["HTTP_X_FORWARDED_FOR"]
+    assert decision(auth, wsgi_scope(proxied, decision_headers(auth)))[0] == "accepted"
 
 
 # --- the middleware under Werkzeug's test client -----------------------------------------------
