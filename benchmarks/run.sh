@@ -35,8 +35,15 @@ WANTED="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
 if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANTED" ]]; then
   echo "run.sh: installing cfaccess_mw[bench] into $VENV ..." >&2
   "$VENV/bin/python" -m pip --disable-pip-version-check -q install -e "$ROOT[bench]"
+  # flask-cfaccess pins Flask ~=2.2.3 and PyJWT ~=2.6.0, which no resolution shares with this project: installed
+  # without its dependencies, for benchmarks.wsgi's peer rows only (benchmarks/flask_peers.py says how it is fed).
+  "$VENV/bin/python" -m pip --disable-pip-version-check -q install --no-deps flask-cfaccess==0.1.1
   echo "$WANTED" > "$STAMP"
 fi
 cd "$ROOT"
 export BENCH_COMMAND="benchmarks/run.sh${*:+ $*}"
+if [[ "${1:-}" == "wsgi" ]]; then  # benchmarks/run.sh wsgi [--ab REV]: the sync path against the Flask peers
+  shift
+  exec "$VENV/bin/python" -m benchmarks.wsgi "$@"
+fi
 exec "$VENV/bin/python" -m benchmarks.run "$@"

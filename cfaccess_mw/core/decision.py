@@ -142,7 +142,7 @@ class Decision:
         """Which credential the request carries, decided from its headers and peer alone: the principal of an
         API key or of the local operator, or the token to verify (the header's bytes as received, or the
         cookie's text); or the refusal."""
-        scope = source if type(source) is dict else scope_of(source)  # a server's scope: no call per request
+        scope = source if isinstance(source, dict) else scope_of(source)  # a scope (a dict): no call per request
         jwt_value: bytes | None = None
         jwt_header: str | None = None
         authorization: str | None = None

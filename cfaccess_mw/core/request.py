@@ -24,7 +24,7 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 def scope_of(source: Any) -> Mapping[str, Any]:
     """The ASGI scope of ``source``: a scope itself, or a request object carrying one in ``.scope``."""
-    if type(source) is dict:  # what servers pass: no ABC check on every request
+    if isinstance(source, dict):  # what servers pass, and the WSGI adapters' WSGIScope: no ABC check per request
         return source
     if isinstance(source, Mapping):
         return source
