@@ -144,10 +144,10 @@ def _fastapi(dependency: Any = None) -> Any:
 async def user_paths(before: ModuleType, team: apps.Team, same: str, rounds: int, batch: float) -> list[common.Case]:
     """Issue 11's rows, before and after: the first case of each framework is its bare app."""
     import cfaccess_mw
-    import cfaccess_mw.integrations.fastapi
 
     before_fastapi = importlib.import_module(f"{before.__name__}.fastapi")
-    sides = [("before", before, before_fastapi), ("after", cfaccess_mw, cfaccess_mw.fastapi)]
+    after_fastapi = importlib.import_module("cfaccess_mw.fastapi")
+    sides = [("before", before, before_fastapi), ("after", cfaccess_mw, after_fastapi)]
     sync = {"user_lookup": apps.find_user_sync}
     bare, fbare = apps.bare_starlette(), _fastapi()
     scopes = [common.jwt_scope(same)]
