@@ -49,11 +49,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _before_verifier(before: ModuleType) -> Any:
-    """The other revision's TokenVerifier: in ``verifier`` since issue 19, in ``tokens`` before."""
-    try:
-        return importlib.import_module(f"{before.__name__}.verifier").TokenVerifier
-    except ImportError:
-        return importlib.import_module(f"{before.__name__}.tokens").TokenVerifier
+    """The other revision's TokenVerifier: in ``core.verifier`` since issue 19's layout, ``verifier`` before it,
+    ``tokens`` before that."""
+    for module in ("core.verifier", "verifier", "tokens"):
+        try:
+            return importlib.import_module(f"{before.__name__}.{module}").TokenVerifier
+        except (ImportError, AttributeError):
+            continue
+    raise ImportError(f"no TokenVerifier in {before.__name__}")
 
 
 def load_revision(ref: str, into: Path) -> ModuleType:

@@ -12,9 +12,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cfaccess_mw.core.errors import AuthUnavailable, InvalidToken, Reason
-from cfaccess_mw.core.tokens import MAX_TOKEN_LENGTH, decode_unverified, human_duration
+from cfaccess_mw.core.tokens import MAX_TOKEN_LENGTH, b64url_decode, decode_unverified, human_duration
 from cfaccess_mw.core.verifier import KEY_TAIL, TokenVerifier
 from cfaccess_mw.keys.jwks import JWKSClient
 from cfaccess_mw.testing import LocalIssuer, new_rsa_key, public_jwk
@@ -676,3 +678,27 @@ def test_eviction_ends_when_every_entry_is_marked(shared_issuer: LocalIssuer) ->
     verifier.verify_token_sync(tokens[3])
     assert verifier.cached_tokens == 3
     assert verifier.cached(tokens[0]) is None, "the oldest goes once one pass unmarked them all"
+
+
+def _canonical_base64url_of(segment: str) -> bytes | None:
+    """The bytes whose canonical unpadded base64url encoding is exactly ``segment``, or None: the definition
+    b64url_decode must meet, computed by the standard library's encoder (no decoder trusted)."""
+    if not segment or len(segment) % 4 == 1 or not segment.isascii():
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except ValueError:
+        return None
+    return raw if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == segment else None
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.text(alphabet="AQgwBz09-_+/=*.é \n\t\x00", max_size=12))
+def test_base64url_is_exactly_the_canonical_unpadded_alphabet(segment: str) -> None:
+    expected = _canonical_base64url_of(segment)
+    try:
+        got = b64url_decode(segment, "payload")
+    except InvalidToken:
+        assert expected is None, f"{segment!r} is canonical base64url of {expected!r} but was refused"
+        return
+    assert got == expected

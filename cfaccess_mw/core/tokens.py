@@ -90,34 +90,31 @@ _CANONICAL_LAST = {
 }
 
 
-_PADS = ("", "", "==", "=")
-# binascii's strict mode (3.11+) refuses anything outside the alphabet in C; 3.10 checks with the regex.
+_PADS = (b"", b"", b"==", b"=")
+#: base64url to the standard alphabet, and the standard alphabet's own '+', '/' and the padding '=' to '*': a byte
+#: binascii's strict mode (3.11+) refuses, as it refuses anything else outside the alphabet; 3.10 uses the regex.
+_TO_STANDARD = bytes.maketrans(b"-_+/=", b"+/***")
 
 
 def b64url_decode(segment: str, what: str) -> bytes:
     """Strict base64url (RFC 7515 section 2): alphabet only, no padding, canonical trailing bits."""
     remainder = len(segment) % 4
-    if (
-        not segment
-        or not segment.isascii()
-        or "+" in segment
-        or "/" in segment
-        or "=" in segment
-        or (sys.version_info < (3, 11) and not _B64URL.fullmatch(segment))
-    ):
+    if not segment:
         raise _malformed(f"the {what} is not base64url (empty, padded or with other characters)")
     if remainder == 1:
         raise _malformed(f"the {what} is not valid base64url (its length is impossible)")
-    # To the standard alphabet on the text itself (binascii takes ASCII text): two replace() calls cost less than
-    # encoding it and translating the bytes (0.15 against 0.28 µs on a 400-character segment); the checks above
-    # kept '+' and '/' out, so the result is the same.
-    data = segment.replace("-", "+").replace("_", "/") + _PADS[remainder]
     try:
         if sys.version_info >= (3, 11):
+            # One pass in C to the standard alphabet, where '+', '/' and '=' (not base64url) become '*', which
+            # the strict decoder refuses like any other byte outside the alphabet; non-ASCII fails to encode.
+            # 0.25 µs less per 342-character segment than checking for each and replacing '-' and '_' in turn.
+            data = segment.encode("ascii").translate(_TO_STANDARD) + _PADS[remainder]
             raw = binascii.a2b_base64(data, strict_mode=True)
-        else:  # pragma: no cover - Python 3.10, whose alphabet check was the regex above
-            raw = binascii.a2b_base64(data)
-    except binascii.Error:
+        else:  # pragma: no cover - Python 3.10: no strict mode, so the alphabet is checked by the regex first
+            if not _B64URL.fullmatch(segment):
+                raise binascii.Error("not base64url")
+            raw = binascii.a2b_base64(segment.replace("-", "+").replace("_", "/") + _PADS[remainder].decode())
+    except (UnicodeEncodeError, binascii.Error):
         raise _malformed(f"the {what} is not base64url (empty, padded or with other characters)") from None
     if remainder and segment[-1] not in _CANONICAL_LAST[remainder]:
         raise _malformed(f"the {what} is not canonical base64url")
