@@ -855,7 +855,6 @@ async def test_header_names_as_bytearray_are_read(shared_issuer: LocalIssuer) ->
     assert reached == ["api_key"]
 
 
-@pytest.mark.xfail(strict=True, reason="review4: the token cache hashes the header value as given; a bytearray is a 500")
 @pytest.mark.anyio
 async def test_a_token_header_as_bytearray_is_verified(shared_issuer: LocalIssuer) -> None:
     """A server may hand header values as bytearray (test_header_names_as_bytearray_are_read): the token header's
