@@ -465,7 +465,6 @@ def test_audit_events_carry_the_apps_status_and_each_refusal(shared_issuer: Loca
     assert events[0].client == f"{REMOTE_PEER[0]}:{REMOTE_PEER[1]}"
 
 
-@pytest.mark.xfail(strict=True, reason="review4: the lazy scope reads the audit's client after the app rewrote it")
 def test_the_audit_records_the_peer_the_decision_saw_whatever_the_app_rewrites(shared_issuer: LocalIssuer) -> None:
     """The scope is read from the environ lazily; the app runs between the decision and the acceptance's audit,
     and an app may rewrite the environ in place: werkzeug's ProxyFix inside the middleware sets REMOTE_ADDR from
