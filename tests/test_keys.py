@@ -516,8 +516,11 @@ async def test_cancelled_fetch_lets_a_waiter_fetch_for_itself(issuer: LocalIssue
     assert results[0] is not None
 
 
-@pytest.mark.xfail(strict=True, reason="review4: a cancelled fetch for an unknown kid leaves its generation's "
-                   "allowance open, so the next unknown kid fetches at once, cooldown or not")
+@pytest.mark.xfail(
+    strict=True,
+    reason="review4: a cancelled fetch for an unknown kid leaves its generation's "
+    "allowance open, so the next unknown kid fetches at once, cooldown or not",
+)
 async def test_cancelled_fetches_for_made_up_kids_stay_within_the_cooldown(issuer: LocalIssuer) -> None:
     """Unknown kids cause one fetch per cooldown (a flood of made-up kids must not become a flood of fetches).
     A request whose fetch is cancelled (its client went away; some servers then cancel the app) must not reopen
