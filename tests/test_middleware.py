@@ -855,6 +855,29 @@ async def test_header_names_as_bytearray_are_read(shared_issuer: LocalIssuer) ->
     assert reached == ["api_key"]
 
 
+@pytest.mark.anyio
+async def test_a_token_header_as_bytearray_is_verified(shared_issuer: LocalIssuer) -> None:
+    """A server may hand header values as bytearray (test_header_names_as_bytearray_are_read): the token header's
+    value, found by its bytes in the token cache, must not be hashed as one (unhashable: a 500, not a decision)."""
+    reached: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["user"].email)
+
+    middleware = CloudflareAccessMiddleware(app, settings=full_settings(shared_issuer), user_lookup=find_user)
+    token = shared_issuer.identity_token("alice@example.com")
+    for _ in range(2):  # verified afresh, then found in the cache
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/",
+            "headers": [(bytearray(b"cf-access-jwt-assertion"), bytearray(token.encode()))],
+            "client": REMOTE_PEER,
+        }
+        await middleware(scope, None, None)  # type: ignore[arg-type]
+    assert reached == ["alice@example.com", "alice@example.com"]
+
+
 def test_failing_extra_scopes_is_503_not_500(shared_issuer: LocalIssuer, make_client: ClientFactory) -> None:
     def broken(principal: Any) -> list[str]:
         raise KeyError("role")

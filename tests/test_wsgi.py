@@ -465,6 +465,22 @@ def test_audit_events_carry_the_apps_status_and_each_refusal(shared_issuer: Loca
     assert events[0].client == f"{REMOTE_PEER[0]}:{REMOTE_PEER[1]}"
 
 
+def test_the_audit_records_the_peer_the_decision_saw_whatever_the_app_rewrites(shared_issuer: LocalIssuer) -> None:
+    """The scope is read from the environ lazily; the app runs between the decision and the acceptance's audit,
+    and an app may rewrite the environ in place: werkzeug's ProxyFix inside the middleware sets REMOTE_ADDR from
+    X-Forwarded-For, which the client chooses. The audit's ``client`` is the socket peer (PEP 3333's
+    REMOTE_ADDR as the server gave it), as an eagerly built scope recorded it, not a forgeable header."""
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    events: Events = []
+    middleware = CloudflareAccessWSGIMiddleware(
+        ProxyFix(report, x_for=1), shared_issuer.settings(), user_lookup=find_user, audit_hook=events.append
+    )
+    headers = {**jwt_header(shared_issuer.identity_token("alice@example.com")), "X-Forwarded-For": "198.51.100.66"}
+    assert get(BufferedClient(middleware), headers=headers).status_code == 201
+    assert [(e.outcome, e.client) for e in events] == [("accepted", f"{REMOTE_PEER[0]}:{REMOTE_PEER[1]}")]
+
+
 def test_an_auth_error_raised_by_the_app_is_our_json_refusal(shared_issuer: LocalIssuer) -> None:
     response = get(make(shared_issuer), "/forbidden-by-app", headers=jwt_header(shared_issuer.identity_token("a@b.c")))
     assert response.status_code == 403  # a@b.c is unknown: refused by the middleware first

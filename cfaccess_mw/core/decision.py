@@ -178,7 +178,9 @@ class Decision:
             elif self._verifies_tokens:
                 if len(jwt_value) > MAX_TOKEN_LENGTH:
                     raise too_large(len(jwt_value))
-                return jwt_value  # decoded only if verified afresh: a repeated token is found by its bytes
+                # Decoded only if verified afresh: a repeated token is found by its bytes. Bytes, not a bytearray a
+                # server may hand (unhashable, and not decoded by the verifier): the cache hashes what it is given.
+                return jwt_value if type(jwt_value) is bytes else bytes(jwt_value)
         if self._verifies_tokens:
             if jwt_header is None and cookie is not None:
                 jwt_header = _access_cookie(cookie)

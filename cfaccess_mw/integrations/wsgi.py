@@ -35,7 +35,7 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import Any, TypeAlias
 
-from ..core.audit import AuditHook
+from ..core.audit import AuditHook, request_facts
 from ..core.authenticator import Authenticator, ExtraScopes
 from ..core.errors import AuthError, AuthUnavailable, Reason, error_response
 from ..core.principals import Principal
@@ -199,6 +199,10 @@ class CloudflareAccessWSGIMiddleware:
         """
         started = False
         audit = auth.audits_acceptances
+        if audit:
+            # The audit's facts as the decision saw them, read now: the scope reads the environ lazily, and the app
+            # may rewrite it in place before it answers (ProxyFix sets REMOTE_ADDR from X-Forwarded-For).
+            request_facts(scope)
 
         def tracking_start_response(
             status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
