@@ -180,8 +180,16 @@ class KeySetState:
         return generation, False
 
     def claim(self) -> int:
-        """A fetch starts (it decides every kid waiting so far); its sequence number."""
+        """A fetch starts (it decides every kid waiting so far); its sequence number.
+
+        The fetch an unknown kid was promised has now started: later requests wait for it through the flight,
+        not through ``kid_fetch_generation``. Were that left set, a fetch cancelled before it concluded (its
+        client went away and the server cancelled the request) would leave the generation unchanged and the
+        promise open, and every next made-up kid would start a fetch of its own, cooldown or not. A cancelled
+        fetch spends the cooldown's allowance like any other.
+        """
         self.kid_waiting = False
+        self.kid_fetch_generation = -1
         self.claims += 1
         return self.claims
 
