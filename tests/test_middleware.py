@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import json
 from typing import Any
 
 import pytest
@@ -876,6 +877,41 @@ async def test_a_token_header_as_bytearray_is_verified(shared_issuer: LocalIssue
         }
         await middleware(scope, None, None)  # type: ignore[arg-type]
     assert reached == ["alice@example.com", "alice@example.com"]
+
+
+@pytest.mark.anyio
+async def test_a_bug_while_deciding_is_a_503_in_our_shape_not_a_500(
+    shared_issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A header value no decision step can read (a str where ASGI says bytes) stands in for any bug while
+    deciding: the request is refused with 503 internal_error, the app is not reached, the value is not logged."""
+    reached: list[object] = []
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    middleware = CloudflareAccessMiddleware(app, settings=full_settings(shared_issuer))
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "headers": [(b"authorization", "Bearer not-bytes-secret")],
+        "client": REMOTE_PEER,
+    }
+    with caplog.at_level(logging.DEBUG):
+        await middleware(scope, receive, send)  # type: ignore[arg-type]
+    assert reached == []
+    assert sent[0]["status"] == 503
+    assert json.loads(sent[1]["body"])["error"]["reason"] == "internal_error"
+    assert "unexpected AttributeError while deciding" in caplog.text
+    assert "not-bytes-secret" not in caplog.text + sent[1]["body"].decode()
 
 
 def test_failing_extra_scopes_is_503_not_500(shared_issuer: LocalIssuer, make_client: ClientFactory) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -128,6 +129,17 @@ class AuthUnavailable(AuthError):
     def __init__(self, reason: Reason, message: str, detail: str | None = None, retry_after: int = 10) -> None:
         super().__init__(reason, message, detail)
         self.retry_after = retry_after
+
+
+def internal_error(exc: BaseException) -> AuthUnavailable:
+    """The 503 for a bug met while deciding a request (ours, or in what a server handed us): never a 500, never
+    a fall-through. Logged by type only, since an exception's text can carry a header's value."""
+    logging.getLogger("cfaccess_mw").error("cfaccess_mw: unexpected %s while deciding a request", type(exc).__name__)
+    return AuthUnavailable(
+        Reason.INTERNAL_ERROR,
+        "The server cannot decide this request now; try again shortly.",
+        f"unexpected {type(exc).__name__} while deciding",
+    )
 
 
 def error_response(err: AuthError, realm: str = "cfaccess") -> tuple[int, list[tuple[bytes, bytes]], bytes]:

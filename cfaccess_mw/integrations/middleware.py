@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..core.audit import AuditHook, logs_acceptances
 from ..core.authenticator import Authenticator, ExtraScopes
 from ..core.decision import Identity
-from ..core.errors import AuthError, AuthUnavailable, ConfigError, Reason, send_error
+from ..core.errors import AuthError, AuthUnavailable, ConfigError, Reason, internal_error, send_error
 from ..core.principals import Principal
 from ..core.settings import Settings
 from ..core.users import MISS, UserLookup
@@ -184,6 +184,9 @@ class CloudflareAccessMiddleware:
                 scopes = admitted.scopes if auth.extra_scopes is None else auth.scopes_for(admitted)
             except AuthError as err:
                 await self._refuse(auth, scope, receive, send, err)
+                return
+            except Exception as exc:  # a bug while deciding (ours, or a scope no server should send): 503, not 500
+                await self._refuse(auth, scope, receive, send, internal_error(exc))
                 return
             scope["user"] = principal
             # AuthCredentials(scopes) without __init__, which would copy the list again through list() (0.3 µs

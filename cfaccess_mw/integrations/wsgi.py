@@ -37,7 +37,7 @@ from typing import Any, TypeAlias
 
 from ..core.audit import AuditHook, request_facts
 from ..core.authenticator import Authenticator, ExtraScopes
-from ..core.errors import AuthError, AuthUnavailable, Reason, error_response
+from ..core.errors import AuthError, error_response, internal_error
 from ..core.principals import Principal
 from ..core.settings import Settings
 from ..core.users import UserLookup, is_async_callable
@@ -99,12 +99,7 @@ def decide(auth: Authenticator, scope: Mapping[str, Any]) -> tuple[Principal, li
     except AuthError:
         raise
     except Exception as exc:
-        logger.error("cfaccess_mw: unexpected %s while deciding a request", type(exc).__name__)
-        raise AuthUnavailable(
-            Reason.INTERNAL_ERROR,
-            "The server cannot decide this request now; try again shortly.",
-            f"unexpected {type(exc).__name__} while deciding",
-        ) from None
+        raise internal_error(exc) from None
 
 
 def refusal(err: AuthError, method: str) -> tuple[str, list[tuple[str, str]], list[bytes]]:
