@@ -28,7 +28,6 @@ becomes the same JSON refusal.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
@@ -57,8 +56,6 @@ __all__ = [
     "status_code",
     "wsgi_scope",
 ]
-
-logger = logging.getLogger("cfaccess_mw")
 
 #: Where the caller is left for the app: the Principal (``None`` on a public path) and its scopes.
 PRINCIPAL_KEY = "cfaccess_mw.principal"
